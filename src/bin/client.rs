@@ -1,0 +1,13 @@
+//! `client`: parse flags, start logging, run one command, exit with its code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ringleader::cli::{self, ClientArgs};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = ClientArgs::parse();
+    cli::init_tracing("warn");
+    ExitCode::from(cli::run(args).await)
+}

@@ -1,0 +1,326 @@
+//! The `client` command line: the course's command names, global flags, human or `--json`
+//! output, and exit codes that say what happened (see the README):
+//! 0 ok, 1 not found, 2 usage, 3 unreachable or timed out, 4 refused, 5 invalid request.
+
+pub mod bench;
+pub mod demo;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::client::{Client, ClientOptions, TIMEOUT_MS_DEFAULT, WAIT_MS_DEFAULT};
+use crate::error::Error;
+use crate::rpc::message::{LockReply, Value, Versioned};
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the key does not exist.
+pub const EXIT_NOT_FOUND: u8 = 1;
+
+/// The `client` binary's flags.
+#[derive(Parser, Debug)]
+#[command(
+    name = "client",
+    version,
+    about = "Talk to a ringleader cluster, or run the demo and the load generator"
+)]
+pub struct ClientArgs {
+    /// Storage server for print/set/get/query_all_keys: host[:port]; without a port, the first
+    /// storage server on 38000-38010.
+    #[arg(long, global = true, default_value = "localhost")]
+    pub server: String,
+    /// View leader: host[:port]; without a port, the first view leader on 39000-39010.
+    #[arg(long, global = true, default_value = "localhost")]
+    pub viewleader: String,
+    /// Print one JSON document instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Longest wait on a retry answer (busy lock, rebalancing), in ms; 0 answers at once.
+    #[arg(long, global = true, default_value_t = WAIT_MS_DEFAULT)]
+    pub wait_ms: u64,
+    /// Time allowed for each call, in ms.
+    #[arg(long, global = true, default_value_t = TIMEOUT_MS_DEFAULT)]
+    pub timeout_ms: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print TEXT on the server's console.
+    Print {
+        #[arg(required = true)]
+        text: Vec<String>,
+    },
+    /// Store KEY=VALUE on one server (not replicated).
+    Set { key: String, value: String },
+    /// Read KEY from one server.
+    Get { key: String },
+    /// List the keys one server holds.
+    #[command(name = "query_all_keys", alias = "query-all-keys")]
+    QueryAllKeys,
+    /// Show the view: epoch, live servers, whether the cluster is rebalancing.
+    #[command(name = "query_servers", alias = "query-servers")]
+    QueryServers,
+    /// Take LOCK for REQUESTER, waiting in line up to --wait-ms.
+    #[command(name = "lock_get", alias = "lock-get")]
+    LockGet { lock: String, requester: String },
+    /// Give up LOCK (or a place in its line) for REQUESTER.
+    #[command(name = "lock_release", alias = "lock-release")]
+    LockRelease { lock: String, requester: String },
+    /// Store KEY=VALUE on its replicas by two-phase commit.
+    Setr { key: String, value: String },
+    /// Read KEY from its replicas.
+    Getr { key: String },
+    /// Start a local cluster, show what it does, stop it.
+    Demo(demo::DemoArgs),
+    /// Measure throughput and latency on a local cluster.
+    Bench(bench::BenchArgs),
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug)]
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints a success: `human` as text, or `doc` as JSON.
+    pub fn ok(&self, human: impl std::fmt::Display, doc: serde_json::Value) {
+        if self.json {
+            println!("{doc}");
+        } else {
+            println!("{human}");
+        }
+    }
+
+    /// Prints an error on stderr and returns its exit code.
+    pub fn error(&self, err: &Error) -> u8 {
+        if self.json {
+            eprintln!(
+                "{}",
+                json!({"error": {"kind": err.kind(), "message": err.to_string()}})
+            );
+        } else {
+            eprintln!("error: {err}");
+        }
+        err.exit_code()
+    }
+
+    /// A progress line for people; silent with `--json`.
+    pub fn progress(&self, line: impl std::fmt::Display) {
+        if !self.json {
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn value_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Text(text) => json!(text),
+        Value::List(items) => json!(items),
+    }
+}
+
+fn versioned_json(key: &str, versioned: &Versioned) -> serde_json::Value {
+    json!({"key": key, "value": value_json(&versioned.value), "version": versioned.version})
+}
+
+/// Runs one `client` command; returns the process exit code.
+pub async fn run(args: ClientArgs) -> u8 {
+    let out = Output { json: args.json };
+    let options = ClientOptions {
+        viewleader: args.viewleader.clone(),
+        timeout_ms: args.timeout_ms,
+        wait_ms: args.wait_ms,
+    };
+    match execute(args, options, out).await {
+        Ok(code) => code,
+        Err(err) => out.error(&err),
+    }
+}
+
+async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Result<u8, Error> {
+    let client = Client::new(options);
+    match args.command {
+        Command::Print { text } => {
+            let addr = client.resolve_server(&args.server).await?;
+            let text = text.join(" ");
+            client.print(&addr, &text).await?;
+            out.ok(
+                format!("printed on {addr}"),
+                json!({"ok": true, "server": addr}),
+            );
+        }
+        Command::Set { key, value } => {
+            let addr = client.resolve_server(&args.server).await?;
+            let version = client.set(&addr, &key, Value::Text(value)).await?;
+            out.ok(
+                format!("stored {key:?} on {addr} (version {version})"),
+                json!({"ok": true, "key": key, "version": version, "server": addr}),
+            );
+        }
+        Command::Get { key } => {
+            let addr = client.resolve_server(&args.server).await?;
+            return Ok(match client.get(&addr, &key).await? {
+                Some(versioned) => {
+                    out.ok(&versioned.value, versioned_json(&key, &versioned));
+                    EXIT_OK
+                }
+                None => not_found(out, &key, &format!("on {addr}")),
+            });
+        }
+        Command::QueryAllKeys => {
+            let addr = client.resolve_server(&args.server).await?;
+            let keys = client.query_all_keys(&addr).await?;
+            out.ok(keys.join("\n"), json!({"server": addr, "keys": keys}));
+        }
+        Command::QueryServers => {
+            let view = client.query_servers().await?;
+            let mut human = format!(
+                "epoch {}{}",
+                view.epoch,
+                if view.rebalancing {
+                    " (rebalancing)"
+                } else {
+                    ""
+                }
+            );
+            for server in &view.servers {
+                human.push_str(&format!("\n{}  {}", server.addr, server.id));
+            }
+            let servers: Vec<_> = view
+                .servers
+                .iter()
+                .map(|s| json!({"id": s.id, "addr": s.addr}))
+                .collect();
+            out.ok(
+                human,
+                json!({"epoch": view.epoch, "servers": servers, "rebalancing": view.rebalancing}),
+            );
+        }
+        Command::LockGet { lock, requester } => {
+            let mut last_position = None;
+            let token = client
+                .lock_get_wait(&lock, &requester, |reply| {
+                    if let LockReply::Retry { holder, position } = reply {
+                        if last_position != Some(*position) {
+                            out.progress(format!("waiting for lock {lock:?}: held by {holder}, {requester} is number {position} in line"));
+                            last_position = Some(*position);
+                        }
+                    }
+                })
+                .await?;
+            out.ok(
+                format!("granted {lock:?} to {requester} (fencing token {token})"),
+                json!({"lock": lock, "requester": requester, "result": "granted", "token": token}),
+            );
+        }
+        Command::LockRelease { lock, requester } => {
+            return Ok(match client.lock_release(&lock, &requester).await? {
+                LockReply::Released => {
+                    out.ok(
+                        format!("released {lock:?} for {requester}"),
+                        json!({"lock": lock, "requester": requester, "result": "released"}),
+                    );
+                    EXIT_OK
+                }
+                LockReply::Unknown => {
+                    let err = Error::InvalidRequest(format!(
+                        "{requester} neither holds nor waits for lock {lock:?}"
+                    ));
+                    out.error(&err);
+                    EXIT_NOT_FOUND
+                }
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "unexpected reply to lock_release: {other:?}"
+                    )))
+                }
+            });
+        }
+        Command::Setr { key, value } => {
+            let outcome = client.setr(&key, Value::Text(value)).await?;
+            let addrs: Vec<&str> = outcome.replicas.iter().map(|r| r.addr.as_str()).collect();
+            out.ok(
+                format!("stored {key:?} on {} (version {}, epoch {})", addrs.join(", "), outcome.version, outcome.epoch),
+                json!({"ok": true, "key": key, "version": outcome.version, "epoch": outcome.epoch, "replicas": addrs}),
+            );
+        }
+        Command::Getr { key } => {
+            return Ok(match client.getr(&key).await? {
+                Some(found) => {
+                    let mut doc = versioned_json(&key, &found.value);
+                    doc["replica"] = json!(found.replica.addr);
+                    out.ok(&found.value.value, doc);
+                    EXIT_OK
+                }
+                None => not_found(out, &key, "on any live replica"),
+            });
+        }
+        Command::Demo(demo_args) => return demo::run(demo_args, out).await,
+        Command::Bench(bench_args) => return bench::run(bench_args, out).await,
+    }
+    Ok(EXIT_OK)
+}
+
+fn not_found(out: Output, key: &str, where_: &str) -> u8 {
+    if out.json {
+        println!("{}", json!({"key": key, "value": null}));
+    }
+    eprintln!("not found: {key:?} {where_}");
+    EXIT_NOT_FOUND
+}
+
+/// Logs to stderr, filtered by `RUST_LOG`, else by `default_filter` (the services log their
+/// lifecycle at info; the client only warnings, so its output stays readable).
+pub fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A shutdown trigger that fires on Ctrl-C or SIGTERM.
+pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+    token
+}
+
+/// Prints the one line `listening on ADDR` that scripts and tests wait for.
+pub fn announce(listener: &tokio::net::TcpListener) -> Result<(), Error> {
+    use std::io::Write;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| Error::Internal(format!("listener has no address: {err}")))?;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening on {addr}");
+    let _ = stdout.flush();
+    Ok(())
+}

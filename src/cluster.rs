@@ -1,0 +1,168 @@
+//! A whole cluster inside one process: a view leader and storage servers on loopback ports, each
+//! with its own shutdown trigger. The demo and the load generator use it so that one command
+//! works from a fresh clone with nothing else built; the real-process tests use the binaries.
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{Client, ClientOptions};
+use crate::error::{Error, Result};
+use crate::net;
+use crate::rpc::message::View;
+use crate::server::{self, ServerOptions};
+use crate::viewleader::{self, ViewLeaderOptions};
+
+/// Pause between polls while waiting for the cluster to reach a state.
+pub const POLL_MS: u64 = 20;
+
+/// Timing of an in-process cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub viewleader: ViewLeaderOptions,
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            viewleader: ViewLeaderOptions::default(),
+            rpc_timeout_ms: server::RPC_TIMEOUT_MS_DEFAULT,
+        }
+    }
+}
+
+/// One storage server of a [`LocalCluster`].
+pub struct LocalServer {
+    pub addr: String,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<()>>,
+}
+
+/// A view leader and storage servers running as tasks of this process.
+pub struct LocalCluster {
+    pub viewleader_addr: String,
+    options: ClusterOptions,
+    viewleader_shutdown: CancellationToken,
+    viewleader_task: JoinHandle<Result<()>>,
+    pub servers: Vec<LocalServer>,
+}
+
+impl LocalCluster {
+    /// Starts a view leader and `servers` storage servers, and waits until all are in the view.
+    pub async fn start(servers: usize, options: ClusterOptions) -> Result<Self> {
+        options.viewleader.validate()?;
+        let listener = net::bind("127.0.0.1", Some(0), net::VIEWLEADER_PORTS).await?;
+        let viewleader_addr = listener
+            .local_addr()
+            .map_err(|err| Error::Internal(format!("listener has no address: {err}")))?
+            .to_string();
+        let viewleader_shutdown = CancellationToken::new();
+        let viewleader_task = tokio::spawn(viewleader::run(
+            listener,
+            options.viewleader.clone(),
+            viewleader_shutdown.clone(),
+        ));
+        let mut cluster = Self {
+            viewleader_addr,
+            options,
+            viewleader_shutdown,
+            viewleader_task,
+            servers: Vec::new(),
+        };
+        for _ in 0..servers {
+            cluster.add_server().await?;
+        }
+        let wanted = servers;
+        cluster
+            .wait_for_view(Duration::from_secs(10), |view| {
+                view.servers.len() == wanted && !view.rebalancing
+            })
+            .await?;
+        Ok(cluster)
+    }
+
+    /// Starts one more storage server; returns its address.
+    pub async fn add_server(&mut self) -> Result<String> {
+        let listener = net::bind("127.0.0.1", Some(0), net::SERVER_PORTS).await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|err| Error::Internal(format!("listener has no address: {err}")))?
+            .to_string();
+        let options = ServerOptions {
+            viewleader: self.viewleader_addr.clone(),
+            advertise: None,
+            heartbeat_interval_ms: self.options.viewleader.heartbeat_interval_ms,
+            rpc_timeout_ms: self.options.rpc_timeout_ms,
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server::run(listener, options, shutdown.clone()));
+        self.servers.push(LocalServer {
+            addr: addr.clone(),
+            shutdown,
+            task,
+        });
+        Ok(addr)
+    }
+
+    /// Stops the server at `addr` at once: no goodbye, it simply stops answering and beating, as
+    /// a crashed process would.
+    pub async fn kill_server(&mut self, addr: &str) -> Result<()> {
+        let index = self
+            .servers
+            .iter()
+            .position(|s| s.addr == addr)
+            .ok_or_else(|| Error::InvalidRequest(format!("no local server at {addr}")))?;
+        let server = self.servers.remove(index);
+        server.shutdown.cancel();
+        let _ = server.task.await;
+        Ok(())
+    }
+
+    /// A client of this cluster.
+    pub fn client(&self, wait_ms: u64) -> Client {
+        Client::new(ClientOptions {
+            viewleader: self.viewleader_addr.clone(),
+            timeout_ms: self.options.rpc_timeout_ms,
+            wait_ms,
+        })
+    }
+
+    /// Polls the view until `done` holds, for at most `timeout`.
+    pub async fn wait_for_view(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&View) -> bool,
+    ) -> Result<View> {
+        let client = self.client(0);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let view = client.query_servers().await;
+            if let Ok(view) = &view {
+                if done(view) {
+                    return Ok(view.clone());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "the cluster did not reach the expected view within {} ms (last: {view:?})",
+                    timeout.as_millis()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        }
+    }
+
+    /// Stops every server and the view leader.
+    pub async fn stop(self) {
+        for server in &self.servers {
+            server.shutdown.cancel();
+        }
+        for server in self.servers {
+            let _ = server.task.await;
+        }
+        self.viewleader_shutdown.cancel();
+        let _ = self.viewleader_task.await;
+    }
+}

@@ -1,0 +1,127 @@
+//! The one error type of ringleader. It crosses the wire (servers answer `Result<Reply, Error>`),
+//! so a client learns *why* a peer refused, and it carries its own retry meaning
+//! ([`Error::is_retryable`]) and its CLI exit code ([`Error::exit_code`]).
+
+use serde::{Deserialize, Serialize};
+
+/// Errors, grouped by what a caller should do about them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Error {
+    /// The request itself is wrong (bad arguments, a value of the wrong kind, an oversized key, an
+    /// undecodable frame). Retrying the same request cannot help.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The peer speaks another protocol version or is another kind of service.
+    #[error("protocol mismatch: {0}")]
+    Protocol(String),
+    /// The peer could not be reached or the connection broke.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// No answer within the time allowed.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The peer understood the request and said no: a vote no, an abort, a denied id.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The caller's view of the cluster is older or newer than the peer's.
+    #[error("epoch mismatch: {0}")]
+    StaleView(String),
+    /// The cluster is moving keys to match a new view; reads and writes wait for it.
+    #[error("rebalancing: {0}")]
+    Rebalancing(String),
+    /// A lock is held by someone else and the wait ran out.
+    #[error("lock busy: {0}")]
+    LockBusy(String),
+    /// Waiting for the lock would close a cycle in the wait-for graph.
+    #[error("deadlock: {0}")]
+    Deadlock(String),
+    /// A bug or an unexpected local failure (I/O on a file, a task that died).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Results in ringleader.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the same operation may succeed if tried again after a pause.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            // The request will be just as wrong next time.
+            Error::InvalidRequest(_) | Error::Protocol(_) => false,
+            // The peer may be back, or the network may heal.
+            Error::Unreachable(_) | Error::Timeout(_) => true,
+            // A vote no is usually a concurrent transaction on the key; it passes.
+            Error::Refused(_) => true,
+            // Refresh the view and the next attempt carries the right epoch.
+            Error::StaleView(_) => true,
+            // Rebalancing finishes by itself.
+            Error::Rebalancing(_) => true,
+            // The holder releases or its lease lapses.
+            Error::LockBusy(_) => true,
+            // Waiting cannot break the cycle: someone must release.
+            Error::Deadlock(_) => false,
+            Error::Internal(_) => false,
+        }
+    }
+
+    /// The client binary's exit code for this error (documented in the README).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Unreachable(_) | Error::Timeout(_) => 3,
+            Error::Refused(_)
+            | Error::StaleView(_)
+            | Error::Rebalancing(_)
+            | Error::LockBusy(_)
+            | Error::Deadlock(_) => 4,
+            Error::InvalidRequest(_) | Error::Protocol(_) => 5,
+            Error::Internal(_) => 3,
+        }
+    }
+
+    /// A short machine-readable name, used in `--json` output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::Protocol(_) => "protocol",
+            Error::Unreachable(_) => "unreachable",
+            Error::Timeout(_) => "timeout",
+            Error::Refused(_) => "refused",
+            Error::StaleView(_) => "stale_view",
+            Error::Rebalancing(_) => "rebalancing",
+            Error::LockBusy(_) => "lock_busy",
+            Error::Deadlock(_) => "deadlock",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match err.kind() {
+            TimedOut | WouldBlock => Error::Timeout(err.to_string()),
+            ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected
+            | UnexpectedEof | AddrNotAvailable => Error::Unreachable(err.to_string()),
+            _ => Error::Unreachable(err.to_string()),
+        }
+    }
+}
+
+impl From<postcard::Error> for Error {
+    fn from(err: postcard::Error) -> Self {
+        Error::InvalidRequest(format!("undecodable message: {err}"))
+    }
+}
+
+impl From<tokio::time::error::Elapsed> for Error {
+    fn from(err: tokio::time::error::Elapsed) -> Self {
+        Error::Timeout(err.to_string())
+    }
+}
+
+/// Builds an [`Error::InvalidRequest`] from a format string.
+#[macro_export]
+macro_rules! errinput {
+    ($($args:tt)*) => { $crate::error::Error::InvalidRequest(format!($($args)*)) };
+}

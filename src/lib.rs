@@ -1,0 +1,27 @@
+//! ringleader: a replicated key/value store on a consistent-hash ring.
+//!
+//! # Layout
+//! * [`viewleader`] tracks which storage servers are alive (heartbeats, leases, epochs) and runs
+//!   the lock service; its state is a deterministic state machine.
+//! * [`server`] holds keys: the store, the 2PC participant and their network shell.
+//! * [`client`] is the library every caller uses: single-server commands, the view cache, the
+//!   2PC coordinator for `setr`, `getr`, locks, retries. [`cli`] turns it into the `client` binary.
+//! * [`ring`] is the bucket allocator: key + view → replicas, a pure function.
+//! * [`rpc`] is the wire (frames, messages, serving and calling); [`net`] opens the sockets.
+//! * [`cluster`] starts a whole cluster inside one process, for the demo and the benchmarks.
+//!
+//! The three binaries in `src/bin` parse flags, start logging and call [`viewleader::run`],
+//! [`server::run`] or [`cli::run`].
+
+pub mod cli;
+pub mod client;
+pub mod cluster;
+pub mod error;
+pub mod net;
+pub mod ring;
+pub mod rpc;
+pub mod server;
+pub mod viewleader;
+
+pub use client::Client;
+pub use error::{Error, Result};

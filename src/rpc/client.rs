@@ -1,0 +1,334 @@
+//! The calling side of a connection: [`RpcClient`] multiplexes many concurrent calls over one TCP
+//! connection (request ids pair replies with calls), and [`Pool`] keeps one such connection per
+//! address so that nothing on the hot path dials.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::codec::Framed;
+
+use super::frame::{codec, decode, encode};
+use super::message::{Request, Response, ServiceKind, PROTOCOL_VERSION};
+use crate::error::{Error, Result};
+use crate::net;
+
+/// Calls waiting for a reply on one connection; a caller beyond it waits for a slot.
+pub const IN_FLIGHT_PER_CONNECTION_MAX: usize = 4096;
+/// Encoded requests waiting for the writer of one connection.
+pub const REQUEST_QUEUE_MAX: usize = 1024;
+
+type Pending<Rep> = Mutex<HashMap<u64, oneshot::Sender<Result<Rep>>>>;
+
+struct Inner<Rep> {
+    addr: String,
+    out_tx: mpsc::Sender<Bytes>,
+    pending: Pending<Rep>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+    slots: Semaphore,
+}
+
+impl<Rep> Inner<Rep> {
+    fn fail_all(&self, err: Error) {
+        self.closed.store(true, Ordering::Release);
+        let drained: Vec<_> = match self.pending.lock() {
+            Ok(mut pending) => pending.drain().collect(),
+            Err(_) => return,
+        };
+        for (_, waiter) in drained {
+            let _ = waiter.send(Err(err.clone()));
+        }
+    }
+}
+
+/// One connection to a service, shared by any number of concurrent callers.
+pub struct RpcClient<Req, Rep> {
+    inner: Arc<Inner<Rep>>,
+    _request: PhantomData<fn(Req)>,
+}
+
+impl<Req, Rep> Clone for RpcClient<Req, Rep> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            _request: PhantomData,
+        }
+    }
+}
+
+impl<Req, Rep> RpcClient<Req, Rep>
+where
+    Req: Serialize + Send + 'static,
+    Rep: DeserializeOwned + Send + 'static,
+{
+    /// Dials `addr` and does the handshake, all within `timeout`.
+    pub async fn connect(addr: &str, service: ServiceKind, timeout: Duration) -> Result<Self> {
+        tokio::time::timeout(timeout, Self::connect_inner(addr, service))
+            .await
+            .map_err(|_| {
+                Error::Timeout(format!(
+                    "connecting to {addr} took over {} ms",
+                    timeout.as_millis()
+                ))
+            })?
+    }
+
+    async fn connect_inner(addr: &str, service: ServiceKind) -> Result<Self> {
+        let stream = net::connect(addr).await?;
+        let mut framed = Framed::new(stream, codec());
+        let hello: Request<Req> = Request::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            service,
+        };
+        framed
+            .send(encode(0, &hello)?)
+            .await
+            .map_err(|err| Error::Unreachable(format!("{addr}: {err}")))?;
+        let payload = match framed.next().await {
+            Some(Ok(payload)) => payload,
+            Some(Err(err)) => return Err(Error::Unreachable(format!("{addr}: {err}"))),
+            None => {
+                return Err(Error::Unreachable(format!(
+                    "{addr} closed the connection during the handshake"
+                )))
+            }
+        };
+        let reply = decode::<Result<Response<Rep>>>(&payload).map_err(|(_, err)| {
+            Error::Protocol(format!(
+                "{addr} does not speak ringleader protocol {PROTOCOL_VERSION} ({err})"
+            ))
+        })?;
+        match reply.body {
+            Ok(Response::Hello { .. }) => {}
+            Ok(Response::Reply(_)) => {
+                return Err(Error::Protocol(format!(
+                    "{addr} answered the hello with a reply"
+                )))
+            }
+            Err(err) => return Err(err),
+        }
+
+        let (mut sink, mut frames) = framed.split();
+        let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(REQUEST_QUEUE_MAX);
+        let inner = Arc::new(Inner {
+            addr: addr.to_string(),
+            out_tx,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            slots: Semaphore::new(IN_FLIGHT_PER_CONNECTION_MAX),
+        });
+        tokio::spawn(async move {
+            while let Some(first) = out_rx.recv().await {
+                if sink.feed(first).await.is_err() {
+                    return;
+                }
+                while let Ok(more) = out_rx.try_recv() {
+                    if sink.feed(more).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+            // Every handle is gone: half-close so the peer sees a clean end of stream.
+            let _ = sink.close().await;
+        });
+        // The reader holds only a weak reference, so dropping every handle ends the connection.
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            while let Some(next) = frames.next().await {
+                let Some(inner) = weak.upgrade() else { return };
+                let payload = match next {
+                    Ok(payload) => payload,
+                    Err(err) => {
+                        inner.fail_all(Error::Unreachable(format!("{}: {err}", inner.addr)));
+                        return;
+                    }
+                };
+                match decode::<Result<Response<Rep>>>(&payload) {
+                    Ok(envelope) if envelope.request_id != 0 => {
+                        let waiter = inner
+                            .pending
+                            .lock()
+                            .ok()
+                            .and_then(|mut p| p.remove(&envelope.request_id));
+                        if let Some(waiter) = waiter {
+                            let reply = match envelope.body {
+                                Ok(Response::Reply(reply)) => Ok(reply),
+                                Ok(Response::Hello { .. }) => {
+                                    Err(Error::Protocol("unexpected hello".into()))
+                                }
+                                Err(err) => Err(err),
+                            };
+                            let _ = waiter.send(reply);
+                        }
+                    }
+                    Ok(envelope) => {
+                        // Id 0 is a connection-level error: the peer is closing on us.
+                        let err = envelope
+                            .body
+                            .err()
+                            .unwrap_or_else(|| Error::Protocol("reply without a request".into()));
+                        inner.fail_all(err);
+                        return;
+                    }
+                    Err((_, err)) => {
+                        inner.fail_all(Error::Protocol(format!(
+                            "{} sent an undecodable reply: {err}",
+                            inner.addr
+                        )));
+                        return;
+                    }
+                }
+            }
+            if let Some(inner) = weak.upgrade() {
+                let addr = inner.addr.clone();
+                inner.fail_all(Error::Unreachable(format!("{addr} closed the connection")));
+            }
+        });
+        Ok(Self {
+            inner,
+            _request: PhantomData,
+        })
+    }
+
+    /// Sends one request and waits up to `timeout` for its reply.
+    pub async fn call(&self, request: Req, timeout: Duration) -> Result<Rep> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Unreachable(format!(
+                "connection to {} is closed",
+                inner.addr
+            )));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _slot = tokio::time::timeout_at(deadline, inner.slots.acquire())
+            .await
+            .map_err(|_| Error::Timeout(format!("{} has too many calls in flight", inner.addr)))?
+            .map_err(|_| Error::Unreachable(format!("connection to {} is closed", inner.addr)))?;
+        let request_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = encode(request_id, &Request::Call(request))?;
+        let (tx, rx) = oneshot::channel();
+        inner
+            .pending
+            .lock()
+            .map_err(|_| Error::Internal("pending-call table poisoned".into()))?
+            .insert(request_id, tx);
+        let outcome = tokio::time::timeout_at(deadline, async {
+            inner.out_tx.send(bytes).await.map_err(|_| {
+                Error::Unreachable(format!("connection to {} is closed", inner.addr))
+            })?;
+            rx.await.map_err(|_| {
+                Error::Unreachable(format!("connection to {} is closed", inner.addr))
+            })?
+        })
+        .await;
+        match outcome {
+            Ok(reply) => reply,
+            Err(_) => {
+                if let Ok(mut pending) = inner.pending.lock() {
+                    pending.remove(&request_id);
+                }
+                Err(Error::Timeout(format!(
+                    "{} did not answer within {} ms",
+                    inner.addr,
+                    timeout.as_millis()
+                )))
+            }
+        }
+    }
+
+    /// Whether the connection has broken; a pool replaces such a client.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+}
+
+/// Addresses a pool keeps connections to; beyond it, the least recently dialled is dropped.
+pub const POOL_CONNECTIONS_MAX: usize = 256;
+
+/// One shared connection per address, dialled on first use and replaced once broken.
+pub struct Pool<Req, Rep> {
+    service: ServiceKind,
+    connect_timeout: Duration,
+    conns: Mutex<HashMap<String, RpcClient<Req, Rep>>>,
+}
+
+impl<Req, Rep> Pool<Req, Rep>
+where
+    Req: Serialize + Send + 'static,
+    Rep: DeserializeOwned + Send + 'static,
+{
+    pub fn new(service: ServiceKind, connect_timeout: Duration) -> Self {
+        Self {
+            service,
+            connect_timeout,
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The live connection to `addr`, dialling if there is none.
+    pub async fn get(&self, addr: &str) -> Result<RpcClient<Req, Rep>> {
+        if let Some(client) = self.cached(addr) {
+            return Ok(client);
+        }
+        let client = RpcClient::connect(addr, self.service, self.connect_timeout).await?;
+        if let Ok(mut conns) = self.conns.lock() {
+            if conns.len() >= POOL_CONNECTIONS_MAX {
+                conns.retain(|_, c| !c.is_closed());
+                if conns.len() >= POOL_CONNECTIONS_MAX {
+                    if let Some(victim) = conns.keys().next().cloned() {
+                        conns.remove(&victim);
+                    }
+                }
+            }
+            // Another caller may have dialled meanwhile; keep theirs so both share one.
+            if let Some(existing) = conns.get(addr).filter(|c| !c.is_closed()) {
+                return Ok(existing.clone());
+            }
+            conns.insert(addr.to_string(), client.clone());
+        }
+        Ok(client)
+    }
+
+    fn cached(&self, addr: &str) -> Option<RpcClient<Req, Rep>> {
+        let conns = self.conns.lock().ok()?;
+        conns
+            .get(addr)
+            .filter(|client| !client.is_closed())
+            .cloned()
+    }
+
+    /// One call to `addr` over the pooled connection.
+    pub async fn call(&self, addr: &str, request: Req, timeout: Duration) -> Result<Rep> {
+        let client = tokio::time::timeout(timeout, self.get(addr))
+            .await
+            .map_err(|_| {
+                Error::Timeout(format!(
+                    "connecting to {addr} took over {} ms",
+                    timeout.as_millis()
+                ))
+            })??;
+        client.call(request, timeout).await
+    }
+
+    /// Forgets the connection to `addr` (after the peer was found dead or restarted).
+    pub fn forget(&self, addr: &str) {
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.remove(addr);
+        }
+    }
+}

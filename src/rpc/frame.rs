@@ -1,0 +1,74 @@
+//! Framing: a 4-byte big-endian length, then a postcard-encoded [`Envelope`]. A frame longer than
+//! [`FRAME_BYTES_MAX`] is refused before any of it is buffered.
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+use tokio_util::codec::LengthDelimitedCodec;
+
+use super::message::Envelope;
+use crate::error::{Error, Result};
+
+/// The largest frame either side accepts. A peer announcing a longer one gets an error and the
+/// connection is closed (its stream can no longer be trusted). Rebalancing batches stay below it.
+pub const FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// The codec for both ends of every connection.
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(FRAME_BYTES_MAX)
+        .new_codec()
+}
+
+/// Encodes an envelope into a frame payload.
+pub fn encode<T: Serialize>(request_id: u64, body: &T) -> Result<Bytes> {
+    let envelope = Envelope { request_id, body };
+    postcard::to_stdvec(&envelope)
+        .map(Bytes::from)
+        .map_err(|err| Error::Internal(format!("cannot encode message: {err}")))
+}
+
+/// Decodes a frame payload in two steps, so that a body that does not decode still yields the
+/// request id its error reply must carry. `Err((Some(id), _))`: the id was readable.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<Envelope<T>, (Option<u64>, Error)> {
+    let (request_id, rest) = postcard::take_from_bytes::<u64>(payload).map_err(|err| {
+        (
+            None,
+            Error::InvalidRequest(format!("undecodable frame: {err}")),
+        )
+    })?;
+    let body = postcard::from_bytes::<T>(rest).map_err(|err| {
+        let what = match err {
+            postcard::Error::DeserializeBadEnum => "unknown request".to_string(),
+            other => format!("malformed message: {other}"),
+        };
+        (Some(request_id), Error::InvalidRequest(what))
+    })?;
+    Ok(Envelope { request_id, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::message::{Request, ServerRequest};
+
+    #[test]
+    fn a_body_that_does_not_decode_still_yields_its_request_id() {
+        let mut payload = postcard::to_stdvec(&7u64).unwrap();
+        payload.extend_from_slice(&[0xff, 0xff, 0xff]);
+        match decode::<Request<ServerRequest>>(&payload) {
+            Err((Some(7), Error::InvalidRequest(_))) => {}
+            other => panic!("expected an invalid request with id 7, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_encoded_envelope_decodes_to_itself() {
+        let body = Request::Call(ServerRequest::Get { key: "k".into() });
+        let bytes = encode(42, &body).unwrap();
+        let envelope = decode::<Request<ServerRequest>>(&bytes).unwrap();
+        assert_eq!(envelope.request_id, 42);
+        assert!(matches!(envelope.body, Request::Call(ServerRequest::Get { key }) if key == "k"));
+    }
+}

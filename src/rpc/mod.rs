@@ -1,0 +1,12 @@
+//! The wire: frames, messages, the serving loop and the calling side.
+//!
+//! One TCP connection carries many requests. Each frame is a 4-byte big-endian length and a
+//! postcard-encoded [`message::Envelope`] `{request_id, body}`; replies carry the id of their
+//! request, so a connection is pipelined and pooled. The first exchange on a connection is a hello
+//! naming the protocol version and the service, so a client that dialled the wrong port, or an old
+//! binary, is told so instead of having its bytes misread.
+
+pub mod client;
+pub mod frame;
+pub mod message;
+pub mod server;

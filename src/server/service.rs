@@ -1,0 +1,366 @@
+//! The storage server's network shell: it answers requests from the store and the participant,
+//! keeps its membership alive (heartbeats), and follows the view (a long poll on the view leader
+//! that answers as soon as the epoch moves).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::participant::{Context, Participant};
+use super::store::{check_key, check_value, Store};
+use super::ServerOptions;
+use crate::error::{Error, Result};
+use crate::net;
+use crate::rpc::client::Pool;
+use crate::rpc::message::{
+    Epoch, HeartbeatReply, ServerId, ServerReply, ServerRequest, ServerStatus, ServiceKind, View,
+    ViewLeaderReply, ViewLeaderRequest,
+};
+use crate::rpc::server::{serve, Handler};
+
+/// How long a view long poll is held open by the view leader before it answers anyway.
+pub const WATCH_WAIT_MS: u64 = 10_000;
+/// Pause after a failed call to the view leader before the next try of the watch loop.
+pub const VIEWLEADER_RETRY_MS: u64 = 200;
+
+/// What one server knows and holds.
+struct Node {
+    id: ServerId,
+    /// The newest view this server has fetched.
+    view: View,
+    /// The newest epoch this server has heard of (a heartbeat reply may run ahead of `view`).
+    epoch_seen: Epoch,
+    /// Every send this server owes for this epoch is acknowledged.
+    rebalanced_epoch: Epoch,
+    store: Store,
+    participant: Participant,
+}
+
+/// A running storage server.
+pub struct StorageServer {
+    addr: String,
+    options: ServerOptions,
+    node: Mutex<Node>,
+    viewleader: Pool<ViewLeaderRequest, ViewLeaderReply>,
+    started: Instant,
+    /// Wakes the heartbeat loop to report at once (a new id, a finished rebalance).
+    beat_now: Notify,
+    /// Wakes the view follower (a heartbeat reply showed a newer epoch).
+    view_stale: Notify,
+}
+
+impl StorageServer {
+    fn node(&self) -> Result<MutexGuard<'_, Node>> {
+        self.node
+            .lock()
+            .map_err(|_| Error::Internal("server state poisoned".into()))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// This server's current id.
+    pub fn id(&self) -> ServerId {
+        self.node().map(|n| n.id.clone()).unwrap_or_default()
+    }
+
+    async fn call_viewleader(
+        &self,
+        request: ViewLeaderRequest,
+        timeout: Duration,
+    ) -> Result<ViewLeaderReply> {
+        let mut last = Error::Unreachable(format!("no view leader at {}", self.options.viewleader));
+        for addr in net::candidates(&self.options.viewleader, net::VIEWLEADER_PORTS)? {
+            match self.viewleader.call(&addr, request.clone(), timeout).await {
+                Ok(reply) => return Ok(reply),
+                Err(err) => {
+                    self.viewleader.forget(&addr);
+                    last = err;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn heartbeat_once(&self) -> Result<()> {
+        let (server_id, epoch_seen, rebalanced_epoch) = {
+            let node = self.node()?;
+            (node.id.clone(), node.epoch_seen, node.rebalanced_epoch)
+        };
+        let request = ViewLeaderRequest::Heartbeat {
+            server_id: server_id.clone(),
+            addr: self.addr.clone(),
+            epoch_seen,
+            rebalanced_epoch,
+        };
+        let timeout = Duration::from_millis(self.options.heartbeat_interval_ms.max(100));
+        let reply = match self.call_viewleader(request, timeout).await? {
+            ViewLeaderReply::Heartbeat(reply) => reply,
+            other => {
+                return Err(Error::Protocol(format!(
+                    "unexpected heartbeat reply {other:?}"
+                )))
+            }
+        };
+        let epoch = reply.epoch();
+        match reply {
+            HeartbeatReply::Accepted { .. } => {}
+            HeartbeatReply::Denied { .. } => {
+                // We were expired: rejoin as a new server. What we hold stays, as candidate copies
+                // that rebalancing reconciles by version.
+                let fresh = uuid::Uuid::new_v4().to_string();
+                let mut node = self.node()?;
+                if node.id == server_id {
+                    warn!(old_id = %server_id, new_id = %fresh, "expired by the view leader; rejoining under a new id");
+                    node.id = fresh;
+                    node.rebalanced_epoch = 0;
+                }
+                drop(node);
+                self.beat_now.notify_one();
+            }
+            HeartbeatReply::Retry { holder, .. } => {
+                debug!(%holder, "address still held by an earlier id; retrying");
+            }
+        }
+        let behind = {
+            let mut node = self.node()?;
+            node.epoch_seen = node.epoch_seen.max(epoch);
+            node.view.epoch < epoch
+        };
+        if behind {
+            self.view_stale.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let interval = Duration::from_millis(self.options.heartbeat_interval_ms);
+        let mut failures: u64 = 0;
+        loop {
+            match self.heartbeat_once().await {
+                Ok(()) => {
+                    if failures > 0 {
+                        info!("view leader reachable again");
+                    }
+                    failures = 0;
+                }
+                Err(err) => {
+                    // Log the first failure and then every 20th, not every beat.
+                    if failures % 20 == 0 {
+                        warn!(%err, "heartbeat failed");
+                    }
+                    failures += 1;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.beat_now.notified() => {}
+            }
+        }
+    }
+
+    /// Follows the view: a long poll answered as soon as the epoch passes ours.
+    async fn view_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let epoch_known = self.node().map(|n| n.view.epoch).unwrap_or(0);
+            let request = ViewLeaderRequest::WatchView {
+                epoch_known,
+                wait_ms: WATCH_WAIT_MS,
+            };
+            let timeout = Duration::from_millis(WATCH_WAIT_MS + self.options.rpc_timeout_ms);
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                outcome = self.call_viewleader(request, timeout) => outcome,
+            };
+            match outcome {
+                Ok(ViewLeaderReply::View(view)) => {
+                    if view.epoch > epoch_known {
+                        self.on_view(view);
+                    }
+                }
+                Ok(other) => warn!(?other, "unexpected reply to a view watch"),
+                Err(_) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(VIEWLEADER_RETRY_MS)) => {}
+                        _ = self.view_stale.notified() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A newer view arrived.
+    fn on_view(&self, view: View) {
+        let Ok(mut node) = self.node() else { return };
+        if view.epoch <= node.view.epoch {
+            return;
+        }
+        let member = view.servers.iter().any(|s| s.id == node.id);
+        info!(
+            epoch = view.epoch,
+            servers = view.servers.len(),
+            member,
+            "new view"
+        );
+        node.epoch_seen = node.epoch_seen.max(view.epoch);
+        let epoch = view.epoch;
+        node.view = view;
+        // Nothing moves yet: with nothing to send, this server is rebalanced for the epoch at once.
+        node.rebalanced_epoch = epoch;
+        drop(node);
+        self.beat_now.notify_one();
+    }
+
+    fn status(&self) -> Result<ServerStatus> {
+        let node = self.node()?;
+        Ok(ServerStatus {
+            server_id: node.id.clone(),
+            addr: self.addr.clone(),
+            epoch: node.view.epoch,
+            rebalanced_epoch: node.rebalanced_epoch,
+            keys: node.store.len() as u64,
+            pending_transactions: node.participant.pending_count() as u64,
+        })
+    }
+}
+
+impl Handler for StorageServer {
+    type Request = ServerRequest;
+    type Reply = ServerReply;
+    const SERVICE: ServiceKind = ServiceKind::Server;
+
+    async fn handle(self: Arc<Self>, request: ServerRequest) -> Result<ServerReply> {
+        match request {
+            ServerRequest::Print { text } => {
+                println!("{text}");
+                info!(%text, "print");
+                Ok(ServerReply::Printed)
+            }
+            ServerRequest::Set { key, value } => {
+                check_key(&key)?;
+                check_value(&value)?;
+                let mut node = self.node()?;
+                if node.participant.is_held(&key) {
+                    return Err(Error::Refused(format!(
+                        "{key:?} is held by a pending transaction"
+                    )));
+                }
+                let version = node.store.set(key, value);
+                Ok(ServerReply::Stored { version })
+            }
+            ServerRequest::Get { key } => {
+                check_key(&key)?;
+                Ok(ServerReply::Value(self.node()?.store.get(&key).cloned()))
+            }
+            ServerRequest::QueryAllKeys { after, limit } => {
+                let (keys, more) = self
+                    .node()?
+                    .store
+                    .keys_page(after.as_deref(), limit as usize);
+                Ok(ServerReply::Keys { keys, more })
+            }
+            ServerRequest::Prepare {
+                tx,
+                key,
+                op,
+                epoch,
+                expected_server_id,
+            } => {
+                check_key(&key)?;
+                let crate::rpc::message::Op::Put(value) = &op;
+                check_value(value)?;
+                let now_ms = self.now_ms();
+                let mut node = self.node()?;
+                let node = &mut *node;
+                let ctx = Context {
+                    server_id: &node.id,
+                    epoch: node.view.epoch,
+                    rebalancing: node.rebalanced_epoch < node.view.epoch,
+                    now_ms,
+                };
+                let version = node.participant.prepare(
+                    &ctx,
+                    &node.store,
+                    tx,
+                    key,
+                    op,
+                    epoch,
+                    &expected_server_id,
+                )?;
+                Ok(ServerReply::Prepared { version })
+            }
+            ServerRequest::Commit { tx, version } => {
+                let mut node = self.node()?;
+                let node = &mut *node;
+                node.participant.commit(&mut node.store, tx, version)?;
+                Ok(ServerReply::Committed)
+            }
+            ServerRequest::Abort { tx } => {
+                self.node()?.participant.abort(tx)?;
+                Ok(ServerReply::Aborted)
+            }
+            ServerRequest::Transfer { entries, .. } => {
+                let mut node = self.node()?;
+                let mut stored = 0;
+                for (key, versioned) in entries {
+                    check_key(&key)?;
+                    if node.store.merge(key, versioned) {
+                        stored += 1;
+                    }
+                }
+                Ok(ServerReply::Transferred { stored })
+            }
+            ServerRequest::Status => Ok(ServerReply::Status(self.status()?)),
+        }
+    }
+}
+
+/// Runs a storage server on `listener` until `shutdown` fires.
+pub async fn run(
+    listener: TcpListener,
+    options: ServerOptions,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    options.validate()?;
+    let bound = listener
+        .local_addr()
+        .map_err(|err| Error::Internal(format!("listener has no address: {err}")))?;
+    let addr = options
+        .advertise
+        .clone()
+        .unwrap_or_else(|| bound.to_string());
+    let id = uuid::Uuid::new_v4().to_string();
+    info!(%addr, %id, viewleader = %options.viewleader, "storage server starting");
+    let server = Arc::new(StorageServer {
+        addr,
+        node: Mutex::new(Node {
+            id,
+            view: View::default(),
+            epoch_seen: 0,
+            rebalanced_epoch: 0,
+            store: Store::default(),
+            participant: Participant::default(),
+        }),
+        viewleader: Pool::new(
+            ServiceKind::ViewLeader,
+            Duration::from_millis(options.rpc_timeout_ms),
+        ),
+        options,
+        started: Instant::now(),
+        beat_now: Notify::new(),
+        view_stale: Notify::new(),
+    });
+    let heartbeats = tokio::spawn(server.clone().heartbeat_loop(shutdown.clone()));
+    let views = tokio::spawn(server.clone().view_loop(shutdown.clone()));
+    serve(listener, server, shutdown).await;
+    let _ = heartbeats.await;
+    let _ = views.await;
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! The view leader's network shell: it turns requests into [`Command`]s for the state machine,
+//! stamps them with a monotonic clock, runs the expiry timer, and publishes every new view to the
+//! long polls (`WatchView`) that servers keep open, which is how a view change reaches them at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::state::{Command, State, StateConfig};
+use super::ViewLeaderOptions;
+use crate::error::{Error, Result};
+use crate::rpc::message::{ServiceKind, View, ViewLeaderReply, ViewLeaderRequest};
+use crate::rpc::server::{serve, Handler};
+
+/// The longest a `WatchView` long poll is held open before it is answered with the current view.
+pub const WATCH_WAIT_MS_MAX: u64 = 30_000;
+
+/// The running view leader.
+pub struct ViewLeader {
+    state: Mutex<State>,
+    started: Instant,
+    view_tx: watch::Sender<View>,
+    shutdown: CancellationToken,
+}
+
+impl ViewLeader {
+    fn new(options: &ViewLeaderOptions, shutdown: CancellationToken) -> Self {
+        let state = State::new(StateConfig {
+            lease_ms: options.lease_ms,
+            lock_lease_ms: options.lock_lease_ms,
+            stall_ms: options.stall_ms(),
+        });
+        let (view_tx, _) = watch::channel(state.view());
+        Self {
+            state: Mutex::new(state),
+            started: Instant::now(),
+            view_tx,
+            shutdown,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Applies a command and publishes the view if it changed.
+    fn apply(&self, command: Command) -> Result<ViewLeaderReply> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| Error::Internal("view leader state poisoned".into()))?;
+        let before = state.epoch();
+        let reply = state.apply(command, self.now_ms());
+        let view = state.view();
+        drop(state);
+        if view.epoch != before {
+            let servers: Vec<&str> = view.servers.iter().map(|s| s.addr.as_str()).collect();
+            info!(epoch = view.epoch, ?servers, "view changed");
+        }
+        self.view_tx.send_if_modified(|current| {
+            if *current != view {
+                *current = view;
+                true
+            } else {
+                false
+            }
+        });
+        reply
+    }
+
+    /// The current view.
+    pub fn view(&self) -> View {
+        self.view_tx.borrow().clone()
+    }
+
+    async fn watch(&self, epoch_known: u64, wait_ms: u64) -> View {
+        let mut rx = self.view_tx.subscribe();
+        let wait = Duration::from_millis(wait_ms.min(WATCH_WAIT_MS_MAX));
+        let changed = rx.wait_for(|view| view.epoch > epoch_known);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.shutdown.cancelled() => {}
+            _ = changed => {}
+        }
+        self.view()
+    }
+}
+
+impl Handler for ViewLeader {
+    type Request = ViewLeaderRequest;
+    type Reply = ViewLeaderReply;
+    const SERVICE: ServiceKind = ServiceKind::ViewLeader;
+
+    async fn handle(self: Arc<Self>, request: ViewLeaderRequest) -> Result<ViewLeaderReply> {
+        match request {
+            ViewLeaderRequest::Heartbeat {
+                server_id,
+                addr,
+                epoch_seen,
+                rebalanced_epoch,
+            } => self.apply(Command::Heartbeat {
+                server_id,
+                addr,
+                epoch_seen,
+                rebalanced_epoch,
+            }),
+            ViewLeaderRequest::QueryServers => Ok(ViewLeaderReply::View(self.view())),
+            ViewLeaderRequest::LockGet { lock, requester } => {
+                self.apply(Command::LockGet { lock, requester })
+            }
+            ViewLeaderRequest::LockRelease { lock, requester } => {
+                self.apply(Command::LockRelease { lock, requester })
+            }
+            ViewLeaderRequest::WatchView {
+                epoch_known,
+                wait_ms,
+            } => Ok(ViewLeaderReply::View(
+                self.watch(epoch_known, wait_ms).await,
+            )),
+            ViewLeaderRequest::Leave { server_id } => self.apply(Command::Leave { server_id }),
+        }
+    }
+}
+
+/// Runs a view leader on `listener` until `shutdown` fires.
+pub async fn run(
+    listener: TcpListener,
+    options: ViewLeaderOptions,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    options.validate()?;
+    let leader = Arc::new(ViewLeader::new(&options, shutdown.clone()));
+    let ticker = {
+        let leader = leader.clone();
+        let shutdown = shutdown.clone();
+        let tick = Duration::from_millis(options.tick_ms());
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            // After a stall, one sweep (which notices the gap) rather than a burst of them.
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = interval.tick() => { let _ = leader.apply(Command::Expire); }
+                }
+            }
+        })
+    };
+    serve(listener, leader, shutdown).await;
+    let _ = ticker.await;
+    Ok(())
+}
