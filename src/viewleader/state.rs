@@ -477,3 +477,6 @@ fn names_addr(requester: &str, addr: &str) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,2 @@
+//! Unit tests of the view leader state machine, with explicit time.
+use super::*;
