@@ -37,6 +37,7 @@ impl Default for ClusterOptions {
 pub struct LocalServer {
     pub addr: String,
     shutdown: CancellationToken,
+    kill: CancellationToken,
     task: JoinHandle<Result<()>>,
 }
 
@@ -97,10 +98,17 @@ impl LocalCluster {
             rpc_timeout_ms: self.options.rpc_timeout_ms,
         };
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server::run(listener, options, shutdown.clone()));
+        let kill = CancellationToken::new();
+        let task = tokio::spawn(server::run_until(
+            listener,
+            options,
+            shutdown.clone(),
+            kill.clone(),
+        ));
         self.servers.push(LocalServer {
             addr: addr.clone(),
             shutdown,
+            kill,
             task,
         });
         Ok(addr)
@@ -109,15 +117,27 @@ impl LocalCluster {
     /// Stops the server at `addr` at once: no goodbye, it simply stops answering and beating, as
     /// a crashed process would.
     pub async fn kill_server(&mut self, addr: &str) -> Result<()> {
+        let server = self.take_server(addr)?;
+        server.kill.cancel();
+        let _ = server.task.await;
+        Ok(())
+    }
+
+    /// Stops the server at `addr` gracefully: it leaves the view and hands its keys over first.
+    pub async fn stop_server(&mut self, addr: &str) -> Result<()> {
+        let server = self.take_server(addr)?;
+        server.shutdown.cancel();
+        let _ = server.task.await;
+        Ok(())
+    }
+
+    fn take_server(&mut self, addr: &str) -> Result<LocalServer> {
         let index = self
             .servers
             .iter()
             .position(|s| s.addr == addr)
             .ok_or_else(|| Error::InvalidRequest(format!("no local server at {addr}")))?;
-        let server = self.servers.remove(index);
-        server.shutdown.cancel();
-        let _ = server.task.await;
-        Ok(())
+        Ok(self.servers.remove(index))
     }
 
     /// A client of this cluster.
@@ -154,10 +174,10 @@ impl LocalCluster {
         }
     }
 
-    /// Stops every server and the view leader.
+    /// Stops every server (at once: there is nobody left to hand keys to) and the view leader.
     pub async fn stop(self) {
         for server in &self.servers {
-            server.shutdown.cancel();
+            server.kill.cancel();
         }
         for server in self.servers {
             let _ = server.task.await;

@@ -38,6 +38,9 @@ pub enum Error {
     /// A bug or an unexpected local failure (I/O on a file, a task that died).
     #[error("internal error: {0}")]
     Internal(String),
+    /// Another transaction holds the key; it will be decided shortly.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 /// Results in ringleader.
@@ -62,6 +65,8 @@ impl Error {
             // Waiting cannot break the cycle: someone must release.
             Error::Deadlock(_) => false,
             Error::Internal(_) => false,
+            // The other transaction commits or aborts within a timeout.
+            Error::Conflict(_) => true,
         }
     }
 
@@ -73,7 +78,8 @@ impl Error {
             | Error::StaleView(_)
             | Error::Rebalancing(_)
             | Error::LockBusy(_)
-            | Error::Deadlock(_) => 4,
+            | Error::Deadlock(_)
+            | Error::Conflict(_) => 4,
             Error::InvalidRequest(_) | Error::Protocol(_) => 5,
             Error::Internal(_) => 3,
         }
@@ -92,6 +98,7 @@ impl Error {
             Error::LockBusy(_) => "lock_busy",
             Error::Deadlock(_) => "deadlock",
             Error::Internal(_) => "internal",
+            Error::Conflict(_) => "conflict",
         }
     }
 }

@@ -47,11 +47,11 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(err) => return fail(err),
     };
-    let shutdown = ringleader::cli::shutdown_on_signal();
+    let (shutdown, kill) = ringleader::cli::shutdown_on_signal();
     if let Err(err) = ringleader::cli::announce(&listener) {
         return fail(err);
     }
-    match server::run(listener, options, shutdown).await {
+    match server::run_until(listener, options, shutdown, kill).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(err),
     }

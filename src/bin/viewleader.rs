@@ -47,7 +47,7 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(err) => return fail(err),
     };
-    let shutdown = ringleader::cli::shutdown_on_signal();
+    let (shutdown, _) = ringleader::cli::shutdown_on_signal();
     match ringleader::cli::announce(&listener) {
         Ok(()) => {}
         Err(err) => return fail(err),

@@ -1,6 +1,7 @@
 //! `client demo`: the README's first command. It starts a view leader and storage servers inside
-//! this process, walks through what ringleader does with readable progress, and stops everything
-//! it started, whatever happens.
+//! this process, tells the story of the system with readable progress (replicated writes, where
+//! keys live, servers dying, rebalancing, a server joining, locks), checks every claim it makes,
+//! and stops everything it started, whatever happens.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -9,163 +10,288 @@ use clap::Args;
 use serde_json::json;
 
 use super::Output;
+use crate::client::Client;
 use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::error::{Error, Result};
+use crate::ring::REPLICATION_COUNT;
 use crate::rpc::message::{LockReply, Value};
 
-/// Keys the demo writes with `setr`.
-pub const DEMO_KEYS: usize = 200;
+/// Longest the demo waits for the cluster to settle after a change.
+pub const SETTLE_WAIT_MS: u64 = 20_000;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Storage servers to start.
     #[arg(long, default_value_t = 5)]
     pub servers: usize,
+    /// Keys to write with setr.
+    #[arg(long, default_value_t = 1_000)]
+    pub keys: usize,
 }
 
 /// Runs the demo; returns the exit code.
 pub async fn run(args: DemoArgs, out: Output) -> Result<u8> {
-    if args.servers < 2 {
+    if args.servers < 4 {
         return Err(Error::InvalidRequest(
-            "the demo needs at least 2 servers".into(),
+            "the demo needs at least 4 servers (it kills two)".into(),
         ));
     }
-    let started = Instant::now();
-    let say = |line: String| println!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
-    say(format!(
+    if args.keys == 0 || args.keys > 1_000_000 {
+        return Err(Error::InvalidRequest("--keys must be 1 to 1000000".into()));
+    }
+    let demo = Demo {
+        started: Instant::now(),
+        keys: args.keys,
+    };
+    demo.say(format!(
         "starting a view leader and {} storage servers on loopback",
         args.servers
     ));
     let mut cluster = LocalCluster::start(args.servers, ClusterOptions::default()).await?;
-    let outcome = tour(&mut cluster, &say).await;
-    say("stopping the cluster".into());
+    let outcome = demo.tour(&mut cluster).await;
+    demo.say("stopping the cluster".into());
     cluster.stop().await;
-    match outcome {
-        Ok(summary) => {
-            if out.json {
-                println!("{summary}");
-            }
-            say("done".into());
-            Ok(0)
-        }
-        Err(err) => Err(err),
+    let summary = outcome?;
+    if out.json {
+        println!("{summary}");
     }
+    demo.say("done: every key survived with its copies".into());
+    Ok(0)
 }
 
-async fn tour(cluster: &mut LocalCluster, say: &impl Fn(String)) -> Result<serde_json::Value> {
-    let client = cluster.client(10_000);
-    let view = client.query_servers().await?;
-    say(format!(
-        "view leader at {}: epoch {}, {} servers",
-        cluster.viewleader_addr,
-        view.epoch,
-        view.servers.len()
-    ));
-    for server in &view.servers {
-        say(format!("  {}  id {}", server.addr, server.id));
+struct Demo {
+    started: Instant,
+    keys: usize,
+}
+
+impl Demo {
+    fn say(&self, line: String) {
+        println!("[{:>5.1}s] {line}", self.started.elapsed().as_secs_f64());
     }
 
-    let first = cluster.servers[0].addr.clone();
-    say(format!("single-server commands on {first}:"));
-    client.print(&first, "hello from the demo").await?;
-    let version = client
-        .set(&first, "greeting", Value::Text("hello".into()))
-        .await?;
-    let got = client.get(&first, "greeting").await?;
-    say(format!(
-        "  set greeting=hello (version {version}); get greeting -> {}",
-        got.map(|v| v.value.to_string()).unwrap_or_default()
-    ));
+    fn key(i: usize) -> String {
+        format!("key-{i:06}")
+    }
 
-    say(format!(
-        "writing {DEMO_KEYS} keys with setr (two-phase commit on 3 replicas each)"
-    ));
-    let write_started = Instant::now();
-    for i in 0..DEMO_KEYS {
-        client
-            .setr(&format!("key-{i:03}"), Value::Text(format!("value-{i}")))
+    async fn tour(&self, cluster: &mut LocalCluster) -> Result<serde_json::Value> {
+        let client = cluster.client(SETTLE_WAIT_MS);
+        let view = client.query_servers().await?;
+        self.say(format!(
+            "view leader at {}: epoch {}, {} servers",
+            cluster.viewleader_addr,
+            view.epoch,
+            view.servers.len()
+        ));
+
+        let first = cluster.servers[0].addr.clone();
+        let version = client
+            .set(&first, "greeting", Value::Text("hello".into()))
             .await?;
-    }
-    say(format!(
-        "  {DEMO_KEYS} setr in {} ms",
-        write_started.elapsed().as_millis()
-    ));
-    let placement = keys_per_server(cluster, &client).await?;
-    say("keys per server (each key is on 3 of them):".into());
-    for (addr, keys) in &placement {
-        say(format!("  {addr}: {keys}"));
-    }
+        let got = client.get(&first, "greeting").await?;
+        self.say(format!(
+            "single-server set/get on {first}: greeting = {} (version {version})",
+            got.map(|v| v.value.to_string()).unwrap_or_default()
+        ));
 
-    let key = "key-007";
-    let replicas = client.view(true).await?.replicas(key);
-    let addrs: Vec<&str> = replicas.iter().map(|r| r.addr.as_str()).collect();
-    say(format!(
-        "{key} lives on {} (primary first)",
-        addrs.join(", ")
-    ));
-    let primary = replicas[0].addr.clone();
-    say(format!("killing its primary {primary}"));
-    cluster.kill_server(&primary).await?;
-    let reader = cluster.client(10_000);
-    // getr walks the replicas in ring order, so the value is found on the next one even before
-    // the view leader notices the death.
-    let found = reader
-        .getr(key)
-        .await?
-        .ok_or_else(|| Error::Internal(format!("{key} was lost")))?;
-    say(format!(
-        "  getr {key} -> {} (from {})",
-        found.value.value, found.replica.addr
-    ));
-    say("waiting for the view leader to expire it (lease 2 s)".into());
-    let wanted = cluster.servers.len();
-    let view = cluster
-        .wait_for_view(Duration::from_secs(10), |v| {
-            v.servers.len() == wanted && !v.rebalancing
-        })
+        self.say(format!(
+            "writing {} keys with setr (two-phase commit on {REPLICATION_COUNT} replicas each)",
+            self.keys
+        ));
+        let write_started = Instant::now();
+        for i in 0..self.keys {
+            client
+                .setr(&Self::key(i), Value::Text(format!("value-{i}")))
+                .await?;
+        }
+        self.say(format!(
+            "  done in {} ms",
+            write_started.elapsed().as_millis()
+        ));
+        self.show_placement(cluster, &client).await?;
+
+        let key = Self::key(7);
+        let replicas = client.view(true).await?.replicas(&key);
+        let addrs: Vec<&str> = replicas.iter().map(|r| r.addr.as_str()).collect();
+        self.say(format!(
+            "{key} lives on {} (primary first)",
+            addrs.join(", ")
+        ));
+        let primary = replicas[0].addr.clone();
+        self.say(format!(
+            "killing its primary {primary} (no goodbye, as a crash)"
+        ));
+        cluster.kill_server(&primary).await?;
+        // getr walks the replicas in ring order: the value is found before anyone notices.
+        let found = cluster
+            .client(SETTLE_WAIT_MS)
+            .getr(&key)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("{key} was lost")))?;
+        self.say(format!(
+            "  getr {key} -> {} (from {})",
+            found.value.value, found.replica.addr
+        ));
+        self.settle(
+            cluster,
+            &client,
+            "the view leader expires it after its lease (2 s)",
+        )
         .await?;
-    say(format!(
-        "  epoch {} with {} servers",
-        view.epoch,
-        view.servers.len()
-    ));
 
-    say("locks: FIFO, with deadlock detection and fencing tokens".into());
-    let token = client.lock_get_wait("printer", "alice", |_| {}).await?;
-    say(format!("  alice takes printer (token {token})"));
-    if let LockReply::Retry { holder, position } = client.lock_get("printer", "bob").await? {
-        say(format!(
-            "  bob asks for printer: retry, held by {holder}, bob is number {position} in line"
+        let second = cluster.servers[1].addr.clone();
+        self.say(format!("killing a second server {second}"));
+        cluster.kill_server(&second).await?;
+        self.settle(cluster, &client, "expiry, then rebalancing")
+            .await?;
+        self.verify_all(&client).await?;
+
+        self.say("adding a server back".into());
+        let sent_before = self.copies_sent(cluster, &client).await;
+        let added = cluster.add_server().await?;
+        self.settle(cluster, &client, &format!("{added} joins; keys move to it"))
+            .await?;
+        let moved = self
+            .copies_sent(cluster, &client)
+            .await
+            .saturating_sub(sent_before);
+        self.say(format!(
+            "  {moved} copies moved for the join (only keys whose replica set changed)"
         ));
-    }
-    client.lock_get_wait("scanner", "bob", |_| {}).await?;
-    say("  bob takes scanner".into());
-    if let LockReply::Deadlock { cycle } = client.lock_get("scanner", "alice").await? {
-        say(format!(
-            "  alice asks for scanner: deadlock refused ({})",
-            cycle.join(" -> ")
+        self.verify_all(&client).await?;
+
+        self.say("locks: FIFO, with deadlock detection and fencing tokens".into());
+        let token = client.lock_get_wait("printer", "alice", |_| {}).await?;
+        self.say(format!("  alice takes printer (token {token})"));
+        if let LockReply::Retry { holder, position } = client.lock_get("printer", "bob").await? {
+            self.say(format!(
+                "  bob asks for printer: retry, held by {holder}, bob is number {position} in line"
+            ));
+        }
+        client.lock_get_wait("scanner", "bob", |_| {}).await?;
+        self.say("  bob takes scanner".into());
+        if let LockReply::Deadlock { cycle } = client.lock_get("scanner", "alice").await? {
+            self.say(format!(
+                "  alice asks for scanner: refused, deadlock ({})",
+                cycle.join(" -> ")
+            ));
+        }
+        client.lock_release("printer", "alice").await?;
+        let token = client.lock_get_wait("printer", "bob", |_| {}).await?;
+        self.say(format!(
+            "  alice releases printer; bob is granted it (token {token})"
         ));
-    }
-    client.lock_release("printer", "alice").await?;
-    let token = client.lock_get_wait("printer", "bob", |_| {}).await?;
-    say(format!(
-        "  alice releases printer; bob is granted it (token {token})"
-    ));
 
-    Ok(json!({"keys": DEMO_KEYS, "servers_left": wanted, "epoch": view.epoch}))
-}
-
-async fn keys_per_server(
-    cluster: &LocalCluster,
-    client: &crate::Client,
-) -> Result<BTreeMap<String, usize>> {
-    let mut placement = BTreeMap::new();
-    for server in &cluster.servers {
-        let keys = client.query_all_keys(&server.addr).await?;
-        placement.insert(
-            server.addr.clone(),
-            keys.iter().filter(|k| k.starts_with("key-")).count(),
-        );
+        let view = client.query_servers().await?;
+        Ok(
+            json!({"keys": self.keys, "servers": view.servers.len(), "epoch": view.epoch, "copies_moved_on_join": moved}),
+        )
     }
-    Ok(placement)
+
+    /// Waits, with progress, until the view is settled and every key has exactly its copies.
+    async fn settle(&self, cluster: &LocalCluster, client: &Client, what: &str) -> Result<()> {
+        self.say(format!("  waiting: {what}"));
+        let live = cluster.servers.len();
+        let deadline = Instant::now() + Duration::from_millis(SETTLE_WAIT_MS);
+        let mut last = String::new();
+        loop {
+            let view = client.query_servers().await?;
+            let counts = self.copies_per_key(cluster, client).await?;
+            let wanted = REPLICATION_COUNT.min(live);
+            let exact = counts.get(&wanted).copied().unwrap_or(0);
+            let state = if view.servers.len() != live {
+                format!(
+                    "epoch {}: {} servers in the view",
+                    view.epoch,
+                    view.servers.len()
+                )
+            } else if view.rebalancing {
+                format!("epoch {}: rebalancing", view.epoch)
+            } else {
+                format!(
+                    "epoch {}: {exact}/{} keys on exactly {wanted} servers",
+                    view.epoch, self.keys
+                )
+            };
+            if state != last {
+                self.say(format!("    {state}"));
+                last = state;
+            }
+            if view.servers.len() == live && !view.rebalancing && exact == self.keys {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "the cluster did not settle within {SETTLE_WAIT_MS} ms"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.show_placement(cluster, client).await
+    }
+
+    async fn copies_per_key(
+        &self,
+        cluster: &LocalCluster,
+        client: &Client,
+    ) -> Result<BTreeMap<usize, usize>> {
+        let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+        for server in &cluster.servers {
+            for key in client.query_all_keys(&server.addr).await? {
+                if key.starts_with("key-") {
+                    *copies.entry(key).or_default() += 1;
+                }
+            }
+        }
+        let mut histogram = BTreeMap::new();
+        for n in copies.values() {
+            *histogram.entry(*n).or_default() += 1;
+        }
+        Ok(histogram)
+    }
+
+    async fn show_placement(&self, cluster: &LocalCluster, client: &Client) -> Result<()> {
+        let mut line = String::from("  keys per server:");
+        for server in &cluster.servers {
+            let keys = client.query_all_keys(&server.addr).await?;
+            line.push_str(&format!(
+                " {}={}",
+                server.addr,
+                keys.iter().filter(|k| k.starts_with("key-")).count()
+            ));
+        }
+        self.say(line);
+        Ok(())
+    }
+
+    async fn copies_sent(&self, cluster: &LocalCluster, client: &Client) -> u64 {
+        let mut total = 0;
+        for server in &cluster.servers {
+            if let Ok(status) = client.status(&server.addr).await {
+                total += status.copies_sent;
+            }
+        }
+        total
+    }
+
+    /// Reads every key back with getr and checks its value.
+    async fn verify_all(&self, client: &Client) -> Result<()> {
+        for i in 0..self.keys {
+            let key = Self::key(i);
+            let found = client
+                .getr(&key)
+                .await?
+                .ok_or_else(|| Error::Internal(format!("{key} was lost")))?;
+            if found.value.value != Value::Text(format!("value-{i}")) {
+                return Err(Error::Internal(format!(
+                    "{key} has a wrong value: {}",
+                    found.value.value
+                )));
+            }
+        }
+        self.say(format!(
+            "  getr reads all {} keys with their values",
+            self.keys
+        ));
+        Ok(())
+    }
 }

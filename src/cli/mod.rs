@@ -283,34 +283,38 @@ pub fn init_tracing(default_filter: &str) {
         .try_init();
 }
 
-/// A shutdown trigger that fires on Ctrl-C or SIGTERM.
-pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
-    let token = tokio_util::sync::CancellationToken::new();
-    let trigger = token.clone();
+/// Shutdown triggers: the first fires on the first Ctrl-C or SIGTERM (stop gracefully), the
+/// second on another one (stop now).
+pub fn shutdown_on_signal() -> (
+    tokio_util::sync::CancellationToken,
+    tokio_util::sync::CancellationToken,
+) {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let kill = tokio_util::sync::CancellationToken::new();
+    let (first, second) = (shutdown.clone(), kill.clone());
     tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        tracing::info!("shutting down");
-        trigger.cancel();
+        signal().await;
+        tracing::info!("shutting down (signal again to stop at once)");
+        first.cancel();
+        signal().await;
+        second.cancel();
     });
-    token
+    (shutdown, kill)
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Prints the one line `listening on ADDR` that scripts and tests wait for.

@@ -39,6 +39,10 @@ pub const LOCK_POLL_MS: u64 = 100;
 pub const REBALANCE_POLL_MS: u64 = 50;
 /// `setr` attempts when the view changed under it (each after a fresh view).
 pub const SETR_ATTEMPTS_MAX: usize = 3;
+/// First pause before retrying a write that met another transaction on its key; it doubles up
+/// to [`CONFLICT_BACKOFF_MS_MAX`], with jitter, until `wait_ms` runs out.
+pub const CONFLICT_BACKOFF_MS_MIN: u64 = 1;
+pub const CONFLICT_BACKOFF_MS_MAX: u64 = 50;
 
 /// How a client reaches the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -347,6 +351,14 @@ impl Client {
         }
     }
 
+    /// The server's identity, epoch, load and rebalancing counters.
+    pub async fn status(&self, addr: &str) -> Result<crate::rpc::message::ServerStatus> {
+        match self.server_call(addr, ServerRequest::Status).await? {
+            ServerReply::Status(status) => Ok(status),
+            other => Err(unexpected_server("status", &other)),
+        }
+    }
+
     /// Every key the server holds, fetched a page at a time.
     pub async fn query_all_keys(&self, addr: &str) -> Result<Vec<Key>> {
         let mut all = Vec::new();
@@ -375,11 +387,23 @@ impl Client {
     pub async fn setr(&self, key: &str, value: Value) -> Result<SetrOutcome> {
         check_key(key)?;
         check_value(&value)?;
+        let deadline = Instant::now() + Duration::from_millis(self.options.wait_ms);
         let mut view = self.settled_view(false).await?;
         let mut attempt = 1;
+        let mut backoff_ms = CONFLICT_BACKOFF_MS_MIN;
         loop {
             match self.setr_once(&view, key, Op::Put(value.clone())).await {
                 Ok(outcome) => return Ok(outcome),
+                // Another writer holds the key: it is decided within a timeout, so wait (the
+                // same bound as any retry answer), then report the conflict.
+                Err(err @ Error::Conflict(_)) => {
+                    if Instant::now() >= deadline {
+                        return Err(err);
+                    }
+                    let jitter = rand::random::<u64>() % backoff_ms.max(1);
+                    tokio::time::sleep(Duration::from_millis(backoff_ms + jitter)).await;
+                    backoff_ms = (backoff_ms * 2).min(CONFLICT_BACKOFF_MS_MAX);
+                }
                 Err(err) if attempt < SETR_ATTEMPTS_MAX && self.worth_another_view(&err) => {
                     let fresh = self.settled_view(true).await?;
                     // The same view would give the same answer: report it instead.

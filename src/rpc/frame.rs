@@ -40,7 +40,10 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<Envelope<T>, (Optio
     })?;
     let body = postcard::from_bytes::<T>(rest).map_err(|err| {
         let what = match err {
-            postcard::Error::DeserializeBadEnum => "unknown request".to_string(),
+            // postcard reports a variant index past the end as a custom serde error.
+            postcard::Error::DeserializeBadEnum | postcard::Error::SerdeDeCustom => {
+                "unknown request, or a request malformed for this service".to_string()
+            }
             other => format!("malformed message: {other}"),
         };
         (Some(request_id), Error::InvalidRequest(what))

@@ -116,6 +116,10 @@ pub struct View {
     pub servers: Vec<ServerInfo>,
     /// True while some live server has not reported `rebalanced_epoch == epoch`.
     pub rebalancing: bool,
+    /// The last epoch at which no server was rebalancing: every key was then on its replicas in
+    /// `settled_servers`. Rebalancing plans against it (see `server::rebalance`).
+    pub settled_epoch: Epoch,
+    pub settled_servers: Vec<ServerInfo>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -137,9 +141,14 @@ pub enum ViewLeaderRequest {
     LockGet { lock: String, requester: String },
     /// Leave a lock's queue, whether holding or waiting.
     LockRelease { lock: String, requester: String },
-    /// Long poll: answered with the view as soon as its epoch exceeds `epoch_known`, or after
-    /// `wait_ms` (capped) with the current one. This is how a new view is pushed to servers at once.
-    WatchView { epoch_known: Epoch, wait_ms: u64 },
+    /// Long poll: answered with the view as soon as its epoch exceeds `epoch_known` or its
+    /// rebalancing flag differs from `rebalancing_known`, or after `wait_ms` (capped) with the
+    /// current one. This is how a new view, and its settling, reach the servers at once.
+    WatchView {
+        epoch_known: Epoch,
+        rebalancing_known: bool,
+        wait_ms: u64,
+    },
     /// A server stopping on purpose: drop it from the view now rather than at lease expiry.
     Leave { server_id: ServerId },
 }
@@ -229,6 +238,8 @@ pub enum ServerRequest {
     },
     /// This server's identity, epoch and load.
     Status,
+    /// Rebalancing: this server's versions of these keys (0 where absent), in order.
+    Versions { keys: Vec<Key> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +265,7 @@ pub enum ServerReply {
         stored: u64,
     },
     Status(ServerStatus),
+    Versions(Vec<Version>),
 }
 
 /// A server's self-description.
@@ -265,4 +277,8 @@ pub struct ServerStatus {
     pub rebalanced_epoch: Epoch,
     pub keys: u64,
     pub pending_transactions: u64,
+    /// Copies this server has sent while rebalancing, since it started.
+    pub copies_sent: u64,
+    /// Keys this server has dropped after their new owners confirmed them.
+    pub keys_dropped: u64,
 }

@@ -215,14 +215,18 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, shutdown: Ca
         let envelope = match decode::<Request<H::Request>>(&payload) {
             Ok(envelope) => envelope,
             Err((request_id, err)) => {
-                // The frame boundary is intact, so the connection can go on.
                 debug!(%err, "undecodable request");
-                if let Ok(bytes) =
-                    encode::<Result<Response<H::Reply>>>(request_id.unwrap_or(0), &Err(err))
-                {
+                // Without a request id the reply (id 0) means "closing" to the client, so close;
+                // with one, the frame boundary is intact and the connection goes on.
+                let bytes =
+                    encode::<Result<Response<H::Reply>>>(request_id.unwrap_or(0), &Err(err));
+                if let Ok(bytes) = bytes {
                     if reply_tx.send(bytes).await.is_err() {
                         break;
                     }
+                }
+                if request_id.is_none() {
+                    break;
                 }
                 continue;
             }

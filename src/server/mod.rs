@@ -1,11 +1,13 @@
 //! The storage server: the store, the 2PC participant, and the shell that serves them and keeps
 //! the server in the view.
 
+pub mod mover;
 pub mod participant;
+pub mod rebalance;
 pub mod service;
 pub mod store;
 
-pub use service::run;
+pub use service::{run, run_until};
 
 use crate::error::{Error, Result};
 use crate::viewleader::HEARTBEAT_INTERVAL_MS_DEFAULT;

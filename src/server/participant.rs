@@ -109,7 +109,7 @@ impl Participant {
             )));
         }
         if let Some(other) = self.by_key.get(&key) {
-            return Err(Error::Refused(format!(
+            return Err(Error::Conflict(format!(
                 "vote no on {key:?} by server {}: transaction {other:x} is pending on it",
                 ctx.server_id
             )));
@@ -227,7 +227,7 @@ mod tests {
             Ok(0)
         );
         let second = p.prepare(&ctx(), &store, 2, "k".into(), put("b"), 3, &ME.into());
-        assert!(matches!(second, Err(Error::Refused(_))), "{second:?}");
+        assert!(matches!(second, Err(Error::Conflict(_))), "{second:?}");
         p.commit(&mut store, 1, 1).unwrap();
         assert_eq!(store.get("k").map(|v| v.version), Some(1));
         assert_eq!(

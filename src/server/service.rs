@@ -1,6 +1,7 @@
 //! The storage server's network shell: it answers requests from the store and the participant,
 //! keeps its membership alive (heartbeats), and follows the view (a long poll on the view leader
-//! that answers as soon as the epoch moves).
+//! that answers as soon as the epoch moves or the cluster settles), starting a rebalance
+//! ([`super::mover`]) for every new view.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -28,22 +29,26 @@ pub const WATCH_WAIT_MS: u64 = 10_000;
 pub const VIEWLEADER_RETRY_MS: u64 = 200;
 
 /// What one server knows and holds.
-struct Node {
-    id: ServerId,
+pub(super) struct Node {
+    pub(super) id: ServerId,
     /// The newest view this server has fetched.
-    view: View,
+    pub(super) view: View,
     /// The newest epoch this server has heard of (a heartbeat reply may run ahead of `view`).
     epoch_seen: Epoch,
     /// Every send this server owes for this epoch is acknowledged.
-    rebalanced_epoch: Epoch,
-    store: Store,
-    participant: Participant,
+    pub(super) rebalanced_epoch: Epoch,
+    pub(super) store: Store,
+    pub(super) participant: Participant,
+    /// Stops the running rebalance or drop pass when a newer view supersedes it.
+    moving: Option<CancellationToken>,
+    pub(super) copies_sent: u64,
+    pub(super) keys_dropped: u64,
 }
 
 /// A running storage server.
 pub struct StorageServer {
-    addr: String,
-    options: ServerOptions,
+    pub(super) addr: String,
+    pub(super) options: ServerOptions,
     node: Mutex<Node>,
     viewleader: Pool<ViewLeaderRequest, ViewLeaderReply>,
     started: Instant,
@@ -51,10 +56,14 @@ pub struct StorageServer {
     beat_now: Notify,
     /// Wakes the view follower (a heartbeat reply showed a newer epoch).
     view_stale: Notify,
+    /// Calls to other storage servers (rebalancing).
+    pub(super) peers: Pool<ServerRequest, ServerReply>,
+    /// Fires when the server stops, for whatever reason: ends background work.
+    pub(super) stopping: CancellationToken,
 }
 
 impl StorageServer {
-    fn node(&self) -> Result<MutexGuard<'_, Node>> {
+    pub(super) fn node(&self) -> Result<MutexGuard<'_, Node>> {
         self.node
             .lock()
             .map_err(|_| Error::Internal("server state poisoned".into()))
@@ -69,7 +78,7 @@ impl StorageServer {
         self.node().map(|n| n.id.clone()).unwrap_or_default()
     }
 
-    async fn call_viewleader(
+    pub(super) async fn call_viewleader(
         &self,
         request: ViewLeaderRequest,
         timeout: Duration,
@@ -165,12 +174,17 @@ impl StorageServer {
         }
     }
 
-    /// Follows the view: a long poll answered as soon as the epoch passes ours.
+    /// Follows the view: a long poll answered as soon as the epoch passes ours or the cluster
+    /// settles.
     async fn view_loop(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let epoch_known = self.node().map(|n| n.view.epoch).unwrap_or(0);
+            let (epoch_known, rebalancing_known) = self
+                .node()
+                .map(|n| (n.view.epoch, n.view.rebalancing))
+                .unwrap_or((0, true));
             let request = ViewLeaderRequest::WatchView {
                 epoch_known,
+                rebalancing_known,
                 wait_ms: WATCH_WAIT_MS,
             };
             let timeout = Duration::from_millis(WATCH_WAIT_MS + self.options.rpc_timeout_ms);
@@ -179,11 +193,7 @@ impl StorageServer {
                 outcome = self.call_viewleader(request, timeout) => outcome,
             };
             match outcome {
-                Ok(ViewLeaderReply::View(view)) => {
-                    if view.epoch > epoch_known {
-                        self.on_view(view);
-                    }
-                }
+                Ok(ViewLeaderReply::View(view)) => self.clone().on_view(view),
                 Ok(other) => warn!(?other, "unexpected reply to a view watch"),
                 Err(_) => {
                     tokio::select! {
@@ -196,25 +206,45 @@ impl StorageServer {
         }
     }
 
-    /// A newer view arrived.
-    fn on_view(&self, view: View) {
+    /// A view arrived: a newer epoch starts a rebalance (stopping any older one); the current
+    /// epoch settling starts the pass that drops keys this server no longer owns.
+    fn on_view(self: Arc<Self>, view: View) {
         let Ok(mut node) = self.node() else { return };
-        if view.epoch <= node.view.epoch {
+        let newer = view.epoch > node.view.epoch;
+        let settled = view.epoch == node.view.epoch && node.view.rebalancing && !view.rebalancing;
+        if !newer && !settled {
             return;
         }
-        let member = view.servers.iter().any(|s| s.id == node.id);
-        info!(
-            epoch = view.epoch,
-            servers = view.servers.len(),
-            member,
-            "new view"
-        );
+        if let Some(previous) = node.moving.take() {
+            previous.cancel();
+        }
+        let cancel = self.stopping.child_token();
+        node.moving = Some(cancel.clone());
         node.epoch_seen = node.epoch_seen.max(view.epoch);
-        let epoch = view.epoch;
-        node.view = view;
-        // Nothing moves yet: with nothing to send, this server is rebalanced for the epoch at once.
-        node.rebalanced_epoch = epoch;
+        node.view = view.clone();
         drop(node);
+        if newer {
+            let member = view.servers.iter().any(|s| s.addr == self.addr);
+            info!(
+                epoch = view.epoch,
+                servers = view.servers.len(),
+                member,
+                "new view"
+            );
+            tokio::spawn(self.rebalance(view, cancel));
+        } else {
+            debug!(epoch = view.epoch, "view settled");
+            tokio::spawn(self.drop_unowned(view, cancel));
+        }
+    }
+
+    /// Marks this server rebalanced for `epoch` (if that is still its view) and reports at once.
+    pub(super) fn report_rebalanced(&self, epoch: Epoch) {
+        if let Ok(mut node) = self.node() {
+            if node.view.epoch == epoch {
+                node.rebalanced_epoch = epoch;
+            }
+        }
         self.beat_now.notify_one();
     }
 
@@ -227,6 +257,8 @@ impl StorageServer {
             rebalanced_epoch: node.rebalanced_epoch,
             keys: node.store.len() as u64,
             pending_transactions: node.participant.pending_count() as u64,
+            copies_sent: node.copies_sent,
+            keys_dropped: node.keys_dropped,
         })
     }
 }
@@ -318,6 +350,18 @@ impl Handler for StorageServer {
                 Ok(ServerReply::Transferred { stored })
             }
             ServerRequest::Status => Ok(ServerReply::Status(self.status()?)),
+            ServerRequest::Versions { keys } => {
+                if keys.len() > super::mover::VERSIONS_BATCH_KEYS_MAX {
+                    return Err(Error::InvalidRequest(format!(
+                        "at most {} keys per versions request",
+                        super::mover::VERSIONS_BATCH_KEYS_MAX
+                    )));
+                }
+                let node = self.node()?;
+                Ok(ServerReply::Versions(
+                    keys.iter().map(|k| node.store.version(k)).collect(),
+                ))
+            }
         }
     }
 }
@@ -327,6 +371,18 @@ pub async fn run(
     listener: TcpListener,
     options: ServerOptions,
     shutdown: CancellationToken,
+) -> Result<()> {
+    run_until(listener, options, shutdown, CancellationToken::new()).await
+}
+
+/// Runs a storage server on `listener`. When `shutdown` fires it leaves gracefully: it tells the
+/// view leader it is leaving, hands its keys to their new owners, then returns. When `kill`
+/// fires (at any time, also during the handoff) it stops at once, as a crash would.
+pub async fn run_until(
+    listener: TcpListener,
+    options: ServerOptions,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
 ) -> Result<()> {
     options.validate()?;
     let bound = listener
@@ -338,6 +394,8 @@ pub async fn run(
         .unwrap_or_else(|| bound.to_string());
     let id = uuid::Uuid::new_v4().to_string();
     info!(%addr, %id, viewleader = %options.viewleader, "storage server starting");
+    let rpc_timeout = Duration::from_millis(options.rpc_timeout_ms);
+    let stopping = CancellationToken::new();
     let server = Arc::new(StorageServer {
         addr,
         node: Mutex::new(Node {
@@ -347,20 +405,40 @@ pub async fn run(
             rebalanced_epoch: 0,
             store: Store::default(),
             participant: Participant::default(),
+            moving: None,
+            copies_sent: 0,
+            keys_dropped: 0,
         }),
-        viewleader: Pool::new(
-            ServiceKind::ViewLeader,
-            Duration::from_millis(options.rpc_timeout_ms),
-        ),
+        viewleader: Pool::new(ServiceKind::ViewLeader, rpc_timeout),
+        peers: Pool::new(ServiceKind::Server, rpc_timeout),
         options,
         started: Instant::now(),
         beat_now: Notify::new(),
         view_stale: Notify::new(),
+        stopping: stopping.clone(),
     });
-    let heartbeats = tokio::spawn(server.clone().heartbeat_loop(shutdown.clone()));
-    let views = tokio::spawn(server.clone().view_loop(shutdown.clone()));
-    serve(listener, server, shutdown).await;
+    let graceful = {
+        let stopping = stopping.clone();
+        let kill = kill.clone();
+        async move {
+            let graceful = tokio::select! {
+                _ = shutdown.cancelled() => true,
+                _ = kill.cancelled() => false,
+            };
+            stopping.cancel();
+            graceful
+        }
+    };
+    let heartbeats = tokio::spawn(server.clone().heartbeat_loop(stopping.clone()));
+    let views = tokio::spawn(server.clone().view_loop(stopping.clone()));
+    let (graceful, ()) = tokio::join!(graceful, serve(listener, server.clone(), stopping));
     let _ = heartbeats.await;
     let _ = views.await;
+    if graceful {
+        tokio::select! {
+            _ = kill.cancelled() => warn!("killed during the handoff"),
+            _ = server.leave() => {}
+        }
+    }
     Ok(())
 }

@@ -77,10 +77,13 @@ impl ViewLeader {
         self.view_tx.borrow().clone()
     }
 
-    async fn watch(&self, epoch_known: u64, wait_ms: u64) -> View {
+    async fn watch(&self, epoch_known: u64, rebalancing_known: bool, wait_ms: u64) -> View {
         let mut rx = self.view_tx.subscribe();
         let wait = Duration::from_millis(wait_ms.min(WATCH_WAIT_MS_MAX));
-        let changed = rx.wait_for(|view| view.epoch > epoch_known);
+        let changed = rx.wait_for(|view| {
+            view.epoch > epoch_known
+                || (view.epoch == epoch_known && view.rebalancing != rebalancing_known)
+        });
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = self.shutdown.cancelled() => {}
@@ -117,9 +120,10 @@ impl Handler for ViewLeader {
             }
             ViewLeaderRequest::WatchView {
                 epoch_known,
+                rebalancing_known,
                 wait_ms,
             } => Ok(ViewLeaderReply::View(
-                self.watch(epoch_known, wait_ms).await,
+                self.watch(epoch_known, rebalancing_known, wait_ms).await,
             )),
             ViewLeaderRequest::Leave { server_id } => self.apply(Command::Leave { server_id }),
         }

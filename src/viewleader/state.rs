@@ -123,6 +123,9 @@ pub struct State {
     locks: BTreeMap<String, LockQueue>,
     last_token: FencingToken,
     last_sweep_ms: Option<u64>,
+    /// The last view in which nobody was rebalancing.
+    settled_epoch: Epoch,
+    settled_servers: Vec<ServerInfo>,
 }
 
 impl State {
@@ -136,6 +139,8 @@ impl State {
             locks: BTreeMap::new(),
             last_token: 0,
             last_sweep_ms: None,
+            settled_epoch: 0,
+            settled_servers: Vec::new(),
         }
     }
 
@@ -147,23 +152,44 @@ impl State {
     pub fn view(&self) -> View {
         View {
             epoch: self.epoch,
-            servers: self
-                .members
-                .iter()
-                .map(|(id, m)| ServerInfo {
-                    id: id.clone(),
-                    addr: m.addr.clone(),
-                })
-                .collect(),
-            rebalancing: self
-                .members
-                .values()
-                .any(|m| m.rebalanced_epoch < self.epoch),
+            servers: self.servers(),
+            rebalancing: self.is_rebalancing(),
+            settled_epoch: self.settled_epoch,
+            settled_servers: self.settled_servers.clone(),
         }
+    }
+
+    fn servers(&self) -> Vec<ServerInfo> {
+        self.members
+            .iter()
+            .map(|(id, m)| ServerInfo {
+                id: id.clone(),
+                addr: m.addr.clone(),
+            })
+            .collect()
+    }
+
+    fn is_rebalancing(&self) -> bool {
+        self.members
+            .values()
+            .any(|m| m.rebalanced_epoch < self.epoch)
     }
 
     /// Applies one command that happened at `now_ms` (a monotonic clock in milliseconds).
     pub fn apply(&mut self, command: Command, now_ms: u64) -> Result<ViewLeaderReply> {
+        let reply = self.apply_command(command, now_ms);
+        if !self.is_rebalancing() && self.settled_epoch != self.epoch {
+            self.settled_epoch = self.epoch;
+            self.settled_servers = self.servers();
+        }
+        match reply {
+            // A sweep answers with the view as it is after the settling above.
+            Ok(ViewLeaderReply::View(_)) => Ok(ViewLeaderReply::View(self.view())),
+            other => other,
+        }
+    }
+
+    fn apply_command(&mut self, command: Command, now_ms: u64) -> Result<ViewLeaderReply> {
         match command {
             Command::Heartbeat {
                 server_id,

@@ -1,0 +1,396 @@
+//! Carries out the rebalancing plans of [`super::rebalance`]: batched transfers to new owners,
+//! version offers for candidate copies, dropping keys once their new owners hold them, and the
+//! handoff of a server that leaves. Every send is retried until acknowledged or until a newer
+//! view makes it moot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::rebalance::plan;
+use super::service::StorageServer;
+use crate::error::{Error, Result};
+use crate::ring::Ring;
+use crate::rpc::message::{
+    Epoch, Key, ServerId, ServerInfo, ServerReply, ServerRequest, Version, Versioned, View,
+    ViewLeaderReply, ViewLeaderRequest,
+};
+
+/// Bytes of keys and values in one transfer; keeps every batch well under the frame limit.
+pub const TRANSFER_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// Keys in one transfer.
+pub const TRANSFER_BATCH_KEYS_MAX: usize = 20_000;
+/// Keys in one versions request.
+pub const VERSIONS_BATCH_KEYS_MAX: usize = 20_000;
+/// Pause before retrying a failed transfer, doubling up to [`MOVE_RETRY_MS_MAX`].
+pub const MOVE_RETRY_MS_MIN: u64 = 50;
+pub const MOVE_RETRY_MS_MAX: u64 = 1_000;
+/// Longest wait for transactions prepared under an older view before planning anyway.
+pub const PENDING_WAIT_MS_MAX: u64 = 10_000;
+/// Longest a leaving server spends handing its keys over.
+pub const LEAVE_HANDOFF_MS_MAX: u64 = 30_000;
+
+impl StorageServer {
+    /// Rebalances for `view`: waits out older transactions, plans, sends, reports.
+    pub(super) async fn rebalance(self: Arc<Self>, view: View, cancel: CancellationToken) {
+        let epoch = view.epoch;
+        let started = Instant::now();
+        // A key never moves with a decision pending on it.
+        loop {
+            let pending = self
+                .node()
+                .map(|n| n.participant.has_pending_before(epoch))
+                .unwrap_or(false);
+            if !pending {
+                break;
+            }
+            if started.elapsed() > Duration::from_millis(PENDING_WAIT_MS_MAX) {
+                warn!(
+                    epoch,
+                    "transactions from an older view are still undecided; planning anyway"
+                );
+                break;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+        let the_plan = {
+            let Ok(node) = self.node() else { return };
+            let settled = Ring::of_servers(&view.settled_servers);
+            let new = Ring::of_servers(&view.servers);
+            plan(&node.id, &settled, &new, node.store.iter().map(|(k, _)| k))
+        };
+        let addrs = addresses(&view.servers);
+        let sends = the_plan.sends.iter().map(|(target, keys)| {
+            let addr = addrs.get(target).cloned().unwrap_or_default();
+            let this = self.clone();
+            let cancel = cancel.clone();
+            async move { this.send_keys(&addr, epoch, keys, &cancel).await }
+        });
+        let offers = the_plan.offers.iter().map(|(target, keys)| {
+            let addr = addrs.get(target).cloned().unwrap_or_default();
+            let this = self.clone();
+            let cancel = cancel.clone();
+            async move {
+                this.offer_keys(&addr, epoch, keys, &cancel)
+                    .await
+                    .map(|(sent, _)| sent)
+            }
+        });
+        let (sent, offered) = tokio::join!(join_all(sends), join_all(offers));
+        if cancel.is_cancelled() {
+            return;
+        }
+        let copies: u64 = sent
+            .iter()
+            .chain(offered.iter())
+            .filter_map(|r| r.as_ref().ok())
+            .sum();
+        if let Some(err) = sent
+            .iter()
+            .chain(offered.iter())
+            .find_map(|r| r.as_ref().err())
+        {
+            // Only a newer view stops the retries, so this is a stop: the next view replans.
+            warn!(epoch, %err, "rebalance interrupted");
+            return;
+        }
+        info!(
+            epoch,
+            copies,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "rebalanced"
+        );
+        self.report_rebalanced(epoch);
+    }
+
+    /// Once `view` has settled: drops every key this server does not own in it, after each new
+    /// owner confirmed a version at least as new (sending it first where not).
+    pub(super) async fn drop_unowned(self: Arc<Self>, view: View, cancel: CancellationToken) {
+        let (me, unowned) = {
+            let Ok(node) = self.node() else { return };
+            let me = node.id.clone();
+            // A server outside the view may be about to rejoin: it keeps everything.
+            if !view.servers.iter().any(|s| s.id == me) {
+                return;
+            }
+            let ring = Ring::of_servers(&view.servers);
+            let unowned: Vec<(Key, Version, Vec<ServerId>)> = node
+                .store
+                .iter()
+                .filter(|(key, _)| !node.participant.is_held(key))
+                .filter_map(|(key, versioned)| {
+                    let owners = ring.replicas(key);
+                    (!owners.is_empty() && !owners.contains(&&me)).then(|| {
+                        (
+                            key.clone(),
+                            versioned.version,
+                            owners.into_iter().cloned().collect(),
+                        )
+                    })
+                })
+                .collect();
+            (me, unowned)
+        };
+        if unowned.is_empty() {
+            return;
+        }
+        let addrs = addresses(&view.servers);
+        let mut by_owner: BTreeMap<ServerId, Vec<Key>> = BTreeMap::new();
+        for (key, _, owners) in &unowned {
+            for owner in owners {
+                by_owner.entry(owner.clone()).or_default().push(key.clone());
+            }
+        }
+        let confirmations = join_all(by_owner.iter().map(|(owner, keys)| {
+            let addr = addrs.get(owner).cloned().unwrap_or_default();
+            let this = self.clone();
+            let cancel = cancel.clone();
+            async move {
+                (
+                    owner.clone(),
+                    this.offer_keys(&addr, view.epoch, keys, &cancel).await,
+                )
+            }
+        }))
+        .await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        // owner → its confirmed version of each key offered to it.
+        let mut confirmed: HashMap<&ServerId, HashMap<&Key, Version>> = HashMap::new();
+        for (owner, outcome) in &confirmations {
+            match outcome {
+                Ok((_, versions)) => {
+                    let keys = &by_owner[owner];
+                    confirmed.insert(owner, keys.iter().zip(versions.iter().copied()).collect());
+                }
+                Err(err) => warn!(%owner, %err, "cannot confirm copies; keeping them"),
+            }
+        }
+        let Ok(mut node) = self.node() else { return };
+        let mut dropped = 0u64;
+        for (key, version, owners) in &unowned {
+            let all_hold = owners.iter().all(|owner| {
+                confirmed
+                    .get(owner)
+                    .and_then(|versions| versions.get(key))
+                    .is_some_and(|v| v >= version)
+            });
+            // Not if it changed since, or a transaction took it meanwhile.
+            if all_hold && node.store.version(key) == *version && !node.participant.is_held(key) {
+                node.store.remove(key);
+                dropped += 1;
+            }
+        }
+        node.keys_dropped += dropped;
+        drop(node);
+        info!(epoch = view.epoch, dropped, me = %me, "dropped keys owned elsewhere");
+    }
+
+    /// A graceful stop: leave the view, then offer every key to its owners in the new view.
+    pub(super) async fn leave(self: Arc<Self>) {
+        let started = Instant::now();
+        let server_id = self.id();
+        let timeout = Duration::from_millis(self.options.rpc_timeout_ms);
+        if let Err(err) = self
+            .call_viewleader(ViewLeaderRequest::Leave { server_id }, timeout)
+            .await
+        {
+            warn!(%err, "could not tell the view leader we are leaving; its lease will expire us");
+        }
+        let view = match self
+            .call_viewleader(ViewLeaderRequest::QueryServers, timeout)
+            .await
+        {
+            Ok(ViewLeaderReply::View(view)) => view,
+            _ => {
+                warn!("no view to hand keys over to; leaving them to the surviving replicas");
+                return;
+            }
+        };
+        let ring = Ring::of_servers(&view.servers);
+        let mut by_owner: BTreeMap<ServerId, Vec<Key>> = BTreeMap::new();
+        if let Ok(node) = self.node() {
+            for (key, _) in node.store.iter() {
+                for owner in ring.replicas(key) {
+                    by_owner.entry(owner.clone()).or_default().push(key.clone());
+                }
+            }
+        }
+        let keys: usize = by_owner.values().map(Vec::len).sum();
+        let addrs = addresses(&view.servers);
+        let cancel = CancellationToken::new();
+        let handoff = join_all(by_owner.iter().map(|(owner, keys)| {
+            let addr = addrs.get(owner).cloned().unwrap_or_default();
+            let this = self.clone();
+            let cancel = cancel.clone();
+            async move {
+                this.offer_keys(&addr, view.epoch, keys, &cancel)
+                    .await
+                    .map(|(sent, _)| sent)
+            }
+        }));
+        match tokio::time::timeout(Duration::from_millis(LEAVE_HANDOFF_MS_MAX), handoff).await {
+            Ok(results) => {
+                let sent: u64 = results.iter().filter_map(|r| r.as_ref().ok()).sum();
+                info!(
+                    offered = keys,
+                    sent,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "left the cluster"
+                );
+            }
+            Err(_) => {
+                cancel.cancel();
+                warn!(
+                    "handoff did not finish in time; the surviving replicas re-replicate the rest"
+                );
+            }
+        }
+    }
+
+    /// Sends the current copies of `keys` to `addr` in batches; retries each batch until it is
+    /// acknowledged or `cancel` fires. Returns the number of copies sent.
+    async fn send_keys(
+        &self,
+        addr: &str,
+        epoch: Epoch,
+        keys: &[Key],
+        cancel: &CancellationToken,
+    ) -> Result<u64> {
+        let mut sent = 0u64;
+        let mut rest = keys;
+        while !rest.is_empty() {
+            let (batch, used) = self.batch(rest)?;
+            rest = &rest[used..];
+            if batch.is_empty() {
+                continue;
+            }
+            let count = batch.len() as u64;
+            let request = ServerRequest::Transfer {
+                epoch,
+                entries: batch,
+            };
+            self.call_peer_until(addr, request, cancel).await?;
+            sent += count;
+            if let Ok(mut node) = self.node() {
+                node.copies_sent += count;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Asks `addr` for its versions of `keys`, sends those it lacks or holds older, and returns
+    /// (copies sent, the versions it now holds, in the order of `keys`).
+    async fn offer_keys(
+        &self,
+        addr: &str,
+        epoch: Epoch,
+        keys: &[Key],
+        cancel: &CancellationToken,
+    ) -> Result<(u64, Vec<Version>)> {
+        let mut sent = 0;
+        let mut held = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(VERSIONS_BATCH_KEYS_MAX) {
+            let request = ServerRequest::Versions {
+                keys: chunk.to_vec(),
+            };
+            let theirs = match self.call_peer_until(addr, request, cancel).await? {
+                ServerReply::Versions(versions) if versions.len() == chunk.len() => versions,
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "unexpected reply to versions: {other:?}"
+                    )))
+                }
+            };
+            let mine: Vec<Version> = {
+                let node = self.node()?;
+                chunk.iter().map(|k| node.store.version(k)).collect()
+            };
+            let wanted: Vec<Key> = chunk
+                .iter()
+                .zip(theirs.iter().zip(&mine))
+                .filter(|(_, (theirs, mine))| theirs < mine)
+                .map(|(key, _)| key.clone())
+                .collect();
+            sent += self.send_keys(addr, epoch, &wanted, cancel).await?;
+            held.extend(
+                theirs
+                    .iter()
+                    .zip(&mine)
+                    .map(|(theirs, mine)| (*theirs).max(*mine)),
+            );
+        }
+        Ok((sent, held))
+    }
+
+    /// The next transfer batch from the front of `keys`: (entries, keys consumed). Keys no
+    /// longer held are skipped.
+    fn batch(&self, keys: &[Key]) -> Result<(Vec<(Key, Versioned)>, usize)> {
+        let node = self.node()?;
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let mut used = 0;
+        for key in keys {
+            let Some(versioned) = node.store.get(key) else {
+                used += 1;
+                continue;
+            };
+            let size = key.len() + versioned.value.len_bytes() + 16;
+            if !entries.is_empty()
+                && (bytes + size > TRANSFER_BATCH_BYTES_MAX
+                    || entries.len() >= TRANSFER_BATCH_KEYS_MAX)
+            {
+                break;
+            }
+            bytes += size;
+            used += 1;
+            entries.push((key.clone(), versioned.clone()));
+        }
+        Ok((entries, used))
+    }
+
+    /// One call to another server, retried with backoff until it succeeds or `cancel` fires.
+    async fn call_peer_until(
+        &self,
+        addr: &str,
+        request: ServerRequest,
+        cancel: &CancellationToken,
+    ) -> Result<ServerReply> {
+        let timeout = Duration::from_millis(self.options.rpc_timeout_ms);
+        let mut backoff_ms = MOVE_RETRY_MS_MIN;
+        loop {
+            let outcome = tokio::select! {
+                _ = cancel.cancelled() => return Err(Error::Refused("superseded by a newer view".into())),
+                outcome = self.peers.call(addr, request.clone(), timeout) => outcome,
+            };
+            match outcome {
+                Ok(reply) => return Ok(reply),
+                Err(err) if err.is_retryable() => {
+                    self.peers.forget(addr);
+                    tracing::debug!(%addr, %err, backoff_ms, "peer call failed; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Err(Error::Refused("superseded by a newer view".into())),
+                        _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                    }
+                    backoff_ms = (backoff_ms * 2).min(MOVE_RETRY_MS_MAX);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+fn addresses(servers: &[ServerInfo]) -> HashMap<ServerId, String> {
+    servers
+        .iter()
+        .map(|s| (s.id.clone(), s.addr.clone()))
+        .collect()
+}
