@@ -123,6 +123,18 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Kills the server at `addr` without waiting for its task (it stays listed in `servers`
+    /// until [`LocalCluster::stop`]); for callers that only hold a shared reference.
+    pub fn kill_by_addr(&self, addr: &str) -> Result<()> {
+        let server = self
+            .servers
+            .iter()
+            .find(|s| s.addr == addr)
+            .ok_or_else(|| Error::InvalidRequest(format!("no local server at {addr}")))?;
+        server.kill.cancel();
+        Ok(())
+    }
+
     /// Stops the server at `addr` gracefully: it leaves the view and hands its keys over first.
     pub async fn stop_server(&mut self, addr: &str) -> Result<()> {
         let server = self.take_server(addr)?;

@@ -14,7 +14,9 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use super::Output;
+pub mod rebalance;
+
+use crate::cli::Output;
 use crate::client::Client;
 use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::error::{Error, Result};
@@ -35,6 +37,9 @@ pub enum Workload {
     Setr,
     /// Replicated get.
     Getr,
+    /// Bulk-load `--keys` keys on their replicas, kill one server, and time re-replication
+    /// (ignores --concurrency and --ops).
+    Rebalance,
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +102,12 @@ pub async fn run(args: BenchArgs, out: Output) -> Result<u8> {
             "--servers and --keys must be above 0".into(),
         ));
     }
+    if args.workload.contains(&Workload::Rebalance) {
+        rebalance::run(&args, out).await?;
+        if args.workload.iter().all(|w| *w == Workload::Rebalance) {
+            return Ok(0);
+        }
+    }
     out.progress(format!(
         "starting a local cluster with {} server(s)",
         args.servers
@@ -129,6 +140,9 @@ async fn bench_cells(
     }
     let mut results = Vec::new();
     for &workload in &args.workload {
+        if workload == Workload::Rebalance {
+            continue;
+        }
         for &concurrency in &args.concurrency {
             let cell = run_cell(&client, &server, workload, concurrency, args, &value).await?;
             if out.json {
@@ -190,6 +204,8 @@ async fn run_cell(
                     Workload::Get => client.get(&server, &key).await.map(|_| ()),
                     Workload::Setr => client.setr(&key, value.clone()).await.map(|_| ()),
                     Workload::Getr => client.getr(&key).await.map(|_| ()),
+                    // Measured by `rebalance::run`, never as a cell.
+                    Workload::Rebalance => Ok(()),
                 };
                 if outcome.is_err() {
                     errors.fetch_add(1, Ordering::Relaxed);
