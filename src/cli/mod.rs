@@ -226,10 +226,14 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                     EXIT_OK
                 }
                 LockReply::Unknown => {
-                    let err = Error::InvalidRequest(format!(
-                        "{requester} neither holds nor waits for lock {lock:?}"
-                    ));
-                    out.error(&err);
+                    // Like a missing key: exit 1, a JSON answer on stdout, the reason on stderr.
+                    if out.json {
+                        println!(
+                            "{}",
+                            json!({"lock": lock, "requester": requester, "result": "unknown"})
+                        );
+                    }
+                    eprintln!("not found: {requester} neither holds nor waits for lock {lock:?}");
                     EXIT_NOT_FOUND
                 }
                 other => {

@@ -1,0 +1,921 @@
+//! The real-process test harness: a [`TestCluster`] starts the `viewleader` and `server` binaries
+//! on free ports (`--port 0`), reads the `listening on ADDR` line each prints when ready, keeps
+//! draining their output so no pipe ever fills, and kills every child when dropped. It can kill
+//! (SIGKILL), restart at the same port, pause (SIGSTOP) and resume (SIGCONT) any of them, and runs
+//! the `client` binary as a user would, returning its exit code and output.
+//!
+//! Waiting is always for a condition, polled with a deadline ([`wait_until`], [`wait_for`]); the
+//! only sleeps are the poll interval and the scenario pauses a test asks for by name.
+//!
+//! At most [`CLUSTERS_AT_ONCE`] clusters run at once in one test binary, so a 2-core machine is
+//! not swamped by many clusters whose heartbeats would then miss their leases.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+/// Interval between heartbeats in test clusters.
+pub const HEARTBEAT_MS: u64 = 200;
+/// Server lease in test clusters (kept at 1 s or more so a busy machine does not expire anyone).
+pub const LEASE_MS: u64 = 1_000;
+/// How often a condition is polled.
+pub const POLL: Duration = Duration::from_millis(25);
+/// Longest wait for a process to print `listening on ADDR`.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest any one `client` run may take before the test kills it and fails.
+pub const CLIENT_RUN_TIMEOUT: Duration = Duration::from_secs(30);
+/// A generous bound for things that take about one lease (expiry, rejoin): ten times the lease.
+pub const EXPIRY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clusters running at once per test binary.
+pub const CLUSTERS_AT_ONCE: usize = 2;
+/// Output lines kept per stream of a child (the oldest are dropped beyond it).
+const LINES_KEPT: usize = 20_000;
+
+pub const VIEWLEADER_BIN: &str = env!("CARGO_BIN_EXE_viewleader");
+pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_server");
+pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_client");
+
+// ---------------------------------------------------------------------------------------------
+// Waiting
+// ---------------------------------------------------------------------------------------------
+
+/// Polls `probe` every [`POLL`] until it returns `Ok`, for at most `timeout`; panics naming
+/// `what` and the last observation (`Err`) when time runs out.
+#[track_caller]
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(last) => {
+                if Instant::now() >= deadline {
+                    panic!("timed out after {timeout:?} waiting until {what}; last seen: {last}");
+                }
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Polls `condition` every [`POLL`] until it holds, for at most `timeout`.
+#[track_caller]
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    wait_for(timeout, what, || {
+        if condition() {
+            Ok(())
+        } else {
+            Err("condition false".into())
+        }
+    })
+}
+
+/// Checks `invariant` every [`POLL`] for `duration`, panicking at the first observation that
+/// breaks it. For properties that must keep holding (nothing expires), which no single check
+/// can prove.
+#[track_caller]
+pub fn holds_for(
+    duration: Duration,
+    what: &str,
+    mut invariant: impl FnMut() -> Result<(), String>,
+) {
+    let deadline = Instant::now() + duration;
+    loop {
+        if let Err(seen) = invariant() {
+            panic!("{what} stopped holding: {seen}");
+        }
+        if Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// At most CLUSTERS_AT_ONCE clusters per test binary
+// ---------------------------------------------------------------------------------------------
+
+static CLUSTERS_RUNNING: Mutex<usize> = Mutex::new(0);
+static CLUSTER_SLOT_FREED: Condvar = Condvar::new();
+
+fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One of the [`CLUSTERS_AT_ONCE`] slots; given back on drop (also when a test panics).
+struct ClusterSlot;
+
+impl ClusterSlot {
+    fn acquire() -> Self {
+        let mut running = lock_ignoring_poison(&CLUSTERS_RUNNING);
+        while *running >= CLUSTERS_AT_ONCE {
+            running = CLUSTER_SLOT_FREED
+                .wait(running)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        *running += 1;
+        ClusterSlot
+    }
+}
+
+impl Drop for ClusterSlot {
+    fn drop(&mut self) {
+        let mut running = lock_ignoring_poison(&CLUSTERS_RUNNING);
+        *running -= 1;
+        CLUSTER_SLOT_FREED.notify_one();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes with drained output
+// ---------------------------------------------------------------------------------------------
+
+type Lines = Arc<Mutex<VecDeque<String>>>;
+
+/// Reads `pipe` line by line until it closes, keeping the lines and forwarding each to `tx`.
+fn drain<R: Read + Send + 'static>(
+    pipe: R,
+    lines: Lines,
+    tx: Option<mpsc::Sender<String>>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string();
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(line.clone());
+                    }
+                    let mut kept = lock_ignoring_poison(&lines);
+                    if kept.len() >= LINES_KEPT {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line);
+                }
+            }
+        }
+    })
+}
+
+/// A child whose stdout and stderr are read by threads as they come.
+struct Captured {
+    name: String,
+    child: Child,
+    stdout: Lines,
+    stderr: Lines,
+    stdout_rx: mpsc::Receiver<String>,
+    stderr_rx: mpsc::Receiver<String>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Captured {
+    fn spawn(name: &str, program: &str, args: &[String], dir: Option<&std::path::Path>) -> Self {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("NO_COLOR", "1");
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {name} ({program}): {err}"));
+        let stdout: Lines = Arc::default();
+        let stderr: Lines = Arc::default();
+        let (out_tx, stdout_rx) = mpsc::channel();
+        let (err_tx, stderr_rx) = mpsc::channel();
+        let readers = vec![
+            drain(
+                child.stdout.take().expect("stdout is piped"),
+                stdout.clone(),
+                Some(out_tx),
+            ),
+            drain(
+                child.stderr.take().expect("stderr is piped"),
+                stderr.clone(),
+                Some(err_tx),
+            ),
+        ];
+        Self {
+            name: name.to_string(),
+            child,
+            stdout,
+            stderr,
+            stdout_rx,
+            stderr_rx,
+            readers,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stdout_lines(&self) -> Vec<String> {
+        lock_ignoring_poison(&self.stdout).iter().cloned().collect()
+    }
+
+    fn stderr_text(&self) -> String {
+        let lines: Vec<String> = lock_ignoring_poison(&self.stderr).iter().cloned().collect();
+        lines.join("\n")
+    }
+
+    /// Waits for the first stdout line `listening on ADDR`; `Err` with the child's stderr if it
+    /// exits or stays silent until the deadline.
+    fn wait_listening(&mut self, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout_rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        return Ok(addr.trim().to_string());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "{} printed no `listening on` line within {timeout:?}; stderr:\n{}",
+                        self.name,
+                        self.stderr_text()
+                    ));
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Stdout closed: the process ended. Collect all it said.
+                    let status = self.child.wait().ok();
+                    for reader in self.readers.drain(..) {
+                        let _ = reader.join();
+                    }
+                    return Err(format!(
+                        "{} exited ({status:?}) before listening; stderr:\n{}",
+                        self.name,
+                        self.stderr_text()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// SIGKILL (also ends a stopped process) and reap.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Captured {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`, `KILL`...) to `pid` with the `kill` command.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap_or_else(|err| panic!("cannot run `kill -{signal} {pid}`: {err}"));
+    assert!(status.success(), "`kill -{signal} {pid}` failed: {status}");
+}
+
+/// The scheduler state of `pid` from /proc (`T` when stopped), where /proc exists.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesised command name, which may itself hold spaces.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.trim_start().chars().next()
+}
+
+#[track_caller]
+fn wait_stopped(pid: u32, stopped: bool, name: &str) {
+    if process_state(pid).is_none() {
+        return; // no /proc here: the signal is delivered by the time `kill` returns in practice
+    }
+    wait_until(
+        Duration::from_secs(5),
+        &format!(
+            "{name} (pid {pid}) is {}",
+            if stopped { "stopped" } else { "running" }
+        ),
+        || process_state(pid).is_some_and(|state| (state == 'T') == stopped),
+    );
+}
+
+/// A running service (view leader or storage server) and the address it announced.
+pub struct Service {
+    process: Captured,
+    addr: String,
+}
+
+impl Service {
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    pub fn port(&self) -> u16 {
+        port_of(&self.addr)
+    }
+
+    /// Every line the service printed on stdout so far (minus the `listening on` line).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.process
+            .stdout_lines()
+            .into_iter()
+            .filter(|line| !line.starts_with("listening on "))
+            .collect()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.process.stderr_text()
+    }
+}
+
+fn start_service(
+    name: &str,
+    program: &str,
+    args: &[String],
+    dir: &std::path::Path,
+) -> Result<Service, String> {
+    let mut process = Captured::spawn(name, program, args, Some(dir));
+    let addr = process.wait_listening(STARTUP_TIMEOUT)?;
+    Ok(Service { process, addr })
+}
+
+/// The port of `host:port`.
+pub fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in address {addr:?}"))
+}
+
+/// A port nothing listens on: bound by the OS, then let go.
+pub fn unused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener
+        .local_addr()
+        .expect("ephemeral listener has an address")
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the client binary
+// ---------------------------------------------------------------------------------------------
+
+/// What one `client` run did.
+#[derive(Clone, Debug)]
+pub struct ClientRun {
+    pub args: Vec<String>,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ClientRun {
+    /// Panics with everything the run printed unless it exited with `code`.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            code,
+            "`client {}` exited {} instead of {code}\nstdout: {}\nstderr: {}",
+            self.args.join(" "),
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn expect_ok(&self) -> &Self {
+        self.expect_code(0)
+    }
+
+    /// Stdout parsed as the one JSON document `--json` promises.
+    #[track_caller]
+    pub fn json(&self) -> Json {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|err| {
+            panic!(
+                "`client {}` did not print one JSON document on stdout ({err}): {:?}",
+                self.args.join(" "),
+                self.stdout
+            )
+        })
+    }
+
+    /// Stderr parsed as the `{"error": {"kind", "message"}}` document of `--json`.
+    #[track_caller]
+    pub fn error_json(&self) -> (String, String) {
+        let doc: Json = serde_json::from_str(self.stderr.trim()).unwrap_or_else(|err| {
+            panic!(
+                "`client {}` did not print one JSON error on stderr ({err}): {:?}",
+                self.args.join(" "),
+                self.stderr
+            )
+        });
+        let kind = doc["error"]["kind"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error document without a kind: {doc}"))
+            .to_string();
+        let message = doc["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error document without a message: {doc}"))
+            .to_string();
+        (kind, message)
+    }
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    // A client killed by a signal has no code: report it as -1, which no assertion expects.
+    status.code().unwrap_or(-1)
+}
+
+/// Runs the `client` binary with exactly `args`; bounded by [`CLIENT_RUN_TIMEOUT`].
+pub fn run_client<S: AsRef<str>>(args: &[S]) -> ClientRun {
+    BackgroundClient::spawn(args).finish(CLIENT_RUN_TIMEOUT)
+}
+
+/// A `client` run in progress, whose output can be watched while it runs.
+pub struct BackgroundClient {
+    process: Captured,
+    args: Vec<String>,
+    stderr_seen: Vec<String>,
+}
+
+impl BackgroundClient {
+    pub fn spawn<S: AsRef<str>>(args: &[S]) -> Self {
+        let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+        Self {
+            process: Captured::spawn("client", CLIENT_BIN, &args, None),
+            args,
+            stderr_seen: Vec::new(),
+        }
+    }
+
+    /// Waits until the client printed a stderr line containing `needle`.
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr_seen.iter().any(|line| line.contains(needle)) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.process.stderr_rx.recv_timeout(left) {
+                Ok(line) => self.stderr_seen.push(line),
+                Err(_) => panic!(
+                    "`client {}` printed no stderr line containing {needle:?} within {timeout:?}; \
+                     stderr so far: {:?}",
+                    self.args.join(" "),
+                    self.process.stderr_text()
+                ),
+            }
+        }
+    }
+
+    /// Waits for the client to exit (killing it and failing after `timeout`) and returns what
+    /// it did.
+    pub fn finish(mut self, timeout: Duration) -> ClientRun {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.process.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Ok(None) => {
+                    self.process.kill();
+                    panic!(
+                        "`client {}` did not finish within {timeout:?}; stderr: {}",
+                        self.args.join(" "),
+                        self.process.stderr_text()
+                    );
+                }
+                Err(err) => panic!("cannot wait for `client {}`: {err}", self.args.join(" ")),
+            }
+        };
+        for reader in self.process.readers.drain(..) {
+            let _ = reader.join();
+        }
+        let join = |lines: &Lines| {
+            let lines: Vec<String> = lock_ignoring_poison(lines).iter().cloned().collect();
+            lines.join("\n")
+        };
+        ClientRun {
+            args: self.args.clone(),
+            code: exit_code(status),
+            stdout: join(&self.process.stdout),
+            stderr: join(&self.process.stderr),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views
+// ---------------------------------------------------------------------------------------------
+
+/// A live server as `query_servers --json` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Member {
+    pub id: String,
+    pub addr: String,
+}
+
+/// The view as `query_servers --json` prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewDoc {
+    pub epoch: u64,
+    pub servers: Vec<Member>,
+    pub rebalancing: bool,
+}
+
+impl ViewDoc {
+    pub fn parse(doc: &Json) -> Self {
+        let epoch = doc["epoch"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("view without a numeric epoch: {doc}"));
+        let rebalancing = doc["rebalancing"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("view without a boolean rebalancing flag: {doc}"));
+        let servers = doc["servers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("view without a servers list: {doc}"))
+            .iter()
+            .map(|server| Member {
+                id: server["id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("server without an id: {doc}"))
+                    .to_string(),
+                addr: server["addr"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("server without an addr: {doc}"))
+                    .to_string(),
+            })
+            .collect();
+        Self {
+            epoch,
+            servers,
+            rebalancing,
+        }
+    }
+
+    /// The ids listed at `addr` (more than one would break "a live id holds its address").
+    pub fn ids_at(&self, addr: &str) -> Vec<String> {
+        self.servers
+            .iter()
+            .filter(|s| s.addr == addr)
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// The one id listed at `addr`, if any.
+    pub fn id_at(&self, addr: &str) -> Option<String> {
+        self.ids_at(addr).into_iter().next()
+    }
+
+    pub fn ids(&self) -> BTreeSet<String> {
+        self.servers.iter().map(|s| s.id.clone()).collect()
+    }
+
+    pub fn addrs(&self) -> BTreeSet<String> {
+        self.servers.iter().map(|s| s.addr.clone()).collect()
+    }
+
+    pub fn has_id(&self, id: &str) -> bool {
+        self.servers.iter().any(|s| s.id == id)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster
+// ---------------------------------------------------------------------------------------------
+
+/// How a test cluster is timed.
+#[derive(Clone, Copy, Debug)]
+pub struct Timings {
+    pub heartbeat_ms: u64,
+    pub lease_ms: u64,
+    /// `--lock-lease-ms` of the view leader; `None` keeps its default (30 s).
+    pub lock_lease_ms: Option<u64>,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: HEARTBEAT_MS,
+            lease_ms: LEASE_MS,
+            lock_lease_ms: None,
+        }
+    }
+}
+
+/// A view leader and storage servers running as real processes; all killed on drop.
+pub struct TestCluster {
+    timings: Timings,
+    viewleader: Option<Service>,
+    /// Indexed by server number; `None` while killed.
+    servers: Vec<Option<Service>>,
+    /// The port of each server number, kept across kills so it can restart there.
+    ports: Vec<u16>,
+    dir: tempfile::TempDir,
+    _slot: ClusterSlot,
+}
+
+impl TestCluster {
+    /// A view leader and `servers` storage servers with the default test timings, all in the
+    /// view and settled.
+    pub fn start(servers: usize) -> Self {
+        Self::start_with(Timings::default(), servers)
+    }
+
+    pub fn start_with(timings: Timings, servers: usize) -> Self {
+        let slot = ClusterSlot::acquire();
+        let dir = tempfile::Builder::new()
+            .prefix("ringleader-test-")
+            .tempdir()
+            .expect("create a temp dir for the cluster");
+        let mut args = vec![
+            "--port".to_string(),
+            "0".into(),
+            "--heartbeat-interval-ms".into(),
+            timings.heartbeat_ms.to_string(),
+            "--lease-ms".into(),
+            timings.lease_ms.to_string(),
+        ];
+        if let Some(lock_lease_ms) = timings.lock_lease_ms {
+            args.extend(["--lock-lease-ms".to_string(), lock_lease_ms.to_string()]);
+        }
+        let viewleader = start_service("viewleader", VIEWLEADER_BIN, &args, dir.path())
+            .unwrap_or_else(|err| panic!("{err}"));
+        let mut cluster = Self {
+            timings,
+            viewleader: Some(viewleader),
+            servers: Vec::new(),
+            ports: Vec::new(),
+            dir,
+            _slot: slot,
+        };
+        for _ in 0..servers {
+            cluster.add_server();
+        }
+        cluster.wait_settled();
+        cluster
+    }
+
+    pub fn timings(&self) -> Timings {
+        self.timings
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.timings.lease_ms)
+    }
+
+    pub fn viewleader_addr(&self) -> String {
+        self.viewleader
+            .as_ref()
+            .expect("the view leader is running")
+            .addr
+            .clone()
+    }
+
+    fn server_args(&self, port: u16) -> Vec<String> {
+        vec![
+            "--port".into(),
+            port.to_string(),
+            "--viewleader".into(),
+            self.viewleader_addr(),
+            "--heartbeat-interval-ms".into(),
+            self.timings.heartbeat_ms.to_string(),
+        ]
+    }
+
+    /// Starts one more server on a free port; returns its number. Does not wait for the view.
+    pub fn add_server(&mut self) -> usize {
+        let number = self.servers.len();
+        let service = start_service(
+            &format!("server {number}"),
+            SERVER_BIN,
+            &self.server_args(0),
+            self.dir.path(),
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        self.ports.push(service.port());
+        self.servers.push(Some(service));
+        number
+    }
+
+    pub fn server_count(&self) -> usize {
+        self.servers.len()
+    }
+
+    fn server(&self, number: usize) -> &Service {
+        self.servers
+            .get(number)
+            .and_then(Option::as_ref)
+            .unwrap_or_else(|| panic!("server {number} is not running"))
+    }
+
+    /// The address of server `number` (also while it is killed).
+    pub fn server_addr(&self, number: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[number])
+    }
+
+    /// The number of the server at `addr`.
+    pub fn server_number(&self, addr: &str) -> usize {
+        let port = port_of(addr);
+        self.ports
+            .iter()
+            .position(|p| *p == port)
+            .unwrap_or_else(|| panic!("no server of this cluster at {addr}"))
+    }
+
+    pub fn server_port(&self, number: usize) -> u16 {
+        self.ports[number]
+    }
+
+    /// The addresses of the servers running now.
+    pub fn live_server_addrs(&self) -> BTreeSet<String> {
+        self.servers
+            .iter()
+            .flatten()
+            .map(|s| s.addr.clone())
+            .collect()
+    }
+
+    pub fn server_stdout(&self, number: usize) -> Vec<String> {
+        self.server(number).stdout_lines()
+    }
+
+    pub fn server_stderr(&self, number: usize) -> String {
+        self.server(number).stderr_text()
+    }
+
+    /// SIGKILL server `number` and reap it.
+    pub fn kill_server(&mut self, number: usize) {
+        let mut service = self.servers[number]
+            .take()
+            .unwrap_or_else(|| panic!("server {number} is not running"));
+        service.process.kill();
+    }
+
+    /// Starts server `number` again at its old port (retrying while the port is not yet free).
+    pub fn restart_server(&mut self, number: usize) {
+        assert!(
+            self.servers[number].is_none(),
+            "server {number} is still running"
+        );
+        let args = self.server_args(self.ports[number]);
+        let service = wait_for(
+            STARTUP_TIMEOUT,
+            "the restarted server listens on its old port",
+            || {
+                start_service(
+                    &format!("server {number}"),
+                    SERVER_BIN,
+                    &args,
+                    self.dir.path(),
+                )
+            },
+        );
+        self.servers[number] = Some(service);
+    }
+
+    pub fn pause_server(&self, number: usize) {
+        let pid = self.server(number).pid();
+        send_signal(pid, "STOP");
+        wait_stopped(pid, true, &format!("server {number}"));
+    }
+
+    pub fn resume_server(&self, number: usize) {
+        let pid = self.server(number).pid();
+        send_signal(pid, "CONT");
+        wait_stopped(pid, false, &format!("server {number}"));
+    }
+
+    pub fn pause_viewleader(&self) {
+        let pid = self
+            .viewleader
+            .as_ref()
+            .expect("the view leader is running")
+            .pid();
+        send_signal(pid, "STOP");
+        wait_stopped(pid, true, "the view leader");
+    }
+
+    pub fn resume_viewleader(&self) {
+        let pid = self
+            .viewleader
+            .as_ref()
+            .expect("the view leader is running")
+            .pid();
+        send_signal(pid, "CONT");
+        wait_stopped(pid, false, "the view leader");
+    }
+
+    /// Runs `client --viewleader ADDR ARGS...`.
+    pub fn client<S: AsRef<str>>(&self, args: &[S]) -> ClientRun {
+        let mut full = vec!["--viewleader".to_string(), self.viewleader_addr()];
+        full.extend(args.iter().map(|a| a.as_ref().to_string()));
+        run_client(&full)
+    }
+
+    /// Runs `client --viewleader ADDR --server SERVER ARGS...` against server `number`.
+    pub fn client_on<S: AsRef<str>>(&self, number: usize, args: &[S]) -> ClientRun {
+        let mut full = vec!["--server".to_string(), self.server_addr(number)];
+        full.extend(args.iter().map(|a| a.as_ref().to_string()));
+        self.client(&full)
+    }
+
+    /// A client started in the background against this cluster's view leader.
+    pub fn client_background<S: AsRef<str>>(&self, args: &[S]) -> BackgroundClient {
+        let mut full = vec!["--viewleader".to_string(), self.viewleader_addr()];
+        full.extend(args.iter().map(|a| a.as_ref().to_string()));
+        BackgroundClient::spawn(&full)
+    }
+
+    /// `query_servers --json`, or the failed run.
+    pub fn try_query_servers(&self) -> Result<ViewDoc, ClientRun> {
+        let run = self.client(&["query_servers", "--json"]);
+        if run.code == 0 {
+            Ok(ViewDoc::parse(&run.json()))
+        } else {
+            Err(run)
+        }
+    }
+
+    #[track_caller]
+    pub fn query_servers(&self) -> ViewDoc {
+        self.try_query_servers()
+            .unwrap_or_else(|run| panic!("query_servers failed: {run:?}"))
+    }
+
+    /// Polls the view until `accept` returns `Ok` for it (`Err` says what is still missing).
+    #[track_caller]
+    pub fn wait_for_view<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut accept: impl FnMut(&ViewDoc) -> Result<T, String>,
+    ) -> T {
+        wait_for(timeout, what, || match self.try_query_servers() {
+            Ok(view) => accept(&view).map_err(|missing| format!("{missing} in {view:?}")),
+            Err(run) => Err(format!("query_servers failed: {run:?}")),
+        })
+    }
+
+    /// Waits until the view lists exactly the running servers and is not rebalancing.
+    #[track_caller]
+    pub fn wait_settled(&self) -> ViewDoc {
+        let want = self.live_server_addrs();
+        self.wait_for_view(
+            EXPIRY_TIMEOUT,
+            "the view lists exactly the running servers, settled",
+            |view| {
+                if view.addrs() == want && view.servers.len() == want.len() && !view.rebalancing {
+                    Ok(view.clone())
+                } else {
+                    Err(format!("want {want:?} settled"))
+                }
+            },
+        )
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // Servers first, so none logs a storm of failures about a vanished view leader.
+        for server in self.servers.iter_mut() {
+            if let Some(mut server) = server.take() {
+                server.process.kill();
+            }
+        }
+        if let Some(mut viewleader) = self.viewleader.take() {
+            viewleader.process.kill();
+        }
+    }
+}
