@@ -14,7 +14,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::codec::Framed;
 
-use super::frame::{codec, decode, encode};
+use super::frame::{codec, decode, encode, write_coalesced};
 use super::message::{Request, Response, ServiceKind, PROTOCOL_VERSION};
 use crate::error::{Error, Result};
 use crate::net;
@@ -115,8 +115,8 @@ where
             Err(err) => return Err(err),
         }
 
-        let (mut sink, mut frames) = framed.split();
-        let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(REQUEST_QUEUE_MAX);
+        let (sink, mut frames) = framed.split();
+        let (out_tx, out_rx) = mpsc::channel::<Bytes>(REQUEST_QUEUE_MAX);
         let inner = Arc::new(Inner {
             addr: addr.to_string(),
             out_tx,
@@ -125,23 +125,7 @@ where
             closed: AtomicBool::new(false),
             slots: Semaphore::new(IN_FLIGHT_PER_CONNECTION_MAX),
         });
-        tokio::spawn(async move {
-            while let Some(first) = out_rx.recv().await {
-                if sink.feed(first).await.is_err() {
-                    return;
-                }
-                while let Ok(more) = out_rx.try_recv() {
-                    if sink.feed(more).await.is_err() {
-                        return;
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    return;
-                }
-            }
-            // Every handle is gone: half-close so the peer sees a clean end of stream.
-            let _ = sink.close().await;
-        });
+        tokio::spawn(write_coalesced(sink, out_rx));
         // The reader holds only a weak reference, so dropping every handle ends the connection.
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {

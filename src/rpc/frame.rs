@@ -21,6 +21,30 @@ pub fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
+/// Writes every frame that arrives on `frames` to `sink`, flushing once per burst (whatever is
+/// queued goes out in one write), and half-closes the sink when every sender is gone so the
+/// peer sees a clean end of stream. Returns at the first write error.
+pub async fn write_coalesced<S>(mut sink: S, mut frames: tokio::sync::mpsc::Receiver<Bytes>)
+where
+    S: futures::Sink<Bytes> + Unpin,
+{
+    use futures::SinkExt;
+    while let Some(first) = frames.recv().await {
+        if sink.feed(first).await.is_err() {
+            return;
+        }
+        while let Ok(more) = frames.try_recv() {
+            if sink.feed(more).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
 /// Encodes an envelope into a frame payload.
 pub fn encode<T: Serialize>(request_id: u64, body: &T) -> Result<Bytes> {
     let envelope = Envelope { request_id, body };

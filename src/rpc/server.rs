@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
-use super::frame::{codec, decode, encode};
+use super::frame::{codec, decode, encode, write_coalesced};
 use super::message::{Request, Response, ServiceKind, PROTOCOL_VERSION};
 use crate::error::{Error, Result};
 
@@ -168,25 +168,9 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, shutdown: Ca
     }
     debug!("handshake done");
 
-    let (mut sink, mut frames) = framed.split();
-    let (reply_tx, mut reply_rx) = mpsc::channel::<Bytes>(REPLY_QUEUE_MAX);
-    let writer = tokio::spawn(async move {
-        while let Some(first) = reply_rx.recv().await {
-            if sink.feed(first).await.is_err() {
-                return;
-            }
-            // Coalesce whatever else is ready into one flush.
-            while let Ok(more) = reply_rx.try_recv() {
-                if sink.feed(more).await.is_err() {
-                    return;
-                }
-            }
-            if sink.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut frames) = framed.split();
+    let (reply_tx, reply_rx) = mpsc::channel::<Bytes>(REPLY_QUEUE_MAX);
+    let writer = tokio::spawn(write_coalesced(sink, reply_rx));
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION_MAX));
 
     loop {

@@ -138,24 +138,25 @@ mod tests {
 
     const SCALE: u64 = u64::MAX / 20;
 
+    /// The specification's servers at hashes 2, 5, 10 and 15 (scaled onto the ring), plus `more`.
+    fn spec_ring(more: &[(Position, &str)]) -> Ring {
+        let mut points = vec![
+            (2 * SCALE, "s2"),
+            (5 * SCALE, "s5"),
+            (10 * SCALE, "s10"),
+            (15 * SCALE, "s15"),
+        ];
+        points.extend_from_slice(more);
+        ring(&points)
+    }
+
     #[test]
     fn the_specification_example_sends_the_key_to_the_joining_server_only() {
         // Servers at hashes 2, 5, 10, 15; a key at 7 lives on 10, 15, 2. Server 9 joins: the key
         // must be on 9, 10, 15; 9 receives it from 10 (the first settled replica), nobody else
         // sends, and 2 stops owning it.
-        let settled = ring(&[
-            (2 * SCALE, "s2"),
-            (5 * SCALE, "s5"),
-            (10 * SCALE, "s10"),
-            (15 * SCALE, "s15"),
-        ]);
-        let grown = ring(&[
-            (2 * SCALE, "s2"),
-            (5 * SCALE, "s5"),
-            (9 * SCALE, "s9"),
-            (10 * SCALE, "s10"),
-            (15 * SCALE, "s15"),
-        ]);
+        let settled = spec_ring(&[]);
+        let grown = spec_ring(&[(9 * SCALE, "s9")]);
         let key = key_between(5 * SCALE, 9 * SCALE);
         assert_eq!(settled.replicas(&key), vec!["s10", "s15", "s2"]);
         assert_eq!(grown.replicas(&key), vec!["s9", "s10", "s15"]);
@@ -179,19 +180,8 @@ mod tests {
     fn the_specification_example_gives_9_exactly_the_keys_it_should() {
         // After 9 joins it is primary for keys in (5, 9], secondary for (2, 5], tertiary for
         // (15, 2]: every key in those arcs, and no other, is sent to it, each exactly once.
-        let settled = ring(&[
-            (2 * SCALE, "s2"),
-            (5 * SCALE, "s5"),
-            (10 * SCALE, "s10"),
-            (15 * SCALE, "s15"),
-        ]);
-        let grown = ring(&[
-            (2 * SCALE, "s2"),
-            (5 * SCALE, "s5"),
-            (9 * SCALE, "s9"),
-            (10 * SCALE, "s10"),
-            (15 * SCALE, "s15"),
-        ]);
+        let settled = spec_ring(&[]);
+        let grown = spec_ring(&[(9 * SCALE, "s9")]);
         let keys: Vec<Key> = (0..2_000).map(|i| format!("k{i}")).collect();
         let holders = ["s2", "s5", "s10", "s15"];
         let mut received: Vec<Key> = Vec::new();
@@ -220,12 +210,7 @@ mod tests {
 
     #[test]
     fn after_a_loss_the_first_surviving_replica_re_replicates() {
-        let settled = ring(&[
-            (2 * SCALE, "s2"),
-            (5 * SCALE, "s5"),
-            (10 * SCALE, "s10"),
-            (15 * SCALE, "s15"),
-        ]);
+        let settled = spec_ring(&[]);
         let shrunk = ring(&[(2 * SCALE, "s2"), (5 * SCALE, "s5"), (15 * SCALE, "s15")]);
         let key = key_between(5 * SCALE, 9 * SCALE);
         // Settled on 10, 15, 2; 10 died: now on 15, 2, 5. 15 is the first survivor: it sends to 5.
@@ -239,19 +224,8 @@ mod tests {
 
     #[test]
     fn a_copy_outside_the_settled_replicas_is_offered_not_pushed() {
-        let settled = ring(&[
-            (2 * SCALE, "s2"),
-            (5 * SCALE, "s5"),
-            (10 * SCALE, "s10"),
-            (15 * SCALE, "s15"),
-        ]);
-        let rejoined = ring(&[
-            (2 * SCALE, "s2"),
-            (5 * SCALE, "s5"),
-            (10 * SCALE, "s10"),
-            (15 * SCALE, "s15"),
-            (3 * SCALE, "fresh"),
-        ]);
+        let settled = spec_ring(&[]);
+        let rejoined = spec_ring(&[(3 * SCALE, "fresh")]);
         let key = key_between(5 * SCALE, 9 * SCALE);
         let p = plan("fresh", &settled, &rejoined, [&key]);
         assert_eq!(p.copies_to_send(), 0);
