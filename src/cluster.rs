@@ -11,7 +11,7 @@ use crate::client::{Client, ClientOptions};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::rpc::message::View;
-use crate::server::{self, ServerOptions};
+use crate::server::{self, ReplyFaults, ServerOptions};
 use crate::viewleader::{self, ViewLeaderOptions};
 
 /// Pause between polls while waiting for the cluster to reach a state.
@@ -22,6 +22,9 @@ pub const POLL_MS: u64 = 20;
 pub struct ClusterOptions {
     pub viewleader: ViewLeaderOptions,
     pub rpc_timeout_ms: u64,
+    pub tx_timeout_ms: u64,
+    /// Test hook for every server: dropped and duplicated replies.
+    pub faults: ReplyFaults,
 }
 
 impl Default for ClusterOptions {
@@ -29,6 +32,8 @@ impl Default for ClusterOptions {
         Self {
             viewleader: ViewLeaderOptions::default(),
             rpc_timeout_ms: server::RPC_TIMEOUT_MS_DEFAULT,
+            tx_timeout_ms: server::TX_TIMEOUT_MS_DEFAULT,
+            faults: ReplyFaults::default(),
         }
     }
 }
@@ -96,6 +101,8 @@ impl LocalCluster {
             advertise: None,
             heartbeat_interval_ms: self.options.viewleader.heartbeat_interval_ms,
             rpc_timeout_ms: self.options.rpc_timeout_ms,
+            tx_timeout_ms: self.options.tx_timeout_ms,
+            faults: self.options.faults,
         };
         let shutdown = CancellationToken::new();
         let kill = CancellationToken::new();

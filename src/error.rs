@@ -41,6 +41,10 @@ pub enum Error {
     /// Another transaction holds the key; it will be decided shortly.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A write whose outcome is unknown: its commit reached the primary but not a majority, or
+    /// the primary's answer was lost. The replicas settle it; it may or may not have happened.
+    #[error("outcome unknown: {0}")]
+    Uncertain(String),
 }
 
 /// Results in ringleader.
@@ -67,13 +71,15 @@ impl Error {
             Error::Internal(_) => false,
             // The other transaction commits or aborts within a timeout.
             Error::Conflict(_) => true,
+            // Retrying under a new transaction could apply the write twice.
+            Error::Uncertain(_) => false,
         }
     }
 
     /// The client binary's exit code for this error (documented in the README).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Unreachable(_) | Error::Timeout(_) => 3,
+            Error::Unreachable(_) | Error::Timeout(_) | Error::Uncertain(_) => 3,
             Error::Refused(_)
             | Error::StaleView(_)
             | Error::Rebalancing(_)
@@ -99,6 +105,7 @@ impl Error {
             Error::Deadlock(_) => "deadlock",
             Error::Internal(_) => "internal",
             Error::Conflict(_) => "conflict",
+            Error::Uncertain(_) => "uncertain",
         }
     }
 }

@@ -9,10 +9,12 @@
 //! * [`ring`] is the bucket allocator: key + view → replicas, a pure function.
 //! * [`rpc`] is the wire (frames, messages, serving and calling); [`net`] opens the sockets.
 //! * [`cluster`] starts a whole cluster inside one process, for the demo and the benchmarks.
+//! * [`checker`] decides whether a recorded history of operations is linearizable.
 //!
 //! The three binaries in `src/bin` parse flags, start logging and call [`viewleader::run`],
 //! [`server::run`] or [`cli::run`].
 
+pub mod checker;
 pub mod cli;
 pub mod client;
 pub mod cluster;

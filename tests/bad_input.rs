@@ -575,6 +575,7 @@ async fn a_call_before_the_hello_gets_an_error_and_a_close() {
                 &Request::Call(ServerRequest::Set {
                     key: "alpha".into(),
                     value: Value::Text("overwritten".into()),
+                    request_id: None,
                 }),
             ),
             ServiceKind::ViewLeader => encode(

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use common::{BackgroundClient, TestCluster, Timings, ViewDoc, EXPIRY_TIMEOUT};
 use ringleader::rpc::client::RpcClient;
-use ringleader::rpc::message::{Op, ServerReply, ServerRequest, ServiceKind, TxId, Value};
+use ringleader::rpc::message::{
+    Op, ServerInfo, ServerReply, ServerRequest, ServiceKind, TxId, Value,
+};
 
 /// The replicas `setr --json` reports having stored `key` on, in ring order.
 fn setr_replicas(cluster: &TestCluster, key: &str, value: &str) -> Vec<String> {
@@ -123,6 +125,17 @@ impl RawParticipants {
         let expected_server_id = view
             .id_at(addr)
             .unwrap_or_else(|| panic!("{addr} is not in the view {view:?}"));
+        // Every replica of the key, in ring order, as a coordinator would list them.
+        let ids: Vec<String> = view.servers.iter().map(|m| m.id.clone()).collect();
+        let participants: Vec<ServerInfo> = ringleader::ring::Ring::new(&ids)
+            .replicas(key)
+            .into_iter()
+            .filter_map(|id| view.servers.iter().find(|m| &m.id == id))
+            .map(|m| ServerInfo {
+                id: m.id.clone(),
+                addr: m.addr.clone(),
+            })
+            .collect();
         let reply = self.call(
             addr,
             ServerRequest::Prepare {
@@ -131,10 +144,12 @@ impl RawParticipants {
                 op: Op::Put(Value::Text(value.into())),
                 epoch: view.epoch,
                 expected_server_id,
+                version: 1,
+                participants,
             },
         );
         assert!(
-            matches!(reply, Ok(ServerReply::Prepared { .. })),
+            matches!(reply, Ok(ServerReply::Prepared)),
             "prepare of {key:?} on {addr} should be a yes vote, got {reply:?}"
         );
     }
@@ -146,8 +161,8 @@ impl RawParticipants {
     }
 
     #[track_caller]
-    fn commit(&mut self, addr: &str, tx: TxId, version: u64) {
-        let reply = self.call(addr, ServerRequest::Commit { tx, version });
+    fn commit(&mut self, addr: &str, tx: TxId) {
+        let reply = self.call(addr, ServerRequest::Commit { tx });
         assert_eq!(reply, Ok(ServerReply::Committed), "commit on {addr}");
     }
 }
@@ -350,7 +365,14 @@ fn a_commit_fails_when_a_participant_restarted_under_a_new_id_and_the_key_stays_
 
 #[test]
 fn a_held_prepare_refuses_a_second_write_to_its_key_but_not_to_other_keys() {
-    let cluster = TestCluster::start(3);
+    // The test plays a coordinator that stays silent on purpose: keep termination out of it.
+    let cluster = TestCluster::start_with(
+        Timings {
+            tx_timeout_ms: Some(60_000),
+            ..Timings::default()
+        },
+        3,
+    );
     let view = cluster.wait_settled();
     let addrs: Vec<String> = cluster.live_server_addrs().into_iter().collect();
     let mut raw = RawParticipants::new();
@@ -386,7 +408,7 @@ fn a_held_prepare_refuses_a_second_write_to_its_key_but_not_to_other_keys() {
     // The stalled coordinator decides: abort one, commit the other.
     for addr in &addrs {
         raw.abort(addr, held);
-        raw.commit(addr, parallel, 1);
+        raw.commit(addr, parallel);
     }
     assert_eq!(
         getr(&cluster, "parallel").as_deref(),
@@ -405,7 +427,13 @@ fn a_held_prepare_refuses_a_second_write_to_its_key_but_not_to_other_keys() {
 
 #[test]
 fn a_commit_refused_by_one_participant_is_aborted_on_all_so_the_key_stays_writable() {
-    let cluster = TestCluster::start(3);
+    let cluster = TestCluster::start_with(
+        Timings {
+            tx_timeout_ms: Some(60_000),
+            ..Timings::default()
+        },
+        3,
+    );
     let view = cluster.wait_settled();
     let blocker = cluster.server_addr(0);
     let mut raw = RawParticipants::new();

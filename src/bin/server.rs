@@ -27,6 +27,9 @@ struct Args {
     /// Time allowed for one call to another process, in ms.
     #[arg(long, default_value_t = server::RPC_TIMEOUT_MS_DEFAULT)]
     rpc_timeout_ms: u64,
+    /// A transaction pending this long without its coordinator is resolved by the replicas, in ms.
+    #[arg(long, default_value_t = server::TX_TIMEOUT_MS_DEFAULT)]
+    tx_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -38,6 +41,8 @@ async fn main() -> ExitCode {
         advertise: args.advertise,
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         rpc_timeout_ms: args.rpc_timeout_ms,
+        tx_timeout_ms: args.tx_timeout_ms,
+        faults: Default::default(),
     };
     if let Err(err) = options.validate() {
         eprintln!("error: {err}");

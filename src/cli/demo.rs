@@ -11,10 +11,11 @@ use serde_json::json;
 
 use super::Output;
 use crate::client::Client;
+use crate::client::CrashPoint;
 use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::error::{Error, Result};
 use crate::ring::REPLICATION_COUNT;
-use crate::rpc::message::{LockReply, Value};
+use crate::rpc::message::{LockReply, Op, Value};
 
 /// Longest the demo waits for the cluster to settle after a change.
 pub const SETTLE_WAIT_MS: u64 = 20_000;
@@ -42,6 +43,7 @@ pub async fn run(args: DemoArgs, out: Output) -> Result<u8> {
     let demo = Demo {
         started: Instant::now(),
         keys: args.keys,
+        json: out.json,
     };
     demo.say(format!(
         "starting a view leader and {} storage servers on loopback",
@@ -62,11 +64,18 @@ pub async fn run(args: DemoArgs, out: Output) -> Result<u8> {
 struct Demo {
     started: Instant,
     keys: usize,
+    /// With `--json` the story goes to stderr and stdout carries only the summary document.
+    json: bool,
 }
 
 impl Demo {
     fn say(&self, line: String) {
-        println!("[{:>5.1}s] {line}", self.started.elapsed().as_secs_f64());
+        let line = format!("[{:>5.1}s] {line}", self.started.elapsed().as_secs_f64());
+        if self.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
 
     fn key(i: usize) -> String {
@@ -181,10 +190,94 @@ impl Demo {
             "  alice releases printer; bob is granted it (token {token})"
         ));
 
+        self.faults(cluster, &client).await?;
+
         let view = client.query_servers().await?;
         Ok(
             json!({"keys": self.keys, "servers": view.servers.len(), "epoch": view.epoch, "copies_moved_on_join": moved}),
         )
+    }
+
+    /// Lists, a coordinator that dies mid-commit, and a simulated crash.
+    async fn faults(&self, cluster: &LocalCluster, client: &Client) -> Result<()> {
+        self.say("appends: three clients append to one list at once".into());
+        let appends = (0..3).map(|c| async move {
+            for i in 0..5 {
+                client
+                    .append("guests", &format!("client{c}-guest{i}"))
+                    .await?;
+            }
+            Ok::<_, Error>(())
+        });
+        for outcome in futures::future::join_all(appends).await {
+            outcome?;
+        }
+        let list = client.getr("guests").await?.map(|f| f.value.value);
+        let count = match &list {
+            Some(Value::List(items)) => items.len(),
+            _ => 0,
+        };
+        self.say(format!(
+            "  getr guests -> a list of {count} items, each appended exactly once"
+        ));
+
+        self.say("a client dies after committing at the primary only".into());
+        let outcome = client
+            .write_then_crash(
+                "key-000001",
+                Op::Put(Value::Text("written by a dying client".into())),
+                CrashPoint::AfterFirstCommit,
+            )
+            .await;
+        self.say(format!(
+            "  the client saw: {}",
+            outcome.err().map(|e| e.to_string()).unwrap_or_default()
+        ));
+        let replicas = client.view(true).await?.replicas("key-000001");
+        let deadline = Instant::now() + Duration::from_millis(SETTLE_WAIT_MS);
+        loop {
+            let mut agreed = true;
+            for replica in &replicas {
+                let copy = client.get(&replica.addr, "key-000001").await?;
+                agreed &=
+                    copy.map(|c| c.value) == Some(Value::Text("written by a dying client".into()));
+            }
+            if agreed {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(
+                    "the replicas did not finish the dying client's write".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.say(format!(
+            "  the other replicas asked the primary and committed too: all {} agree",
+            replicas.len()
+        ));
+
+        let victim = cluster.servers[0].addr.clone();
+        self.say(format!(
+            "simulated crash of {victim}: it answers nothing but recover"
+        ));
+        client.set_crashed(&victim, true).await?;
+        let stale = client
+            .getr_stale("key-000002")
+            .await?
+            .map(|f| f.value.value.to_string())
+            .unwrap_or_default();
+        let linear = client
+            .getr("key-000002")
+            .await?
+            .map(|f| f.value.value.to_string())
+            .unwrap_or_default();
+        self.say(format!(
+            "  getr (majority) -> {linear}; getr --stale (first live replica) -> {stale}"
+        ));
+        client.set_crashed(&victim, false).await?;
+        self.say(format!("  {victim} recovered"));
+        Ok(())
     }
 
     /// Waits, with progress, until the view is settled and every key has exactly its copies.

@@ -3,6 +3,7 @@
 //! 0 ok, 1 not found, 2 usage, 3 unreachable or timed out, 4 refused, 5 invalid request.
 
 pub mod bench;
+pub mod chaos;
 pub mod demo;
 
 use clap::{Parser, Subcommand};
@@ -11,6 +12,9 @@ use serde_json::json;
 use crate::client::{Client, ClientOptions, TIMEOUT_MS_DEFAULT, WAIT_MS_DEFAULT};
 use crate::error::Error;
 use crate::rpc::message::{LockReply, Value, Versioned};
+
+/// Where `--server` and `--viewleader` point when not given (their port ranges are scanned).
+pub const DEFAULT_HOST: &str = "localhost";
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -27,11 +31,11 @@ pub const EXIT_NOT_FOUND: u8 = 1;
 pub struct ClientArgs {
     /// Storage server for print/set/get/query_all_keys: host[:port]; without a port, the first
     /// storage server on 38000-38010.
-    #[arg(long, global = true, default_value = "localhost")]
-    pub server: String,
+    #[arg(long, global = true)]
+    pub server: Option<String>,
     /// View leader: host[:port]; without a port, the first view leader on 39000-39010.
-    #[arg(long, global = true, default_value = "localhost")]
-    pub viewleader: String,
+    #[arg(long, global = true)]
+    pub viewleader: Option<String>,
     /// Print one JSON document instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -70,12 +74,30 @@ pub enum Command {
     LockRelease { lock: String, requester: String },
     /// Store KEY=VALUE on its replicas by two-phase commit.
     Setr { key: String, value: String },
-    /// Read KEY from its replicas.
-    Getr { key: String },
+    /// Read KEY from its replicas: linearizable (a majority), or --stale (the first that has it).
+    Getr {
+        key: String,
+        /// Read any one live replica: cheaper, works with one replica up, may be older.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Add ITEM to the list at KEY on its replicas (a missing key becomes [ITEM]).
+    Append { key: String, item: String },
+    /// Simulate a crash of the process named by --server or --viewleader: it answers nothing
+    /// but recover, sends nothing, and keeps its memory.
+    Crash,
+    /// End a simulated crash of the process named by --server or --viewleader.
+    Recover,
     /// Start a local cluster, show what it does, stop it.
     Demo(demo::DemoArgs),
     /// Measure throughput and latency on a local cluster.
     Bench(bench::BenchArgs),
+    /// Run a local cluster under injected faults, record every operation and check the history
+    /// (linearizability, appends, replica agreement); exits 1 on any violation.
+    Chaos(chaos::ChaosArgs),
+    /// Run a view leader or storage server in this process (used by `chaos`).
+    #[command(hide = true)]
+    Serve(chaos::ServeArgs),
 }
 
 /// How results are printed.
@@ -130,7 +152,10 @@ fn versioned_json(key: &str, versioned: &Versioned) -> serde_json::Value {
 pub async fn run(args: ClientArgs) -> u8 {
     let out = Output { json: args.json };
     let options = ClientOptions {
-        viewleader: args.viewleader.clone(),
+        viewleader: args
+            .viewleader
+            .clone()
+            .unwrap_or_else(|| DEFAULT_HOST.to_string()),
         timeout_ms: args.timeout_ms,
         wait_ms: args.wait_ms,
     };
@@ -142,9 +167,13 @@ pub async fn run(args: ClientArgs) -> u8 {
 
 async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Result<u8, Error> {
     let client = Client::new(options);
+    let server = args
+        .server
+        .clone()
+        .unwrap_or_else(|| DEFAULT_HOST.to_string());
     match args.command {
         Command::Print { text } => {
-            let addr = client.resolve_server(&args.server).await?;
+            let addr = client.resolve_server(&server).await?;
             let text = text.join(" ");
             client.print(&addr, &text).await?;
             out.ok(
@@ -153,7 +182,7 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
             );
         }
         Command::Set { key, value } => {
-            let addr = client.resolve_server(&args.server).await?;
+            let addr = client.resolve_server(&server).await?;
             let version = client.set(&addr, &key, Value::Text(value)).await?;
             out.ok(
                 format!("stored {key:?} on {addr} (version {version})"),
@@ -161,7 +190,7 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
             );
         }
         Command::Get { key } => {
-            let addr = client.resolve_server(&args.server).await?;
+            let addr = client.resolve_server(&server).await?;
             return Ok(match client.get(&addr, &key).await? {
                 Some(versioned) => {
                     out.ok(&versioned.value, versioned_json(&key, &versioned));
@@ -171,7 +200,7 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
             });
         }
         Command::QueryAllKeys => {
-            let addr = client.resolve_server(&args.server).await?;
+            let addr = client.resolve_server(&server).await?;
             let keys = client.query_all_keys(&addr).await?;
             out.ok(keys.join("\n"), json!({"server": addr, "keys": keys}));
         }
@@ -251,8 +280,13 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                 json!({"ok": true, "key": key, "version": outcome.version, "epoch": outcome.epoch, "replicas": addrs}),
             );
         }
-        Command::Getr { key } => {
-            return Ok(match client.getr(&key).await? {
+        Command::Getr { key, stale } => {
+            let found = if stale {
+                client.getr_stale(&key).await?
+            } else {
+                client.getr(&key).await?
+            };
+            return Ok(match found {
                 Some(found) => {
                     let mut doc = versioned_json(&key, &found.value);
                     doc["replica"] = json!(found.replica.addr);
@@ -262,8 +296,47 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                 None => not_found(out, &key, "on any live replica"),
             });
         }
+        Command::Append { key, item } => {
+            let outcome = client.append(&key, &item).await?;
+            let addrs: Vec<&str> = outcome.replicas.iter().map(|r| r.addr.as_str()).collect();
+            out.ok(
+                format!("appended to {key:?} on {} (version {}, epoch {})", addrs.join(", "), outcome.version, outcome.epoch),
+                json!({"ok": true, "key": key, "version": outcome.version, "epoch": outcome.epoch, "replicas": addrs}),
+            );
+        }
+        Command::Crash | Command::Recover => {
+            let crash = matches!(args.command, Command::Crash);
+            // --server names the target when given (a --viewleader beside it only says where
+            // the cluster is); otherwise --viewleader does.
+            let (what, crashed) = match (&args.server, &args.viewleader) {
+                (Some(target), _) => {
+                    let addr = client.resolve_server(target).await?;
+                    (addr.clone(), client.set_crashed(&addr, crash).await?)
+                }
+                (None, Some(_)) => (
+                    "the view leader".to_string(),
+                    client.set_viewleader_crashed(crash).await?,
+                ),
+                (None, None) => {
+                    return Err(Error::InvalidRequest(
+                        "name the process: --server HOST:PORT or --viewleader HOST:PORT".into(),
+                    ))
+                }
+            };
+            let state = if crashed {
+                "crashed (answers nothing but recover)"
+            } else {
+                "running"
+            };
+            out.ok(
+                format!("{what} is {state}"),
+                json!({"target": what, "crashed": crashed}),
+            );
+        }
         Command::Demo(demo_args) => return demo::run(demo_args, out).await,
         Command::Bench(bench_args) => return bench::run(bench_args, out).await,
+        Command::Chaos(chaos_args) => return chaos::run(chaos_args, out).await,
+        Command::Serve(serve_args) => return chaos::serve(serve_args).await,
     }
     Ok(EXIT_OK)
 }
@@ -281,7 +354,9 @@ fn not_found(out: Output, key: &str, where_: &str) -> u8 {
 pub fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();

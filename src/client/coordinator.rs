@@ -1,20 +1,38 @@
-//! The 2PC coordinator of `setr`, as a state machine with no sockets: it says which prepares to
-//! send, takes the votes as they come, and decides. The driver in [`super::Client::setr`] moves
-//! the messages.
+//! The 2PC coordinator of `setr` and `append`, as a state machine with no sockets: it says which
+//! prepares to send, takes the votes as they come, decides, and then says in which order the
+//! decision goes out. The driver in [`super::Client`] moves the messages.
 //!
-//! The decision rule: commit only when every replica voted yes, at a version above every vote
-//! (so all replicas store the same version and it only grows); abort at the first no, or when
-//! the votes do not all arrive in time. The participant's doc ([`crate::server::participant`])
-//! has the whole protocol and what it leaves out.
+//! The rules (the participant's doc, [`crate::server::participant`], has the whole protocol and
+//! the termination that covers a coordinator that dies):
+//! * vote phase: commit only when every replica voted yes; abort at the first no or when the
+//!   votes do not all arrive in time; an `Outdated` vote means "propose a higher version", so
+//!   the round is aborted and retried above it;
+//! * commit phase: the primary (the first participant) commits first, because its record is the
+//!   decision that survivors consult; the others follow. The write is acknowledged once the
+//!   primary and a majority of the participants have committed.
 
 use crate::error::Error;
 use crate::rpc::message::{Epoch, Key, Op, ServerInfo, ServerRequest, TxId, Version};
 
+/// A participant's answer to a prepare, as the coordinator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VoteReply {
+    Yes,
+    Outdated { above: Version },
+    No(Error),
+}
+
 /// The outcome of the voting phase.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    Commit { version: Version },
-    Abort { reason: Error },
+    Commit,
+    Abort {
+        reason: Error,
+    },
+    /// Abort this round and propose again above `above`.
+    Repropose {
+        above: Version,
+    },
 }
 
 /// One replicated write being decided.
@@ -24,27 +42,40 @@ pub struct Coordinator {
     key: Key,
     op: Op,
     epoch: Epoch,
+    version: Version,
     participants: Vec<ServerInfo>,
-    votes: Vec<Option<Version>>,
+    yes: Vec<bool>,
     decision: Option<Decision>,
 }
 
 impl Coordinator {
-    pub fn new(tx: TxId, key: Key, op: Op, epoch: Epoch, participants: Vec<ServerInfo>) -> Self {
-        let votes = vec![None; participants.len()];
+    pub fn new(
+        tx: TxId,
+        key: Key,
+        op: Op,
+        epoch: Epoch,
+        version: Version,
+        participants: Vec<ServerInfo>,
+    ) -> Self {
+        let yes = vec![false; participants.len()];
         Self {
             tx,
             key,
             op,
             epoch,
+            version,
             participants,
-            votes,
+            yes,
             decision: None,
         }
     }
 
     pub fn participants(&self) -> &[ServerInfo] {
         &self.participants
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
     }
 
     /// The prepare for participant `index`.
@@ -55,23 +86,25 @@ impl Coordinator {
             op: self.op.clone(),
             epoch: self.epoch,
             expected_server_id: self.participants[index].id.clone(),
+            version: self.version,
+            participants: self.participants.clone(),
         }
     }
 
     /// Takes participant `index`'s vote; returns the decision once there is one.
-    pub fn on_vote(&mut self, index: usize, vote: Result<Version, Error>) -> Option<&Decision> {
+    pub fn on_vote(&mut self, index: usize, vote: VoteReply) -> Option<&Decision> {
         if self.decision.is_none() {
             match vote {
-                Ok(version) => {
-                    self.votes[index] = Some(version);
-                    if self.votes.iter().all(Option::is_some) {
-                        let highest = self.votes.iter().flatten().copied().max().unwrap_or(0);
-                        self.decision = Some(Decision::Commit {
-                            version: highest + 1,
-                        });
+                VoteReply::Yes => {
+                    self.yes[index] = true;
+                    if self.yes.iter().all(|y| *y) {
+                        self.decision = Some(Decision::Commit);
                     }
                 }
-                Err(reason) => self.decision = Some(Decision::Abort { reason }),
+                VoteReply::Outdated { above } => {
+                    self.decision = Some(Decision::Repropose { above })
+                }
+                VoteReply::No(reason) => self.decision = Some(Decision::Abort { reason }),
             }
         }
         self.decision.as_ref()
@@ -82,8 +115,8 @@ impl Coordinator {
         let missing: Vec<&str> = self
             .participants
             .iter()
-            .zip(&self.votes)
-            .filter(|(_, vote)| vote.is_none())
+            .zip(&self.yes)
+            .filter(|(_, yes)| !**yes)
             .map(|(p, _)| p.addr.as_str())
             .collect();
         let reason = Error::Timeout(format!(
@@ -98,15 +131,18 @@ impl Coordinator {
         self.decision.as_ref()
     }
 
-    /// The message that carries the decision to every participant.
-    pub fn decision_message(&self) -> Option<ServerRequest> {
-        match self.decision.as_ref()? {
-            Decision::Commit { version } => Some(ServerRequest::Commit {
-                tx: self.tx,
-                version: *version,
-            }),
-            Decision::Abort { .. } => Some(ServerRequest::Abort { tx: self.tx }),
-        }
+    pub fn commit_message(&self) -> ServerRequest {
+        ServerRequest::Commit { tx: self.tx }
+    }
+
+    pub fn abort_message(&self) -> ServerRequest {
+        ServerRequest::Abort { tx: self.tx }
+    }
+
+    /// How many participants must have committed (the primary among them) before the write is
+    /// acknowledged: a majority.
+    pub fn acks_needed(&self) -> usize {
+        self.participants.len() / 2 + 1
     }
 }
 
@@ -127,42 +163,51 @@ mod tests {
             "k".into(),
             Op::Put(Value::Text("v".into())),
             4,
+            100,
             participants,
         )
     }
 
     #[test]
-    fn all_yes_commits_above_every_replicas_version() {
+    fn all_yes_commits() {
         let mut c = coordinator(3);
-        assert_eq!(c.on_vote(0, Ok(4)), None);
-        assert_eq!(c.on_vote(2, Ok(7)), None);
-        assert_eq!(c.on_vote(1, Ok(5)), Some(&Decision::Commit { version: 8 }));
+        assert_eq!(c.on_vote(0, VoteReply::Yes), None);
+        assert_eq!(c.on_vote(2, VoteReply::Yes), None);
+        assert_eq!(c.on_vote(1, VoteReply::Yes), Some(&Decision::Commit));
         assert!(matches!(
-            c.decision_message(),
-            Some(ServerRequest::Commit { tx: 1, version: 8 })
+            c.commit_message(),
+            ServerRequest::Commit { tx: 1 }
         ));
     }
 
     #[test]
     fn one_no_aborts_and_later_yes_votes_do_not_change_it() {
         let mut c = coordinator(3);
-        c.on_vote(0, Ok(1));
-        let no = Error::Refused("busy".into());
+        c.on_vote(0, VoteReply::Yes);
+        let no = Error::Conflict("busy".into());
         assert_eq!(
-            c.on_vote(1, Err(no.clone())),
+            c.on_vote(1, VoteReply::No(no.clone())),
             Some(&Decision::Abort { reason: no.clone() })
         );
-        assert_eq!(c.on_vote(2, Ok(1)), Some(&Decision::Abort { reason: no }));
-        assert!(matches!(
-            c.decision_message(),
-            Some(ServerRequest::Abort { tx: 1 })
-        ));
+        assert_eq!(
+            c.on_vote(2, VoteReply::Yes),
+            Some(&Decision::Abort { reason: no })
+        );
+    }
+
+    #[test]
+    fn an_outdated_vote_asks_for_a_higher_version() {
+        let mut c = coordinator(2);
+        assert_eq!(
+            c.on_vote(1, VoteReply::Outdated { above: 150 }),
+            Some(&Decision::Repropose { above: 150 })
+        );
     }
 
     #[test]
     fn a_missing_vote_at_the_deadline_aborts_naming_the_silent_replica() {
         let mut c = coordinator(2);
-        c.on_vote(0, Ok(1));
+        c.on_vote(0, VoteReply::Yes);
         match c.on_timeout() {
             Decision::Abort {
                 reason: Error::Timeout(msg),
@@ -172,18 +217,29 @@ mod tests {
     }
 
     #[test]
-    fn prepares_carry_the_epoch_and_the_expected_id() {
+    fn prepares_carry_the_epoch_the_expected_id_the_version_and_every_participant() {
         let c = coordinator(2);
         match c.prepare(1) {
             ServerRequest::Prepare {
                 epoch,
                 expected_server_id,
+                version,
+                participants,
                 ..
             } => {
                 assert_eq!(epoch, 4);
                 assert_eq!(expected_server_id, "s1");
+                assert_eq!(version, 100);
+                assert_eq!(participants.len(), 2);
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_majority_including_the_primary_acknowledges() {
+        assert_eq!(coordinator(1).acks_needed(), 1);
+        assert_eq!(coordinator(2).acks_needed(), 2);
+        assert_eq!(coordinator(3).acks_needed(), 2);
     }
 }

@@ -10,22 +10,22 @@
 //!   `wait_ms`) while the view leader reports the cluster rebalancing.
 
 pub mod coordinator;
+mod replicated;
+
+pub use replicated::CrashPoint;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::error::{Error, Result};
 use crate::net;
 use crate::ring::Ring;
 use crate::rpc::client::Pool;
 use crate::rpc::message::{
-    FencingToken, Key, LockReply, Op, ServerInfo, ServerReply, ServerRequest, ServiceKind, Value,
+    FencingToken, Key, LockReply, ServerInfo, ServerReply, ServerRequest, ServiceKind, Value,
     Version, Versioned, View, ViewLeaderReply, ViewLeaderRequest,
 };
 use crate::server::store::{check_key, check_value, KEYS_PAGE_MAX};
-use coordinator::{Coordinator, Decision};
 
 /// Default time allowed for one call.
 pub const TIMEOUT_MS_DEFAULT: u64 = 2_000;
@@ -37,6 +37,9 @@ pub const VIEW_CACHE_TTL_MS: u64 = 500;
 pub const LOCK_POLL_MS: u64 = 100;
 /// Pause between polls of the rebalancing flag.
 pub const REBALANCE_POLL_MS: u64 = 50;
+/// Tries of one idempotent call (a set with its request id, a prepare, commit or abort with its
+/// transaction id) after a timeout or a broken connection.
+pub const RPC_ATTEMPTS_MAX: usize = 3;
 /// `setr` attempts when the view changed under it (each after a fresh view).
 pub const SETR_ATTEMPTS_MAX: usize = 3;
 /// First pause before retrying a write that met another transaction on its key; it doubles up
@@ -115,6 +118,8 @@ pub struct Client {
     servers: Pool<ServerRequest, ServerReply>,
     viewleader_addr: Mutex<Option<String>>,
     view: Mutex<Option<Arc<CachedView>>>,
+    /// The last version this client proposed; proposals only grow.
+    last_version: std::sync::atomic::AtomicU64,
 }
 
 impl Client {
@@ -125,6 +130,7 @@ impl Client {
             servers: Pool::new(ServiceKind::Server, connect),
             viewleader_addr: Mutex::new(None),
             view: Mutex::new(None),
+            last_version: std::sync::atomic::AtomicU64::new(0),
             options,
         }
     }
@@ -322,21 +328,40 @@ impl Client {
         }
     }
 
+    /// Stores `value` at `key` on one server. A retry after a timeout or a broken connection
+    /// carries the same request id, so the server applies the write once.
     pub async fn set(&self, addr: &str, key: &str, value: Value) -> Result<Version> {
         check_key(key)?;
         check_value(&value)?;
-        match self
-            .server_call(
-                addr,
-                ServerRequest::Set {
-                    key: key.into(),
-                    value,
-                },
-            )
-            .await?
-        {
+        let request_id = Some(rand::random::<u128>());
+        let request = ServerRequest::Set {
+            key: key.into(),
+            value,
+            request_id,
+        };
+        match self.call_retrying(addr, request, RPC_ATTEMPTS_MAX).await? {
             ServerReply::Stored { version } => Ok(version),
             other => Err(unexpected_server("set", &other)),
+        }
+    }
+
+    /// One call, repeated (the same request, so the same ids) after a timeout or a broken
+    /// connection, up to `attempts` times. Only for requests the server applies at most once.
+    pub(crate) async fn call_retrying(
+        &self,
+        addr: &str,
+        request: ServerRequest,
+        attempts: usize,
+    ) -> Result<ServerReply> {
+        let mut attempt = 1;
+        loop {
+            match self.server_call(addr, request.clone()).await {
+                Err(Error::Timeout(_) | Error::Unreachable(_)) if attempt < attempts => {
+                    tracing::debug!(%addr, attempt, "retrying with the same request id");
+                    attempt += 1;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -348,6 +373,32 @@ impl Client {
         {
             ServerReply::Value(value) => Ok(value),
             other => Err(unexpected_server("get", &other)),
+        }
+    }
+
+    /// Starts (`true`) or ends a simulated crash of the server at `addr`; returns the new state.
+    pub async fn set_crashed(&self, addr: &str, crash: bool) -> Result<bool> {
+        let request = if crash {
+            ServerRequest::Crash
+        } else {
+            ServerRequest::Recover
+        };
+        match self.server_call(addr, request).await? {
+            ServerReply::Crashed(crashed) => Ok(crashed),
+            other => Err(unexpected_server("crash", &other)),
+        }
+    }
+
+    /// Starts (`true`) or ends a simulated crash of the view leader; returns the new state.
+    pub async fn set_viewleader_crashed(&self, crash: bool) -> Result<bool> {
+        let request = if crash {
+            ViewLeaderRequest::Crash
+        } else {
+            ViewLeaderRequest::Recover
+        };
+        match self.viewleader_call(request).await? {
+            ViewLeaderReply::Crashed(crashed) => Ok(crashed),
+            other => Err(unexpected("crash", &other)),
         }
     }
 
@@ -380,166 +431,9 @@ impl Client {
             }
         }
     }
-
-    // ----- replicated keys -------------------------------------------------------------------
-
-    /// Writes `value` at `key` on all its replicas, or on none (two-phase commit).
-    pub async fn setr(&self, key: &str, value: Value) -> Result<SetrOutcome> {
-        check_key(key)?;
-        check_value(&value)?;
-        let deadline = Instant::now() + Duration::from_millis(self.options.wait_ms);
-        let mut view = self.settled_view(false).await?;
-        let mut attempt = 1;
-        let mut backoff_ms = CONFLICT_BACKOFF_MS_MIN;
-        loop {
-            match self.setr_once(&view, key, Op::Put(value.clone())).await {
-                Ok(outcome) => return Ok(outcome),
-                // Another writer holds the key: it is decided within a timeout, so wait (the
-                // same bound as any retry answer), then report the conflict.
-                Err(err @ Error::Conflict(_)) => {
-                    if Instant::now() >= deadline {
-                        return Err(err);
-                    }
-                    let jitter = rand::random::<u64>() % backoff_ms.max(1);
-                    tokio::time::sleep(Duration::from_millis(backoff_ms + jitter)).await;
-                    backoff_ms = (backoff_ms * 2).min(CONFLICT_BACKOFF_MS_MAX);
-                }
-                Err(err) if attempt < SETR_ATTEMPTS_MAX && self.worth_another_view(&err) => {
-                    let fresh = self.settled_view(true).await?;
-                    // The same view would give the same answer: report it instead.
-                    if fresh.view == view.view {
-                        return Err(err);
-                    }
-                    tracing::debug!(%err, epoch = fresh.view.epoch, "setr retrying under a newer view");
-                    view = fresh;
-                    attempt += 1;
-                }
-                Err(err) => return Err(err),
-            }
-        }
-    }
-
-    /// Errors that a newer view may cure.
-    fn worth_another_view(&self, err: &Error) -> bool {
-        matches!(
-            err,
-            Error::StaleView(_) | Error::Rebalancing(_) | Error::Unreachable(_) | Error::Timeout(_)
-        )
-    }
-
-    async fn setr_once(&self, view: &CachedView, key: &str, op: Op) -> Result<SetrOutcome> {
-        let replicas = view.replicas(key);
-        if replicas.is_empty() {
-            return Err(Error::Unreachable(format!(
-                "no storage servers in the view (epoch {}): cannot store {key:?}",
-                view.view.epoch
-            )));
-        }
-        let tx: u128 = rand::random();
-        let mut coordinator =
-            Coordinator::new(tx, key.to_string(), op, view.view.epoch, replicas.clone());
-        let mut votes: FuturesUnordered<_> = (0..replicas.len())
-            .map(|index| {
-                let request = coordinator.prepare(index);
-                let addr = replicas[index].addr.clone();
-                async move {
-                    let vote = match self.server_call(&addr, request).await {
-                        Ok(ServerReply::Prepared { version }) => Ok(version),
-                        Ok(other) => Err(unexpected_server("prepare", &other)),
-                        Err(err) => Err(name_replica(err, &addr)),
-                    };
-                    (index, vote)
-                }
-            })
-            .collect();
-        let deadline = tokio::time::Instant::now() + self.timeout();
-        loop {
-            match tokio::time::timeout_at(deadline, votes.next()).await {
-                Ok(Some((index, vote))) => {
-                    if coordinator.on_vote(index, vote).is_some() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    coordinator.on_timeout();
-                    break;
-                }
-            }
-        }
-        drop(votes);
-        let message = coordinator
-            .decision_message()
-            .ok_or_else(|| Error::Internal("2PC ended undecided".into()))?;
-        // Every participant hears the decision, including ones whose vote never arrived.
-        let acks: Vec<Result<ServerReply>> = futures::future::join_all(
-            replicas
-                .iter()
-                .map(|replica| self.server_call(&replica.addr, message.clone())),
-        )
-        .await;
-        match coordinator.decision().cloned() {
-            Some(Decision::Commit { version }) => {
-                for (replica, ack) in replicas.iter().zip(&acks) {
-                    if let Err(err) = ack {
-                        // The decision is made; a replica that missed it is either dead (and will
-                        // be rebalanced away) or will be reconciled by version.
-                        tracing::warn!(%err, replica = %replica.addr, "commit not acknowledged");
-                    }
-                }
-                Ok(SetrOutcome {
-                    version,
-                    epoch: view.view.epoch,
-                    replicas,
-                })
-            }
-            Some(Decision::Abort { reason }) => Err(reason),
-            None => Err(Error::Internal("2PC ended undecided".into())),
-        }
-    }
-
-    /// Reads `key` from its replicas in ring order until a live one holds it. `Ok(None)`: no
-    /// live replica has the key.
-    pub async fn getr(&self, key: &str) -> Result<Option<GetrOutcome>> {
-        check_key(key)?;
-        let asked = Instant::now();
-        let view = self.settled_view(false).await?;
-        let from_cache = view.fetched < asked;
-        match self.getr_in(&view, key).await {
-            // With a cached view a miss may only mean the view moved on: look once more.
-            Ok(None) | Err(Error::Unreachable(_) | Error::Timeout(_)) if from_cache => {
-                let fresh = self.settled_view(true).await?;
-                self.getr_in(&fresh, key).await
-            }
-            other => other,
-        }
-    }
-
-    async fn getr_in(&self, view: &CachedView, key: &str) -> Result<Option<GetrOutcome>> {
-        let replicas = view.replicas(key);
-        if replicas.is_empty() {
-            return Err(Error::Unreachable(format!(
-                "no storage servers in the view (epoch {}): cannot read {key:?}",
-                view.view.epoch
-            )));
-        }
-        let mut answered = false;
-        let mut last_err = None;
-        for replica in replicas {
-            match self.get(&replica.addr, key).await {
-                Ok(Some(value)) => return Ok(Some(GetrOutcome { value, replica })),
-                Ok(None) => answered = true,
-                Err(err) => last_err = Some(name_replica(err, &replica.addr)),
-            }
-        }
-        match (answered, last_err) {
-            (true, _) | (false, None) => Ok(None),
-            (false, Some(err)) => Err(err),
-        }
-    }
 }
 
-fn name_replica(err: Error, addr: &str) -> Error {
+pub(crate) fn name_replica(err: Error, addr: &str) -> Error {
     match err {
         Error::Unreachable(msg) if !msg.contains(addr) => {
             Error::Unreachable(format!("replica {addr}: {msg}"))
@@ -555,6 +449,6 @@ fn unexpected(what: &str, reply: &ViewLeaderReply) -> Error {
     Error::Protocol(format!("unexpected reply to {what}: {reply:?}"))
 }
 
-fn unexpected_server(what: &str, reply: &ServerReply) -> Error {
+pub(crate) fn unexpected_server(what: &str, reply: &ServerReply) -> Error {
     Error::Protocol(format!("unexpected reply to {what}: {reply:?}"))
 }

@@ -151,6 +151,10 @@ pub enum ViewLeaderRequest {
     },
     /// A server stopping on purpose: drop it from the view now rather than at lease expiry.
     Leave { server_id: ServerId },
+    /// Simulated crash: answer nothing but `Recover`, expire nobody, keep memory.
+    Crash,
+    /// End a simulated crash.
+    Recover,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +162,11 @@ pub enum ViewLeaderReply {
     Heartbeat(HeartbeatReply),
     View(View),
     Lock(LockReply),
-    Left { epoch: Epoch },
+    Left {
+        epoch: Epoch,
+    },
+    /// The answer to `Crash` and `Recover`: whether the process is crashed now.
+    Crashed(bool),
 }
 
 /// The answer to a heartbeat. Every variant carries the current epoch.
@@ -206,29 +214,51 @@ pub enum LockReply {
 pub enum Op {
     /// Replace the value.
     Put(Value),
+    /// Add an item to the list at the key (a missing key becomes a one-item list).
+    Append(String),
+}
+
+/// Where a transaction stands at one participant (the answer to `TxStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxState {
+    /// Voted yes, no decision known here yet.
+    Prepared,
+    Committed {
+        version: Version,
+    },
+    /// Aborted here, or never prepared here (and now it never will be).
+    Aborted,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ServerRequest {
     /// Print a line on the server's console.
     Print { text: String },
-    /// Store a value on this server alone (no replication).
-    Set { key: Key, value: Value },
+    /// Store a value on this server alone (no replication). A retry carries the same
+    /// `request_id`, and a server applies one id at most once.
+    Set {
+        key: Key,
+        value: Value,
+        request_id: Option<u128>,
+    },
     /// Read a value from this server alone.
     Get { key: Key },
     /// The keys this server holds, in order, a page at a time: those after `after`, at most
     /// `limit` of them.
     QueryAllKeys { after: Option<Key>, limit: u32 },
-    /// 2PC phase one: vote on applying `op` to `key`.
+    /// 2PC phase one: vote on applying `op` to `key` at `version`. `participants` are all the
+    /// transaction's replicas in ring order; the first, the primary, holds the decision.
     Prepare {
         tx: TxId,
         key: Key,
         op: Op,
         epoch: Epoch,
         expected_server_id: ServerId,
+        version: Version,
+        participants: Vec<ServerInfo>,
     },
-    /// 2PC phase two: apply a prepared transaction with the version the coordinator chose.
-    Commit { tx: TxId, version: Version },
+    /// 2PC phase two: apply a prepared transaction.
+    Commit { tx: TxId },
     /// 2PC phase two: forget a prepared transaction.
     Abort { tx: TxId },
     /// Rebalancing: store these copies unless a newer version is already here.
@@ -240,6 +270,16 @@ pub enum ServerRequest {
     Status,
     /// Rebalancing: this server's versions of these keys (0 where absent), in order.
     Versions { keys: Vec<Key> },
+    /// Termination: where `tx` stands here. Asking about a transaction never prepared here
+    /// aborts it here, so a late prepare cannot revive it.
+    TxStatus { tx: TxId },
+    /// A replicated read: the value with the epoch this server is at, so a reader can tell
+    /// that its view is out of date.
+    Read { key: Key },
+    /// Simulated crash: answer nothing but `Recover` (and `Exit`), send nothing, keep memory.
+    Crash,
+    /// End a simulated crash.
+    Recover,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,11 +294,8 @@ pub enum ServerReply {
         keys: Vec<Key>,
         more: bool,
     },
-    /// A yes vote; `version` is the participant's current version of the key (0 if absent), so
-    /// the coordinator can pick a commit version above every replica's.
-    Prepared {
-        version: Version,
-    },
+    /// A yes vote.
+    Prepared,
     Committed,
     Aborted,
     Transferred {
@@ -266,6 +303,19 @@ pub enum ServerReply {
     },
     Status(ServerStatus),
     Versions(Vec<Version>),
+    TxState(TxState),
+    /// A no vote because the proposed version is not above `above` (the key's version, or the
+    /// version of a transaction aborted on it); the coordinator proposes again above it.
+    Outdated {
+        above: Version,
+    },
+    /// The answer to `Read`.
+    ReadValue {
+        value: Option<Versioned>,
+        epoch: Epoch,
+    },
+    /// The answer to `Crash` and `Recover`: whether the process is crashed now.
+    Crashed(bool),
 }
 
 /// A server's self-description.

@@ -47,10 +47,38 @@ pub trait Handler: Send + Sync + 'static {
         request: Self::Request,
     ) -> impl Future<Output = Result<Self::Reply>> + Send;
 
-    /// Whether to answer at all. A simulated crash answers nothing: the connection is dropped.
+    /// Whether to answer at all. A simulated crash answers nothing: a reply computed when the
+    /// crash began is dropped.
     fn is_answering(&self) -> bool {
         true
     }
+
+    /// Whether to handle this request; if not, the connection is dropped without a reply (a
+    /// simulated crash still handles the request that ends it).
+    fn accepts(&self, _request: &Self::Request) -> bool {
+        self.is_answering()
+    }
+
+    /// Whether this request is answered even by a crashed process (the requests that start and
+    /// end a simulated crash).
+    fn answers_while_crashed(&self, _request: &Self::Request) -> bool {
+        false
+    }
+
+    /// A test hook: what to do with the next reply.
+    fn reply_fault(&self) -> ReplyFault {
+        ReplyFault::None
+    }
+}
+
+/// What the fault hook does to one reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyFault {
+    None,
+    /// Never send it (the caller times out).
+    Drop,
+    /// Send it twice (the caller must ignore the second).
+    Duplicate,
 }
 
 /// Serves `listener` until `shutdown` fires, then gives open connections a grace period.
@@ -117,9 +145,6 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, shutdown: Ca
         }
         Ok(Some(Ok(payload))) => payload,
     };
-    if !handler.is_answering() {
-        return;
-    }
     match decode::<Request<H::Request>>(&payload) {
         Ok(envelope) => match envelope.body {
             Request::Hello {
@@ -193,9 +218,6 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, shutdown: Ca
             }
             Some(Ok(payload)) => payload,
         };
-        if !handler.is_answering() {
-            break;
-        }
         let envelope = match decode::<Request<H::Request>>(&payload) {
             Ok(envelope) => envelope,
             Err((request_id, err)) => {
@@ -240,6 +262,10 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, shutdown: Ca
             }
             Request::Call(request) => request,
         };
+        if !handler.accepts(&request) {
+            break;
+        }
+        let always_answered = handler.answers_while_crashed(&request);
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
@@ -249,13 +275,20 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, shutdown: Ca
             async move {
                 debug!(request_id, ?request, "request");
                 let reply = handler.clone().handle(request).await.map(Response::Reply);
-                if !handler.is_answering() {
+                if !always_answered && !handler.is_answering() {
                     return;
                 }
                 match encode(request_id, &reply) {
-                    Ok(bytes) => {
-                        let _ = reply_tx.send(bytes).await;
-                    }
+                    Ok(bytes) => match handler.reply_fault() {
+                        ReplyFault::None => {
+                            let _ = reply_tx.send(bytes).await;
+                        }
+                        ReplyFault::Drop => debug!(request_id, "fault hook: reply dropped"),
+                        ReplyFault::Duplicate => {
+                            let _ = reply_tx.send(bytes.clone()).await;
+                            let _ = reply_tx.send(bytes).await;
+                        }
+                    },
                     Err(err) => warn!(%err, "cannot encode a reply"),
                 }
                 drop(permit);

@@ -14,6 +14,9 @@ use crate::viewleader::HEARTBEAT_INTERVAL_MS_DEFAULT;
 
 /// Default time allowed for one call to another process.
 pub const RPC_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+/// Default time a prepared transaction waits for its coordinator before the participants
+/// resolve it among themselves.
+pub const TX_TIMEOUT_MS_DEFAULT: u64 = 3_000;
 
 /// How a storage server runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +27,19 @@ pub struct ServerOptions {
     pub advertise: Option<String>,
     pub heartbeat_interval_ms: u64,
     pub rpc_timeout_ms: u64,
+    /// A transaction pending longer is resolved without its coordinator.
+    pub tx_timeout_ms: u64,
+    /// Test hook: drop or duplicate replies (see [`ReplyFaults`]).
+    pub faults: ReplyFaults,
+}
+
+/// A fault hook for tests: drop every `drop_every`-th reply and send every
+/// `duplicate_every`-th reply twice (0 = never), so that retries and duplicate detection can be
+/// tested through the real network path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyFaults {
+    pub drop_every: u64,
+    pub duplicate_every: u64,
 }
 
 impl Default for ServerOptions {
@@ -33,6 +49,8 @@ impl Default for ServerOptions {
             advertise: None,
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS_DEFAULT,
             rpc_timeout_ms: RPC_TIMEOUT_MS_DEFAULT,
+            tx_timeout_ms: TX_TIMEOUT_MS_DEFAULT,
+            faults: ReplyFaults::default(),
         }
     }
 }
@@ -42,6 +60,11 @@ impl ServerOptions {
         if self.heartbeat_interval_ms == 0 {
             return Err(Error::InvalidRequest(
                 "heartbeat interval must be above 0 ms".into(),
+            ));
+        }
+        if self.tx_timeout_ms == 0 {
+            return Err(Error::InvalidRequest(
+                "transaction timeout must be above 0 ms".into(),
             ));
         }
         if self.rpc_timeout_ms == 0 {

@@ -367,6 +367,11 @@ impl StorageServer {
         let timeout = Duration::from_millis(self.options.rpc_timeout_ms);
         let mut backoff_ms = MOVE_RETRY_MS_MIN;
         loop {
+            // A crashed server sends nothing.
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(Error::Refused("superseded by a newer view".into())),
+                _ = self.wait_until_up() => {}
+            }
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => return Err(Error::Refused("superseded by a newer view".into())),
                 outcome = self.peers.call(addr, request.clone(), timeout) => outcome,

@@ -11,22 +11,24 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::participant::{Context, Participant};
+use super::participant::{Context, Overdue, Participant, PrepareArgs, Vote};
 use super::store::{check_key, check_value, Store};
 use super::ServerOptions;
 use crate::error::{Error, Result};
 use crate::net;
 use crate::rpc::client::Pool;
 use crate::rpc::message::{
-    Epoch, HeartbeatReply, ServerId, ServerReply, ServerRequest, ServerStatus, ServiceKind, View,
-    ViewLeaderReply, ViewLeaderRequest,
+    Epoch, HeartbeatReply, Op, ServerId, ServerInfo, ServerReply, ServerRequest, ServerStatus,
+    ServiceKind, TxId, TxState, Version, View, ViewLeaderReply, ViewLeaderRequest,
 };
-use crate::rpc::server::{serve, Handler};
+use crate::rpc::server::{serve, Handler, ReplyFault};
 
 /// How long a view long poll is held open by the view leader before it answers anyway.
 pub const WATCH_WAIT_MS: u64 = 10_000;
 /// Pause after a failed call to the view leader before the next try of the watch loop.
 pub const VIEWLEADER_RETRY_MS: u64 = 200;
+/// How often pending transactions are checked against the transaction timeout.
+pub const TX_CHECK_MS: u64 = 100;
 
 /// What one server knows and holds.
 pub(super) struct Node {
@@ -43,6 +45,37 @@ pub(super) struct Node {
     moving: Option<CancellationToken>,
     pub(super) copies_sent: u64,
     pub(super) keys_dropped: u64,
+    /// Request ids of recent single-server sets, so a retried set applies once.
+    recent_sets: RecentIds,
+    /// Overdue transactions whose termination is under way.
+    resolving: std::collections::HashSet<TxId>,
+}
+
+/// Request ids remembered for exactly-once single-server writes.
+pub const RECENT_REQUESTS_MAX: usize = 100_000;
+
+/// A bounded memory of request ids and the version each produced.
+#[derive(Debug, Default)]
+struct RecentIds {
+    versions: std::collections::HashMap<u128, Version>,
+    order: std::collections::VecDeque<u128>,
+}
+
+impl RecentIds {
+    fn get(&self, id: u128) -> Option<Version> {
+        self.versions.get(&id).copied()
+    }
+
+    fn insert(&mut self, id: u128, version: Version) {
+        if self.versions.insert(id, version).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > RECENT_REQUESTS_MAX {
+            if let Some(oldest) = self.order.pop_front() {
+                self.versions.remove(&oldest);
+            }
+        }
+    }
 }
 
 /// A running storage server.
@@ -60,6 +93,12 @@ pub struct StorageServer {
     pub(super) peers: Pool<ServerRequest, ServerReply>,
     /// Fires when the server stops, for whatever reason: ends background work.
     pub(super) stopping: CancellationToken,
+    /// A simulated crash: answer nothing but recover, send nothing, keep memory.
+    crashed: std::sync::atomic::AtomicBool,
+    /// Wakes background work when a simulated crash ends.
+    recovered: Notify,
+    /// Replies sent, for the fault hook.
+    replies: std::sync::atomic::AtomicU64,
 }
 
 impl StorageServer {
@@ -151,6 +190,10 @@ impl StorageServer {
         let interval = Duration::from_millis(self.options.heartbeat_interval_ms);
         let mut failures: u64 = 0;
         loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wait_until_up() => {}
+            }
             match self.heartbeat_once().await {
                 Ok(()) => {
                     if failures > 0 {
@@ -188,6 +231,10 @@ impl StorageServer {
                 wait_ms: WATCH_WAIT_MS,
             };
             let timeout = Duration::from_millis(WATCH_WAIT_MS + self.options.rpc_timeout_ms);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wait_until_up() => {}
+            }
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 outcome = self.call_viewleader(request, timeout) => outcome,
@@ -238,6 +285,93 @@ impl StorageServer {
         }
     }
 
+    /// Whether the server is in a simulated crash.
+    pub fn is_crashed(&self) -> bool {
+        self.crashed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Returns once the server is not crashed (at once if it is not).
+    pub(super) async fn wait_until_up(&self) {
+        while self.is_crashed() {
+            let woken = self.recovered.notified();
+            if !self.is_crashed() {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    /// Resolves transactions whose coordinator went silent (see `participant`'s termination).
+    async fn termination_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut interval = tokio::time::interval(Duration::from_millis(TX_CHECK_MS));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            if self.is_crashed() {
+                continue;
+            }
+            let now_ms = self.now_ms();
+            let overdue = {
+                let Ok(mut node) = self.node() else { return };
+                let me = node.id.clone();
+                let overdue = node
+                    .participant
+                    .overdue(&me, now_ms, self.options.tx_timeout_ms);
+                overdue
+                    .into_iter()
+                    .filter(|item| match item {
+                        Overdue::Ask { tx, .. } => node.resolving.insert(*tx),
+                        Overdue::AbortedAsPrimary { .. } => true,
+                    })
+                    .collect::<Vec<_>>()
+            };
+            for item in overdue {
+                match item {
+                    Overdue::AbortedAsPrimary { tx, key } => {
+                        info!(tx = %format!("{tx:x}"), %key, "coordinator silent; aborted as the primary");
+                    }
+                    Overdue::Ask { tx, others } => {
+                        tokio::spawn(self.clone().terminate(tx, others));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn terminate(self: Arc<Self>, tx: TxId, others: Vec<ServerInfo>) {
+        let timeout = Duration::from_millis(self.options.rpc_timeout_ms);
+        let asks = others.iter().map(|other| async {
+            let state = match self
+                .peers
+                .call(&other.addr, ServerRequest::TxStatus { tx }, timeout)
+                .await
+            {
+                Ok(ServerReply::TxState(state)) => Some(state),
+                _ => None,
+            };
+            (other.clone(), state)
+        });
+        let answers = futures::future::join_all(asks).await;
+        let Ok(mut node) = self.node() else { return };
+        let node = &mut *node;
+        node.resolving.remove(&tx);
+        if self.is_crashed() {
+            return;
+        }
+        let primary_gone = node
+            .participant
+            .primary_of(tx)
+            .is_some_and(|primary| !node.view.servers.iter().any(|s| s.id == primary.id));
+        let state = node
+            .participant
+            .resolve(&mut node.store, tx, &answers, primary_gone);
+        if state != TxState::Prepared {
+            info!(tx = %format!("{tx:x}"), ?state, "coordinator silent; resolved with the other participants");
+        }
+    }
+
     /// Marks this server rebalanced for `epoch` (if that is still its view) and reports at once.
     pub(super) fn report_rebalanced(&self, epoch: Epoch) {
         if let Ok(mut node) = self.node() {
@@ -268,6 +402,36 @@ impl Handler for StorageServer {
     type Reply = ServerReply;
     const SERVICE: ServiceKind = ServiceKind::Server;
 
+    fn is_answering(&self) -> bool {
+        !self.is_crashed()
+    }
+
+    fn accepts(&self, request: &ServerRequest) -> bool {
+        !self.is_crashed() || self.answers_while_crashed(request)
+    }
+
+    fn answers_while_crashed(&self, request: &ServerRequest) -> bool {
+        matches!(request, ServerRequest::Recover | ServerRequest::Crash)
+    }
+
+    fn reply_fault(&self) -> ReplyFault {
+        let faults = self.options.faults;
+        if faults.drop_every == 0 && faults.duplicate_every == 0 {
+            return ReplyFault::None;
+        }
+        let n = self
+            .replies
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if faults.drop_every > 0 && n % faults.drop_every == 0 {
+            ReplyFault::Drop
+        } else if faults.duplicate_every > 0 && n % faults.duplicate_every == 0 {
+            ReplyFault::Duplicate
+        } else {
+            ReplyFault::None
+        }
+    }
+
     async fn handle(self: Arc<Self>, request: ServerRequest) -> Result<ServerReply> {
         match request {
             ServerRequest::Print { text } => {
@@ -275,16 +439,27 @@ impl Handler for StorageServer {
                 info!(%text, "print");
                 Ok(ServerReply::Printed)
             }
-            ServerRequest::Set { key, value } => {
+            ServerRequest::Set {
+                key,
+                value,
+                request_id,
+            } => {
                 check_key(&key)?;
                 check_value(&value)?;
                 let mut node = self.node()?;
+                if let Some(version) = request_id.and_then(|id| node.recent_sets.get(id)) {
+                    // A retry of a set already applied: the same answer, applied once.
+                    return Ok(ServerReply::Stored { version });
+                }
                 if node.participant.is_held(&key) {
-                    return Err(Error::Refused(format!(
+                    return Err(Error::Conflict(format!(
                         "{key:?} is held by a pending transaction"
                     )));
                 }
                 let version = node.store.set(key, value);
+                if let Some(id) = request_id {
+                    node.recent_sets.insert(id, version);
+                }
                 Ok(ServerReply::Stored { version })
             }
             ServerRequest::Get { key } => {
@@ -304,10 +479,20 @@ impl Handler for StorageServer {
                 op,
                 epoch,
                 expected_server_id,
+                version,
+                participants,
             } => {
                 check_key(&key)?;
-                let crate::rpc::message::Op::Put(value) = &op;
-                check_value(value)?;
+                if let Op::Put(value) = &op {
+                    check_value(value)?;
+                }
+                if participants.is_empty() || participants.len() > crate::ring::REPLICATION_COUNT {
+                    return Err(Error::InvalidRequest(format!(
+                        "a transaction has 1 to {} participants, not {}",
+                        crate::ring::REPLICATION_COUNT,
+                        participants.len()
+                    )));
+                }
                 let now_ms = self.now_ms();
                 let mut node = self.node()?;
                 let node = &mut *node;
@@ -317,26 +502,54 @@ impl Handler for StorageServer {
                     rebalancing: node.rebalanced_epoch < node.view.epoch,
                     now_ms,
                 };
-                let version = node.participant.prepare(
-                    &ctx,
-                    &node.store,
+                let args = PrepareArgs {
                     tx,
                     key,
                     op,
                     epoch,
-                    &expected_server_id,
-                )?;
-                Ok(ServerReply::Prepared { version })
+                    expected_server_id,
+                    version,
+                    participants,
+                };
+                match node.participant.prepare(&ctx, &node.store, args)? {
+                    Vote::Yes => Ok(ServerReply::Prepared),
+                    Vote::Outdated { above } => Ok(ServerReply::Outdated { above }),
+                }
             }
-            ServerRequest::Commit { tx, version } => {
+            ServerRequest::Commit { tx } => {
                 let mut node = self.node()?;
                 let node = &mut *node;
-                node.participant.commit(&mut node.store, tx, version)?;
+                node.participant.commit(&mut node.store, tx)?;
                 Ok(ServerReply::Committed)
             }
             ServerRequest::Abort { tx } => {
                 self.node()?.participant.abort(tx)?;
                 Ok(ServerReply::Aborted)
+            }
+            ServerRequest::Read { key } => {
+                check_key(&key)?;
+                let node = self.node()?;
+                Ok(ServerReply::ReadValue {
+                    value: node.store.get(&key).cloned(),
+                    epoch: node.view.epoch,
+                })
+            }
+            ServerRequest::Crash => {
+                self.crashed
+                    .store(true, std::sync::atomic::Ordering::Release);
+                info!("simulated crash: answering nothing but recover until then");
+                Ok(ServerReply::Crashed(true))
+            }
+            ServerRequest::Recover => {
+                self.crashed
+                    .store(false, std::sync::atomic::Ordering::Release);
+                self.recovered.notify_waiters();
+                self.beat_now.notify_one();
+                info!("recovered from a simulated crash");
+                Ok(ServerReply::Crashed(false))
+            }
+            ServerRequest::TxStatus { tx } => {
+                Ok(ServerReply::TxState(self.node()?.participant.status(tx)))
             }
             ServerRequest::Transfer { entries, .. } => {
                 let mut node = self.node()?;
@@ -408,6 +621,8 @@ pub async fn run_until(
             moving: None,
             copies_sent: 0,
             keys_dropped: 0,
+            recent_sets: RecentIds::default(),
+            resolving: Default::default(),
         }),
         viewleader: Pool::new(ServiceKind::ViewLeader, rpc_timeout),
         peers: Pool::new(ServiceKind::Server, rpc_timeout),
@@ -416,6 +631,9 @@ pub async fn run_until(
         beat_now: Notify::new(),
         view_stale: Notify::new(),
         stopping: stopping.clone(),
+        crashed: std::sync::atomic::AtomicBool::new(false),
+        recovered: Notify::new(),
+        replies: std::sync::atomic::AtomicU64::new(0),
     });
     let graceful = {
         let stopping = stopping.clone();
@@ -431,9 +649,11 @@ pub async fn run_until(
     };
     let heartbeats = tokio::spawn(server.clone().heartbeat_loop(stopping.clone()));
     let views = tokio::spawn(server.clone().view_loop(stopping.clone()));
+    let terminations = tokio::spawn(server.clone().termination_loop(stopping.clone()));
     let (graceful, ()) = tokio::join!(graceful, serve(listener, server.clone(), stopping));
     let _ = heartbeats.await;
     let _ = views.await;
+    let _ = terminations.await;
     if graceful {
         tokio::select! {
             _ = kill.cancelled() => warn!("killed during the handoff"),

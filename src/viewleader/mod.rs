@@ -22,7 +22,8 @@ pub const HEARTBEATS_PER_LEASE_MIN: u64 = 2;
 /// How the view leader runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ViewLeaderOptions {
-    /// The heartbeat interval servers are told to use (the timer's resolution follows it).
+    /// The heartbeat interval the servers use (given to each server by its own flag); sets the
+    /// expiry timer's resolution and the lease check.
     pub heartbeat_interval_ms: u64,
     pub lease_ms: u64,
     pub lock_lease_ms: u64,

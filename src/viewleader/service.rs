@@ -25,6 +25,8 @@ pub struct ViewLeader {
     started: Instant,
     view_tx: watch::Sender<View>,
     shutdown: CancellationToken,
+    /// A simulated crash: answer nothing but recover, expire nobody, keep the state.
+    crashed: std::sync::atomic::AtomicBool,
 }
 
 impl ViewLeader {
@@ -40,6 +42,7 @@ impl ViewLeader {
             started: Instant::now(),
             view_tx,
             shutdown,
+            crashed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -98,6 +101,21 @@ impl Handler for ViewLeader {
     type Reply = ViewLeaderReply;
     const SERVICE: ServiceKind = ServiceKind::ViewLeader;
 
+    fn is_answering(&self) -> bool {
+        !self.crashed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn accepts(&self, request: &ViewLeaderRequest) -> bool {
+        self.is_answering() || self.answers_while_crashed(request)
+    }
+
+    fn answers_while_crashed(&self, request: &ViewLeaderRequest) -> bool {
+        matches!(
+            request,
+            ViewLeaderRequest::Recover | ViewLeaderRequest::Crash
+        )
+    }
+
     async fn handle(self: Arc<Self>, request: ViewLeaderRequest) -> Result<ViewLeaderReply> {
         match request {
             ViewLeaderRequest::Heartbeat {
@@ -126,6 +144,20 @@ impl Handler for ViewLeader {
                 self.watch(epoch_known, rebalancing_known, wait_ms).await,
             )),
             ViewLeaderRequest::Leave { server_id } => self.apply(Command::Leave { server_id }),
+            ViewLeaderRequest::Crash => {
+                self.crashed
+                    .store(true, std::sync::atomic::Ordering::Release);
+                tracing::info!("simulated crash: answering nothing but recover until then");
+                Ok(ViewLeaderReply::Crashed(true))
+            }
+            ViewLeaderRequest::Recover => {
+                // The expiry timer stood still meanwhile; its next sweep sees the gap as our own
+                // stall and gives every server a full lease.
+                self.crashed
+                    .store(false, std::sync::atomic::Ordering::Release);
+                info!("recovered from a simulated crash");
+                Ok(ViewLeaderReply::Crashed(false))
+            }
         }
     }
 }
@@ -149,7 +181,11 @@ pub async fn run(
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = interval.tick() => { let _ = leader.apply(Command::Expire); }
+                    _ = interval.tick() => {
+                        if leader.is_answering() {
+                            let _ = leader.apply(Command::Expire);
+                        }
+                    }
                 }
             }
         })

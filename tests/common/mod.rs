@@ -622,6 +622,8 @@ pub struct Timings {
     pub lease_ms: u64,
     /// `--lock-lease-ms` of the view leader; `None` keeps its default (30 s).
     pub lock_lease_ms: Option<u64>,
+    /// `--tx-timeout-ms` of the servers; `None` keeps their default.
+    pub tx_timeout_ms: Option<u64>,
 }
 
 impl Default for Timings {
@@ -630,6 +632,7 @@ impl Default for Timings {
             heartbeat_ms: HEARTBEAT_MS,
             lease_ms: LEASE_MS,
             lock_lease_ms: None,
+            tx_timeout_ms: None,
         }
     }
 }
@@ -704,14 +707,18 @@ impl TestCluster {
     }
 
     fn server_args(&self, port: u16) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--port".into(),
             port.to_string(),
             "--viewleader".into(),
             self.viewleader_addr(),
             "--heartbeat-interval-ms".into(),
             self.timings.heartbeat_ms.to_string(),
-        ]
+        ];
+        if let Some(tx_timeout_ms) = self.timings.tx_timeout_ms {
+            args.extend(["--tx-timeout-ms".into(), tx_timeout_ms.to_string()]);
+        }
+        args
     }
 
     /// Starts one more server on a free port; returns its number. Does not wait for the view.

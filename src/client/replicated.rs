@@ -1,0 +1,470 @@
+//! Replicated keys: `setr` and `append` (two-phase commit driven by [`Coordinator`]) and `getr`
+//! (linearizable by default, or `--stale`).
+//!
+//! # Writes
+//! A write proposes a version above anything this client has seen (the wall clock in
+//! microseconds, or above what a participant reported), runs the vote, and commits at the primary
+//! before the others. Every message of one transaction is retried with the same transaction id
+//! after a timeout or a broken connection, and participants apply a transaction at most once, so
+//! a retry never writes twice. A write whose commit reached the primary but not a majority is
+//! reported as having an *unknown outcome* (exit 3), never retried under a new id: the
+//! participants finish it by themselves (termination), and retrying could apply it twice.
+//!
+//! # Reads
+//! A linearizable `getr` reads every replica at once and needs a majority to answer. It takes
+//! the highest version, and if fewer than a majority hold that version it writes it back to them
+//! first (the read half of ABD). So once a read has returned a value, a majority holds it or
+//! something newer, and every later read, which also hears from a majority, sees it: reads never
+//! go back in time, and never return less than a completed write (which committed at a
+//! majority). A replica that reports a newer epoch than the reader's view sends the reader to
+//! fetch the view again. `getr --stale` reads the replicas in ring order and returns the first
+//! value found: one round trip to one server, available while only one replica is up, but it may
+//! return an older value.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use super::coordinator::{Coordinator, Decision, VoteReply};
+use super::{
+    name_replica, unexpected_server, CachedView, Client, GetrOutcome, SetrOutcome,
+    CONFLICT_BACKOFF_MS_MAX, CONFLICT_BACKOFF_MS_MIN, RPC_ATTEMPTS_MAX, SETR_ATTEMPTS_MAX,
+};
+use crate::error::{Error, Result};
+use crate::rpc::message::{Op, ServerInfo, ServerReply, ServerRequest, Value, Version, Versioned};
+use crate::server::store::{check_key, check_value};
+
+/// Proposals in a row answered `Outdated` before the write gives up (each goes above the last).
+pub const REPROPOSALS_MAX: usize = 5;
+
+/// Where a coordinator stops on purpose, to test what happens when a client dies mid-commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After the first participant voted; the others never hear of the transaction.
+    AfterFirstPrepare,
+    /// After every participant voted yes; nobody hears the decision.
+    AfterAllPrepares,
+    /// After the primary committed; the others never hear the decision.
+    AfterFirstCommit,
+}
+
+/// How one round of a write ended.
+enum Round {
+    Done(SetrOutcome),
+    /// Propose again above this version.
+    Outdated(Version),
+    /// Nothing was written.
+    Failed(Error),
+    /// The primary may have committed: report, never retry under a new transaction.
+    Uncertain(Error),
+}
+
+impl Client {
+    /// Writes `value` at `key` on all its replicas, or on none (two-phase commit).
+    pub async fn setr(&self, key: &str, value: Value) -> Result<SetrOutcome> {
+        self.write(key, Op::Put(value), None).await
+    }
+
+    /// Adds `item` to the list at `key` on all its replicas, or on none; a missing key becomes
+    /// the list `[item]`, a key holding a text is refused.
+    pub async fn append(&self, key: &str, item: &str) -> Result<SetrOutcome> {
+        self.write(key, Op::Append(item.to_string()), None).await
+    }
+
+    /// A write whose coordinator stops at `crash_at`, as if the client died there. It returns
+    /// `Err(Internal)` at that point and leaves the participants to resolve the transaction.
+    pub async fn write_then_crash(
+        &self,
+        key: &str,
+        op: Op,
+        crash_at: CrashPoint,
+    ) -> Result<SetrOutcome> {
+        self.write(key, op, Some(crash_at)).await
+    }
+
+    async fn write(&self, key: &str, op: Op, crash_at: Option<CrashPoint>) -> Result<SetrOutcome> {
+        check_key(key)?;
+        match &op {
+            Op::Put(value) => check_value(value)?,
+            Op::Append(item) => check_value(&Value::List(vec![item.clone()]))?,
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.options.wait_ms);
+        let mut view = self.settled_view(false).await?;
+        let mut view_attempts = 1;
+        let mut reproposals = 0;
+        let mut backoff_ms = CONFLICT_BACKOFF_MS_MIN;
+        let mut version = self.propose_version(0);
+        loop {
+            match self.write_round(&view, key, &op, version, crash_at).await {
+                Round::Done(outcome) => return Ok(outcome),
+                Round::Uncertain(err) => return Err(err),
+                Round::Outdated(above) => {
+                    reproposals += 1;
+                    if reproposals > REPROPOSALS_MAX {
+                        return Err(Error::Conflict(format!(
+                            "{key:?}: {REPROPOSALS_MAX} version proposals in a row were outdated"
+                        )));
+                    }
+                    version = self.propose_version(above);
+                }
+                // Another writer holds the key: it is decided within a timeout, so wait (the
+                // same bound as any retry answer), then report the conflict.
+                Round::Failed(err @ Error::Conflict(_)) => {
+                    if Instant::now() >= deadline {
+                        return Err(err);
+                    }
+                    let jitter = rand::random::<u64>() % backoff_ms.max(1);
+                    tokio::time::sleep(Duration::from_millis(backoff_ms + jitter)).await;
+                    backoff_ms = (backoff_ms * 2).min(CONFLICT_BACKOFF_MS_MAX);
+                    version = self.propose_version(version);
+                }
+                Round::Failed(err)
+                    if view_attempts < SETR_ATTEMPTS_MAX && worth_another_view(&err) =>
+                {
+                    let fresh = self.settled_view(true).await?;
+                    // The same view would give the same answer: report it instead.
+                    if fresh.view == view.view {
+                        return Err(err);
+                    }
+                    tracing::debug!(%err, epoch = fresh.view.epoch, "write retrying under a newer view");
+                    view = fresh;
+                    view_attempts += 1;
+                    version = self.propose_version(version);
+                }
+                Round::Failed(err) => return Err(err),
+            }
+        }
+    }
+
+    /// A version above `above`, above every earlier proposal of this client, and near the wall
+    /// clock (so independent clients rarely collide and need a second round).
+    fn propose_version(&self, above: Version) -> Version {
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let mut proposal = 0;
+        let _ = self
+            .last_version
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                proposal = now_us.max(above + 1).max(last + 1);
+                Some(proposal)
+            });
+        proposal
+    }
+
+    async fn write_round(
+        &self,
+        view: &CachedView,
+        key: &str,
+        op: &Op,
+        version: Version,
+        crash_at: Option<CrashPoint>,
+    ) -> Round {
+        let replicas = view.replicas(key);
+        if replicas.is_empty() {
+            return Round::Failed(Error::Unreachable(format!(
+                "no storage servers in the view (epoch {}): cannot write {key:?}",
+                view.view.epoch
+            )));
+        }
+        let tx: u128 = rand::random();
+        let mut coordinator = Coordinator::new(
+            tx,
+            key.to_string(),
+            op.clone(),
+            view.view.epoch,
+            version,
+            replicas.clone(),
+        );
+        let voters = if crash_at == Some(CrashPoint::AfterFirstPrepare) {
+            1
+        } else {
+            replicas.len()
+        };
+        let mut votes: FuturesUnordered<_> = (0..voters)
+            .map(|index| {
+                let request = coordinator.prepare(index);
+                let addr = replicas[index].addr.clone();
+                async move {
+                    let vote = match self.call_retrying(&addr, request, RPC_ATTEMPTS_MAX).await {
+                        Ok(ServerReply::Prepared) => VoteReply::Yes,
+                        Ok(ServerReply::Outdated { above }) => VoteReply::Outdated { above },
+                        Ok(other) => VoteReply::No(unexpected_server("prepare", &other)),
+                        Err(err) => VoteReply::No(name_replica(err, &addr)),
+                    };
+                    (index, vote)
+                }
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + self.timeout() * RPC_ATTEMPTS_MAX as u32;
+        loop {
+            match tokio::time::timeout_at(deadline, votes.next()).await {
+                Ok(Some((index, vote))) => {
+                    if coordinator.on_vote(index, vote).is_some() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    coordinator.on_timeout();
+                    break;
+                }
+            }
+        }
+        drop(votes);
+        if matches!(
+            crash_at,
+            Some(CrashPoint::AfterFirstPrepare | CrashPoint::AfterAllPrepares)
+        ) {
+            return Round::Failed(Error::Internal(format!(
+                "coordinator stopped on purpose ({crash_at:?})"
+            )));
+        }
+        match coordinator.decision().cloned() {
+            Some(Decision::Commit) => self.commit_phase(&coordinator, view, crash_at).await,
+            Some(Decision::Repropose { above }) => {
+                self.tell_all(&replicas, coordinator.abort_message()).await;
+                Round::Outdated(above)
+            }
+            Some(Decision::Abort { reason }) => {
+                // Every participant hears the abort, including ones whose vote never arrived.
+                self.tell_all(&replicas, coordinator.abort_message()).await;
+                Round::Failed(reason)
+            }
+            None => Round::Failed(Error::Internal("2PC ended undecided".into())),
+        }
+    }
+
+    /// Commits at the primary, then at the others; done once a majority with the primary has.
+    async fn commit_phase(
+        &self,
+        coordinator: &Coordinator,
+        view: &CachedView,
+        crash_at: Option<CrashPoint>,
+    ) -> Round {
+        let replicas = coordinator.participants();
+        let primary = &replicas[0];
+        match self
+            .call_retrying(
+                &primary.addr,
+                coordinator.commit_message(),
+                RPC_ATTEMPTS_MAX,
+            )
+            .await
+        {
+            Ok(ServerReply::Committed) => {}
+            Ok(other) => {
+                return Round::Uncertain(Error::Uncertain(
+                    unexpected_server("commit", &other).to_string(),
+                ))
+            }
+            Err(Error::Refused(why)) => {
+                // The primary resolved the transaction without us (we were too slow): aborted.
+                self.tell_all(&replicas[1..], coordinator.abort_message())
+                    .await;
+                return Round::Failed(Error::Refused(format!(
+                    "the primary {} no longer accepts the commit: {why}",
+                    primary.addr
+                )));
+            }
+            Err(err) => {
+                return Round::Uncertain(Error::Uncertain(format!(
+                    "the primary {} did not acknowledge the commit ({err}); \
+                     the replicas will settle it among themselves",
+                    primary.addr
+                )))
+            }
+        }
+        if crash_at == Some(CrashPoint::AfterFirstCommit) {
+            return Round::Uncertain(Error::Uncertain(
+                "coordinator stopped on purpose after the first commit".into(),
+            ));
+        }
+        let acks =
+            futures::future::join_all(replicas[1..].iter().map(|r| {
+                self.call_retrying(&r.addr, coordinator.commit_message(), RPC_ATTEMPTS_MAX)
+            }))
+            .await;
+        let committed = 1 + acks
+            .iter()
+            .filter(|a| matches!(a, Ok(ServerReply::Committed)))
+            .count();
+        for (replica, ack) in replicas[1..].iter().zip(&acks) {
+            if let Err(err) = ack {
+                tracing::warn!(%err, replica = %replica.addr, "commit not acknowledged; the replica will ask the primary");
+            }
+        }
+        if committed < coordinator.acks_needed() {
+            return Round::Uncertain(Error::Uncertain(format!(
+                "committed at the primary but only {committed} of {} replicas acknowledged; \
+                 the others will settle it with the primary",
+                replicas.len()
+            )));
+        }
+        Round::Done(SetrOutcome {
+            version: coordinator.version(),
+            epoch: view.view.epoch,
+            replicas: replicas.to_vec(),
+        })
+    }
+
+    /// Sends `message` to every replica, best effort (aborts: a participant that misses one
+    /// resolves the transaction by termination).
+    async fn tell_all(&self, replicas: &[ServerInfo], message: ServerRequest) {
+        futures::future::join_all(
+            replicas
+                .iter()
+                .map(|r| self.call_retrying(&r.addr, message.clone(), 1)),
+        )
+        .await;
+    }
+
+    /// Reads `key` linearizably: from a majority of its replicas, writing the newest value back
+    /// where a majority lacks it. `Ok(None)`: a majority answered and none holds the key.
+    pub async fn getr(&self, key: &str) -> Result<Option<GetrOutcome>> {
+        check_key(key)?;
+        let mut view = self.settled_view(false).await?;
+        for _ in 0..SETR_ATTEMPTS_MAX {
+            match self.read_quorum(&view, key).await {
+                Err(Error::StaleView(_)) => view = self.settled_view(true).await?,
+                other => return other,
+            }
+        }
+        Err(Error::StaleView(format!(
+            "{key:?}: the view kept changing while reading"
+        )))
+    }
+
+    async fn read_quorum(&self, view: &CachedView, key: &str) -> Result<Option<GetrOutcome>> {
+        let replicas = view.replicas(key);
+        if replicas.is_empty() {
+            return Err(Error::Unreachable(format!(
+                "no storage servers in the view (epoch {}): cannot read {key:?}",
+                view.view.epoch
+            )));
+        }
+        let quorum = replicas.len() / 2 + 1;
+        let reads = futures::future::join_all(replicas.iter().map(|replica| async move {
+            let answer = match self
+                .server_call(&replica.addr, ServerRequest::Read { key: key.into() })
+                .await
+            {
+                Ok(ServerReply::ReadValue { value, epoch }) => Ok((value, epoch)),
+                Ok(other) => Err(unexpected_server("read", &other)),
+                Err(err) => Err(name_replica(err, &replica.addr)),
+            };
+            (replica.clone(), answer)
+        }))
+        .await;
+        let mut answers: Vec<(ServerInfo, Option<Versioned>)> = Vec::new();
+        let mut last_err = None;
+        for (replica, answer) in reads {
+            match answer {
+                Ok((_, epoch)) if epoch > view.view.epoch => {
+                    return Err(Error::StaleView(format!(
+                        "{} is at epoch {epoch}, the view at {}",
+                        replica.addr, view.view.epoch
+                    )))
+                }
+                Ok((value, _)) => answers.push((replica, value)),
+                Err(err) => last_err = Some(err),
+            }
+        }
+        if answers.len() < quorum {
+            return Err(Error::Unreachable(format!(
+                "only {} of {} replicas of {key:?} answered; a linearizable read needs {quorum} (getr --stale reads any one){}",
+                answers.len(),
+                replicas.len(),
+                last_err.map(|e| format!(": {e}")).unwrap_or_default()
+            )));
+        }
+        let Some((holder, newest)) = answers
+            .iter()
+            .filter_map(|(replica, value)| value.as_ref().map(|v| (replica.clone(), v.clone())))
+            .max_by_key(|(_, v)| v.version)
+        else {
+            return Ok(None);
+        };
+        let behind: Vec<&ServerInfo> = answers
+            .iter()
+            .filter(|(_, value)| value.as_ref().is_none_or(|v| v.version < newest.version))
+            .map(|(replica, _)| replica)
+            .collect();
+        let holding = answers.len() - behind.len();
+        if holding < quorum {
+            // Make the value durable on a majority before anyone is told about it.
+            let entries = vec![(key.to_string(), newest.clone())];
+            let repairs = futures::future::join_all(behind.iter().map(|replica| {
+                let request = ServerRequest::Transfer {
+                    epoch: view.view.epoch,
+                    entries: entries.clone(),
+                };
+                self.server_call(&replica.addr, request)
+            }))
+            .await;
+            let repaired = repairs
+                .iter()
+                .filter(|r| matches!(r, Ok(ServerReply::Transferred { .. })))
+                .count();
+            if holding + repaired < quorum {
+                return Err(Error::Unreachable(format!(
+                    "could not bring {key:?} to a majority of its replicas before answering"
+                )));
+            }
+        }
+        Ok(Some(GetrOutcome {
+            value: newest,
+            replica: holder,
+        }))
+    }
+
+    /// Reads `key` from its replicas in ring order until a live one holds it: cheaper and more
+    /// available than [`Client::getr`], but it may return an older value.
+    pub async fn getr_stale(&self, key: &str) -> Result<Option<GetrOutcome>> {
+        check_key(key)?;
+        let asked = Instant::now();
+        let view = self.settled_view(false).await?;
+        let from_cache = view.fetched < asked;
+        match self.read_first(&view, key).await {
+            // With a cached view a miss may only mean the view moved on: look once more.
+            Ok(None) | Err(Error::Unreachable(_) | Error::Timeout(_)) if from_cache => {
+                let fresh = self.settled_view(true).await?;
+                self.read_first(&fresh, key).await
+            }
+            other => other,
+        }
+    }
+
+    async fn read_first(&self, view: &CachedView, key: &str) -> Result<Option<GetrOutcome>> {
+        let replicas = view.replicas(key);
+        if replicas.is_empty() {
+            return Err(Error::Unreachable(format!(
+                "no storage servers in the view (epoch {}): cannot read {key:?}",
+                view.view.epoch
+            )));
+        }
+        let mut answered = false;
+        let mut last_err = None;
+        for replica in replicas {
+            match self.get(&replica.addr, key).await {
+                Ok(Some(value)) => return Ok(Some(GetrOutcome { value, replica })),
+                Ok(None) => answered = true,
+                Err(err) => last_err = Some(name_replica(err, &replica.addr)),
+            }
+        }
+        match (answered, last_err) {
+            (true, _) | (false, None) => Ok(None),
+            (false, Some(err)) => Err(err),
+        }
+    }
+}
+
+/// Errors that a newer view may cure.
+fn worth_another_view(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::StaleView(_) | Error::Rebalancing(_) | Error::Unreachable(_) | Error::Timeout(_)
+    )
+}

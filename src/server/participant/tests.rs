@@ -1,0 +1,302 @@
+//! Unit tests of the participant: votes, idempotence, and termination without the coordinator.
+
+use super::*;
+
+const ME: &str = "me";
+
+fn server(id: &str) -> ServerInfo {
+    ServerInfo {
+        id: id.into(),
+        addr: format!("{id}:1"),
+    }
+}
+
+fn ctx() -> Context<'static> {
+    Context {
+        server_id: ME,
+        epoch: 3,
+        rebalancing: false,
+        now_ms: 0,
+    }
+}
+
+/// A prepare of `op` on `key` at `version`, with this server as primary unless `primary` says.
+fn args(tx: TxId, key: &str, op: Op, version: Version, primary: &str) -> PrepareArgs {
+    let mut participants = vec![server(primary)];
+    if primary != ME {
+        participants.push(server(ME));
+    }
+    participants.push(server("third"));
+    PrepareArgs {
+        tx,
+        key: key.into(),
+        op,
+        epoch: 3,
+        expected_server_id: ME.into(),
+        version,
+        participants,
+    }
+}
+
+fn put(s: &str) -> Op {
+    Op::Put(Value::Text(s.into()))
+}
+
+#[test]
+fn a_yes_vote_holds_the_key_until_commit() {
+    let mut p = Participant::default();
+    let mut store = Store::default();
+    assert_eq!(
+        p.prepare(&ctx(), &store, args(1, "k", put("a"), 10, ME)),
+        Ok(Vote::Yes)
+    );
+    let second = p.prepare(&ctx(), &store, args(2, "k", put("b"), 11, ME));
+    assert!(matches!(second, Err(Error::Conflict(_))), "{second:?}");
+    assert_eq!(p.commit(&mut store, 1), Ok(10));
+    assert_eq!(store.get("k").map(|v| v.version), Some(10));
+    assert_eq!(
+        p.prepare(&ctx(), &store, args(2, "k", put("b"), 11, ME)),
+        Ok(Vote::Yes)
+    );
+}
+
+#[test]
+fn a_version_not_above_the_keys_is_outdated() {
+    let mut p = Participant::default();
+    let mut store = Store::default();
+    p.prepare(&ctx(), &store, args(1, "k", put("a"), 10, ME))
+        .unwrap();
+    p.commit(&mut store, 1).unwrap();
+    assert_eq!(
+        p.prepare(&ctx(), &store, args(2, "k", put("b"), 10, ME)),
+        Ok(Vote::Outdated { above: 10 })
+    );
+    assert!(!p.is_held("k"), "an outdated vote holds nothing");
+}
+
+#[test]
+fn transactions_on_different_keys_proceed_concurrently() {
+    let mut p = Participant::default();
+    let store = Store::default();
+    assert!(p
+        .prepare(&ctx(), &store, args(1, "a", put("x"), 1, ME))
+        .is_ok());
+    assert!(p
+        .prepare(&ctx(), &store, args(2, "b", put("y"), 1, ME))
+        .is_ok());
+    assert_eq!(p.pending_count(), 2);
+}
+
+#[test]
+fn a_wrong_epoch_or_id_or_rebalancing_votes_no() {
+    let mut p = Participant::default();
+    let store = Store::default();
+    let mut wrong_epoch = args(1, "k", put("a"), 1, ME);
+    wrong_epoch.epoch = 2;
+    assert!(matches!(
+        p.prepare(&ctx(), &store, wrong_epoch),
+        Err(Error::StaleView(_))
+    ));
+    let mut wrong_id = args(1, "k", put("a"), 1, ME);
+    wrong_id.expected_server_id = "other".into();
+    assert!(matches!(
+        p.prepare(&ctx(), &store, wrong_id),
+        Err(Error::StaleView(_))
+    ));
+    let busy = Context {
+        rebalancing: true,
+        ..ctx()
+    };
+    assert!(matches!(
+        p.prepare(&busy, &store, args(1, "k", put("a"), 1, ME)),
+        Err(Error::Rebalancing(_))
+    ));
+    assert_eq!(p.pending_count(), 0, "a no vote holds nothing");
+}
+
+#[test]
+fn commit_and_abort_are_idempotent() {
+    let mut p = Participant::default();
+    let mut store = Store::default();
+    p.prepare(&ctx(), &store, args(1, "k", put("a"), 7, ME))
+        .unwrap();
+    assert_eq!(p.commit(&mut store, 1), Ok(7));
+    assert_eq!(p.commit(&mut store, 1), Ok(7));
+    assert!(
+        p.abort(1).is_err(),
+        "a committed transaction cannot be aborted"
+    );
+
+    p.prepare(&ctx(), &store, args(2, "k", put("b"), 8, ME))
+        .unwrap();
+    p.abort(2).unwrap();
+    p.abort(2).unwrap();
+    assert!(
+        p.commit(&mut store, 2).is_err(),
+        "an aborted transaction cannot commit"
+    );
+    assert_eq!(store.get("k").map(|v| v.version), Some(7));
+    assert!(!p.is_held("k"), "abort frees the key");
+}
+
+#[test]
+fn a_retried_prepare_gets_the_same_vote() {
+    let mut p = Participant::default();
+    let store = Store::default();
+    assert_eq!(
+        p.prepare(&ctx(), &store, args(1, "k", put("a"), 1, ME)),
+        Ok(Vote::Yes)
+    );
+    assert_eq!(
+        p.prepare(&ctx(), &store, args(1, "k", put("a"), 1, ME)),
+        Ok(Vote::Yes)
+    );
+    assert_eq!(p.pending_count(), 1);
+}
+
+#[test]
+fn an_append_extends_the_list_once_however_often_it_is_committed() {
+    let mut p = Participant::default();
+    let mut store = Store::default();
+    p.prepare(&ctx(), &store, args(1, "l", Op::Append("a".into()), 1, ME))
+        .unwrap();
+    p.commit(&mut store, 1).unwrap();
+    p.prepare(&ctx(), &store, args(2, "l", Op::Append("b".into()), 2, ME))
+        .unwrap();
+    p.commit(&mut store, 2).unwrap();
+    p.commit(&mut store, 2).unwrap();
+    assert_eq!(
+        store.get("l").map(|v| v.value.clone()),
+        Some(Value::List(vec!["a".into(), "b".into()]))
+    );
+}
+
+#[test]
+fn appending_to_a_text_is_refused() {
+    let mut p = Participant::default();
+    let mut store = Store::default();
+    store.set("t".into(), Value::Text("x".into()));
+    let vote = p.prepare(&ctx(), &store, args(1, "t", Op::Append("a".into()), 5, ME));
+    assert!(matches!(vote, Err(Error::InvalidRequest(_))), "{vote:?}");
+}
+
+#[test]
+fn an_overdue_transaction_is_aborted_by_its_primary_and_raises_the_floor() {
+    let mut p = Participant::default();
+    let mut store = Store::default();
+    p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, ME))
+        .unwrap();
+    assert!(p.overdue(ME, 100, 1_000).is_empty(), "not overdue yet");
+    let overdue = p.overdue(ME, 1_001, 1_000);
+    assert_eq!(
+        overdue,
+        vec![Overdue::AbortedAsPrimary {
+            tx: 1,
+            key: "k".into()
+        }]
+    );
+    assert!(
+        p.commit(&mut store, 1).is_err(),
+        "the late coordinator's commit is refused"
+    );
+    // A later write must go above the aborted one's version.
+    assert_eq!(
+        p.prepare(&ctx(), &store, args(2, "k", put("b"), 9, ME)),
+        Ok(Vote::Outdated { above: 9 })
+    );
+}
+
+#[test]
+fn an_overdue_transaction_elsewhere_asks_the_primary_first() {
+    let mut p = Participant::default();
+    let store = Store::default();
+    p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, "boss"))
+        .unwrap();
+    match p.overdue(ME, 5_000, 1_000).as_slice() {
+        [Overdue::Ask { tx: 1, others }] => {
+            let ids: Vec<&str> = others.iter().map(|o| o.id.as_str()).collect();
+            assert_eq!(ids, vec!["boss", "third"]);
+        }
+        other => panic!("expected one ask, got {other:?}"),
+    }
+    assert!(p.is_held("k"), "a non-primary never aborts on its own");
+}
+
+#[test]
+fn termination_commits_when_any_participant_committed() {
+    let mut p = Participant::default();
+    let mut store = Store::default();
+    p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, "boss"))
+        .unwrap();
+    let answers = [
+        (server("boss"), None),
+        (server("third"), Some(TxState::Committed { version: 9 })),
+    ];
+    assert_eq!(
+        p.resolve(&mut store, 1, &answers, false),
+        TxState::Committed { version: 9 }
+    );
+    assert_eq!(store.get("k").map(|v| v.version), Some(9));
+}
+
+#[test]
+fn termination_aborts_when_the_primary_aborted() {
+    let mut p = Participant::default();
+    let mut store = Store::default();
+    p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, "boss"))
+        .unwrap();
+    let answers = [
+        (server("boss"), Some(TxState::Aborted)),
+        (server("third"), Some(TxState::Prepared)),
+    ];
+    assert_eq!(p.resolve(&mut store, 1, &answers, false), TxState::Aborted);
+    assert!(store.get("k").is_none());
+    assert!(!p.is_held("k"));
+}
+
+#[test]
+fn termination_waits_while_the_primary_is_pending_or_silent_but_in_the_view() {
+    let mut p = Participant::default();
+    let mut store = Store::default();
+    p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, "boss"))
+        .unwrap();
+    let pending = [
+        (server("boss"), Some(TxState::Prepared)),
+        (server("third"), Some(TxState::Prepared)),
+    ];
+    assert_eq!(p.resolve(&mut store, 1, &pending, false), TxState::Prepared);
+    let silent = [
+        (server("boss"), None),
+        (server("third"), Some(TxState::Prepared)),
+    ];
+    assert_eq!(p.resolve(&mut store, 1, &silent, false), TxState::Prepared);
+    assert!(p.is_held("k"));
+}
+
+#[test]
+fn termination_aborts_once_the_primary_left_the_view_and_everyone_else_answered() {
+    let mut p = Participant::default();
+    let mut store = Store::default();
+    p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, "boss"))
+        .unwrap();
+    let third_silent = [(server("boss"), None), (server("third"), None)];
+    assert_eq!(
+        p.resolve(&mut store, 1, &third_silent, true),
+        TxState::Prepared,
+        "the silent one may have committed"
+    );
+    let answered = [
+        (server("boss"), None),
+        (server("third"), Some(TxState::Prepared)),
+    ];
+    assert_eq!(p.resolve(&mut store, 1, &answered, true), TxState::Aborted);
+}
+
+#[test]
+fn asking_about_an_unknown_transaction_fences_its_late_prepare() {
+    let mut p = Participant::default();
+    let store = Store::default();
+    assert_eq!(p.status(1), TxState::Aborted);
+    let late = p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, ME));
+    assert!(matches!(late, Err(Error::Refused(_))), "{late:?}");
+}
