@@ -9,6 +9,8 @@
 //! * [`ring`] is the bucket allocator: key + view → replicas, a pure function.
 //! * [`rpc`] is the wire (frames, messages, serving and calling); [`net`] opens the sockets.
 //! * [`cluster`] starts a whole cluster inside one process, for the demo and the benchmarks.
+//! * [`http`] serves the REST key/value API, the distributed-log endpoints, `/admin/status` and
+//!   `/metrics` over HTTP; [`metrics`] holds the Prometheus metrics.
 //! * [`checker`] decides whether a recorded history of operations is linearizable.
 //!
 //! The three binaries in `src/bin` parse flags, start logging and call [`viewleader::run`],
@@ -19,6 +21,8 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod error;
+pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod ring;
 pub mod rpc;

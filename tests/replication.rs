@@ -508,14 +508,25 @@ fn setr_without_any_live_server_fails_as_unreachable() {
     let mut cluster = TestCluster::start(1);
     cluster.client(&["setr", "k", "v"]).expect_ok();
 
-    // The only replica is dead but still in the view.
+    // The only replica is dead but still in the view: without a wait, the write fails at once
+    // naming it.
     let addr = cluster.server_addr(0);
     cluster.kill_server(0);
-    let dead = cluster.client(&["--json", "setr", "k", "v2"]);
+    let dead = cluster.client(&["--json", "--wait-ms", "0", "setr", "k", "v2"]);
     dead.expect_code(3);
     let (kind, message) = dead.error_json();
     assert_eq!(kind, "unreachable", "{message}");
     assert!(message.contains(&addr), "names the replica: {message}");
+
+    // With time to wait, the write waits for the view leader to drop the dead replica and then
+    // says there is nobody left to write to.
+    let waited = cluster.client(&["setr", "k", "v2"]);
+    waited.expect_code(3);
+    assert!(
+        waited.stderr.contains("no storage servers"),
+        "{}",
+        waited.stderr
+    );
 
     // And once the view is empty.
     cluster.wait_for_view(EXPIRY_TIMEOUT, "the view is empty", |view| {

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use ringleader::http::HttpOptions;
 use ringleader::server::{self, ServerOptions};
 use ringleader::{net, viewleader, Error};
 
@@ -27,6 +28,16 @@ struct Args {
     /// Time allowed for one call to another process, in ms.
     #[arg(long, default_value_t = server::RPC_TIMEOUT_MS_DEFAULT)]
     rpc_timeout_ms: u64,
+    /// Serve the HTTP gateway (REST keys, distributed log, /admin/status, /metrics) on this port;
+    /// 0 takes any free port. Default: no HTTP.
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// The list-valued key holding the distributed log of the HTTP gateway.
+    #[arg(long, default_value = "log")]
+    log_key: String,
+    /// `{output_id}` of the file `POST /exit` writes (output/{output_id}-server-{host}{port}.csv).
+    #[arg(long, default_value = "run")]
+    log_output_id: String,
     /// A transaction pending this long without its coordinator is resolved by the replicas, in ms.
     #[arg(long, default_value_t = server::TX_TIMEOUT_MS_DEFAULT)]
     tx_timeout_ms: u64,
@@ -52,11 +63,33 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(err) => return fail(err),
     };
+    let http = match args.http_port {
+        Some(port) => match net::bind(&args.host, Some(port), net::SERVER_PORTS).await {
+            Ok(http_listener) => Some(http_listener),
+            Err(err) => return fail(err),
+        },
+        None => None,
+    };
     let (shutdown, kill) = ringleader::cli::shutdown_on_signal();
     if let Err(err) = ringleader::cli::announce(&listener) {
         return fail(err);
     }
-    match server::run_until(listener, options, shutdown, kill).await {
+    let http = match http {
+        Some(http_listener) => {
+            if let Err(err) = ringleader::cli::announce_as("http listening on", &http_listener) {
+                return fail(err);
+            }
+            let http_options = HttpOptions {
+                viewleader: options.viewleader.clone(),
+                log_key: args.log_key,
+                log_output_id: args.log_output_id,
+                ..HttpOptions::default()
+            };
+            Some((http_listener, http_options))
+        }
+        None => None,
+    };
+    match server::run_with_http(listener, http, options, shutdown, kill).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(err),
     }

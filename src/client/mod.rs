@@ -4,8 +4,9 @@
 //!
 //! * Single-server commands (`print`, `set`, `get`, `query_all_keys`) go to one named server.
 //! * `query_servers` and the locks go to the view leader.
-//! * `setr` coordinates a two-phase commit across the key's replicas ([`coordinator`]); `getr`
-//!   reads them in ring order. Both act on a cached view that is refreshed on an epoch or id
+//! * `setr` and `append` coordinate a two-phase commit across the key's replicas
+//!   ([`coordinator`]); `getr` reads a majority of them, `getr --stale` the first that answers
+//!   (see `replicated`). Both act on a cached view that is refreshed on an epoch or id
 //!   mismatch and at most [`VIEW_CACHE_TTL_MS`] after it was fetched, and both wait (up to
 //!   `wait_ms`) while the view leader reports the cluster rebalancing.
 
@@ -35,6 +36,8 @@ pub const WAIT_MS_DEFAULT: u64 = 10_000;
 pub const VIEW_CACHE_TTL_MS: u64 = 500;
 /// Pause between polls of a busy lock.
 pub const LOCK_POLL_MS: u64 = 100;
+/// Pause between polls of the view while waiting for it to drop an unreachable replica.
+pub const VIEW_POLL_MS: u64 = 50;
 /// Pause between polls of the rebalancing flag.
 pub const REBALANCE_POLL_MS: u64 = 50;
 /// Tries of one idempotent call (a set with its request id, a prepare, commit or abort with its
@@ -216,13 +219,27 @@ impl Client {
 
     /// A view in which the cluster is not rebalancing, waiting up to `wait_ms` for one.
     pub async fn settled_view(&self, refresh: bool) -> Result<Arc<CachedView>> {
-        let deadline = Instant::now() + Duration::from_millis(self.options.wait_ms);
+        self.settled_view_until(
+            refresh,
+            Instant::now() + Duration::from_millis(self.options.wait_ms),
+        )
+        .await
+    }
+
+    /// A view in which the cluster is not rebalancing, waiting until `deadline` for one.
+    pub async fn settled_view_until(
+        &self,
+        refresh: bool,
+        deadline: Instant,
+    ) -> Result<Arc<CachedView>> {
+        let started = Instant::now();
         let mut view = self.view(refresh).await?;
         while view.view.rebalancing {
             if Instant::now() >= deadline {
                 return Err(Error::Rebalancing(format!(
                     "the cluster is still rebalancing for epoch {} after waiting {} ms; try again later",
-                    view.view.epoch, self.options.wait_ms
+                    view.view.epoch,
+                    started.elapsed().as_millis()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(REBALANCE_POLL_MS)).await;

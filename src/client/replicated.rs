@@ -30,12 +30,15 @@ use super::coordinator::{Coordinator, Decision, VoteReply};
 use super::{
     name_replica, unexpected_server, CachedView, Client, GetrOutcome, SetrOutcome,
     CONFLICT_BACKOFF_MS_MAX, CONFLICT_BACKOFF_MS_MIN, RPC_ATTEMPTS_MAX, SETR_ATTEMPTS_MAX,
+    VIEW_POLL_MS,
 };
 use crate::error::{Error, Result};
 use crate::rpc::message::{Op, ServerInfo, ServerReply, ServerRequest, Value, Version, Versioned};
 use crate::server::store::{check_key, check_value};
 
-/// Proposals in a row answered `Outdated` before the write gives up (each goes above the last).
+/// How far past its deadline a write may still begin its commit.
+pub const LATE_COMMIT_GRACE_MS: u64 = 200;
+/// Proposals answered `Outdated` before a write gives up (each goes above the last).
 pub const REPROPOSALS_MAX: usize = 5;
 
 /// Where a coordinator stops on purpose, to test what happens when a client dies mid-commit.
@@ -83,20 +86,42 @@ impl Client {
         self.write(key, op, Some(crash_at)).await
     }
 
+    /// Adds `item` to the list at `key`, giving up (with nothing written) if the commit cannot
+    /// begin by `deadline`. A replica that does not answer is waited out until the view leader
+    /// drops it from the view, within the same deadline.
+    pub async fn append_by(&self, key: &str, item: &str, deadline: Instant) -> Result<SetrOutcome> {
+        self.write_by(key, Op::Append(item.to_string()), None, deadline)
+            .await
+    }
+
     async fn write(&self, key: &str, op: Op, crash_at: Option<CrashPoint>) -> Result<SetrOutcome> {
+        let deadline = Instant::now() + Duration::from_millis(self.options.wait_ms);
+        self.write_by(key, op, crash_at, deadline).await
+    }
+
+    async fn write_by(
+        &self,
+        key: &str,
+        op: Op,
+        crash_at: Option<CrashPoint>,
+        deadline: Instant,
+    ) -> Result<SetrOutcome> {
         check_key(key)?;
         match &op {
             Op::Put(value) => check_value(value)?,
             Op::Append(item) => check_value(&Value::List(vec![item.clone()]))?,
         }
-        let deadline = Instant::now() + Duration::from_millis(self.options.wait_ms);
-        let mut view = self.settled_view(false).await?;
+
+        let mut view = self.settled_view_until(false, deadline).await?;
         let mut view_attempts = 1;
         let mut reproposals = 0;
         let mut backoff_ms = CONFLICT_BACKOFF_MS_MIN;
         let mut version = self.propose_version(0);
         loop {
-            match self.write_round(&view, key, &op, version, crash_at).await {
+            match self
+                .write_round(&view, key, &op, version, crash_at, deadline)
+                .await
+            {
                 Round::Done(outcome) => return Ok(outcome),
                 Round::Uncertain(err) => return Err(err),
                 Round::Outdated(above) => {
@@ -122,8 +147,17 @@ impl Client {
                 Round::Failed(err)
                     if view_attempts < SETR_ATTEMPTS_MAX && worth_another_view(&err) =>
                 {
-                    let fresh = self.settled_view(true).await?;
-                    // The same view would give the same answer: report it instead.
+                    let mut fresh = self.settled_view_until(true, deadline).await?;
+                    // An unreachable replica stays in the view until its lease runs out: wait
+                    // for the view leader to drop it (bounded by the deadline). A mismatch of
+                    // epoch or id in an unchanged view is reported at once.
+                    while fresh.view == view.view
+                        && waits_for_view_change(&err)
+                        && Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(VIEW_POLL_MS)).await;
+                        fresh = self.settled_view_until(true, deadline).await?;
+                    }
                     if fresh.view == view.view {
                         return Err(err);
                     }
@@ -161,6 +195,7 @@ impl Client {
         op: &Op,
         version: Version,
         crash_at: Option<CrashPoint>,
+        commit_by: Instant,
     ) -> Round {
         let replicas = view.replicas(key);
         if replicas.is_empty() {
@@ -223,6 +258,15 @@ impl Client {
             )));
         }
         match coordinator.decision().cloned() {
+            Some(Decision::Commit)
+                if Instant::now() > commit_by + Duration::from_millis(LATE_COMMIT_GRACE_MS) =>
+            {
+                // Out of time: a caller who gave up must never see this write appear.
+                self.tell_all(&replicas, coordinator.abort_message()).await;
+                Round::Failed(Error::Timeout(format!(
+                    "{key:?}: out of time before the commit; aborted"
+                )))
+            }
             Some(Decision::Commit) => self.commit_phase(&coordinator, view, crash_at).await,
             Some(Decision::Repropose { above }) => {
                 self.tell_all(&replicas, coordinator.abort_message()).await;
@@ -459,6 +503,11 @@ impl Client {
             (false, Some(err)) => Err(err),
         }
     }
+}
+
+/// Errors of a replica that may simply be dead: worth waiting for the view to drop it.
+fn waits_for_view_change(err: &Error) -> bool {
+    matches!(err, Error::Unreachable(_) | Error::Timeout(_))
 }
 
 /// Errors that a newer view may cure.

@@ -157,6 +157,22 @@ pub enum ViewLeaderRequest {
     Recover,
 }
 
+impl ViewLeaderRequest {
+    /// The operation's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ViewLeaderRequest::Heartbeat { .. } => "heartbeat",
+            ViewLeaderRequest::QueryServers => "query_servers",
+            ViewLeaderRequest::LockGet { .. } => "lock_get",
+            ViewLeaderRequest::LockRelease { .. } => "lock_release",
+            ViewLeaderRequest::WatchView { .. } => "watch_view",
+            ViewLeaderRequest::Leave { .. } => "leave",
+            ViewLeaderRequest::Crash => "crash",
+            ViewLeaderRequest::Recover => "recover",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ViewLeaderReply {
     Heartbeat(HeartbeatReply),
@@ -280,6 +296,28 @@ pub enum ServerRequest {
     Crash,
     /// End a simulated crash.
     Recover,
+}
+
+impl ServerRequest {
+    /// The operation's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerRequest::Print { .. } => "print",
+            ServerRequest::Set { .. } => "set",
+            ServerRequest::Get { .. } => "get",
+            ServerRequest::QueryAllKeys { .. } => "query_all_keys",
+            ServerRequest::Prepare { .. } => "prepare",
+            ServerRequest::Commit { .. } => "commit",
+            ServerRequest::Abort { .. } => "abort",
+            ServerRequest::Transfer { .. } => "transfer",
+            ServerRequest::Status => "status",
+            ServerRequest::Versions { .. } => "versions",
+            ServerRequest::TxStatus { .. } => "tx_status",
+            ServerRequest::Read { .. } => "read",
+            ServerRequest::Crash => "crash",
+            ServerRequest::Recover => "recover",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

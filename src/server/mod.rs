@@ -7,7 +7,7 @@ pub mod rebalance;
 pub mod service;
 pub mod store;
 
-pub use service::{run, run_until};
+pub use service::{run, run_until, run_with_http, NodeSnapshot, StorageServer};
 
 use crate::error::{Error, Result};
 use crate::viewleader::HEARTBEAT_INTERVAL_MS_DEFAULT;

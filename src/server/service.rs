@@ -51,6 +51,23 @@ pub(super) struct Node {
     resolving: std::collections::HashSet<TxId>,
 }
 
+/// What `/admin/status` and `/metrics` show of a server.
+#[derive(Clone, Debug)]
+pub struct NodeSnapshot {
+    pub server_id: ServerId,
+    pub addr: String,
+    pub epoch: Epoch,
+    pub servers: Vec<ServerInfo>,
+    pub cluster_rebalancing: bool,
+    pub rebalanced_epoch: Epoch,
+    pub keys: u64,
+    pub pending_transactions: u64,
+    pub copies_sent: u64,
+    pub keys_dropped: u64,
+    pub crashed: bool,
+    pub uptime: Duration,
+}
+
 /// Request ids remembered for exactly-once single-server writes.
 pub const RECENT_REQUESTS_MAX: usize = 100_000;
 
@@ -99,6 +116,7 @@ pub struct StorageServer {
     recovered: Notify,
     /// Replies sent, for the fault hook.
     replies: std::sync::atomic::AtomicU64,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl StorageServer {
@@ -285,6 +303,38 @@ impl StorageServer {
         }
     }
 
+    /// A consistent picture of this server, for `/admin/status` and `/metrics`.
+    pub fn snapshot(&self) -> Result<NodeSnapshot> {
+        let node = self.node()?;
+        Ok(NodeSnapshot {
+            server_id: node.id.clone(),
+            addr: self.addr.clone(),
+            epoch: node.view.epoch,
+            servers: node.view.servers.clone(),
+            cluster_rebalancing: node.view.rebalancing,
+            rebalanced_epoch: node.rebalanced_epoch,
+            keys: node.store.len() as u64,
+            pending_transactions: node.participant.pending_count() as u64,
+            copies_sent: node.copies_sent,
+            keys_dropped: node.keys_dropped,
+            crashed: self.is_crashed(),
+            uptime: self.started.elapsed(),
+        })
+    }
+
+    /// Starts or ends a simulated crash.
+    pub fn set_crashed(&self, crashed: bool) {
+        self.crashed
+            .store(crashed, std::sync::atomic::Ordering::Release);
+        if crashed {
+            info!("simulated crash: answering nothing but recover until then");
+        } else {
+            self.recovered.notify_waiters();
+            self.beat_now.notify_one();
+            info!("recovered from a simulated crash");
+        }
+    }
+
     /// Whether the server is in a simulated crash.
     pub fn is_crashed(&self) -> bool {
         self.crashed.load(std::sync::atomic::Ordering::Acquire)
@@ -330,6 +380,7 @@ impl StorageServer {
             for item in overdue {
                 match item {
                     Overdue::AbortedAsPrimary { tx, key } => {
+                        self.metrics.transaction("abort", "primary_timeout");
                         info!(tx = %format!("{tx:x}"), %key, "coordinator silent; aborted as the primary");
                     }
                     Overdue::Ask { tx, others } => {
@@ -367,9 +418,12 @@ impl StorageServer {
         let state = node
             .participant
             .resolve(&mut node.store, tx, &answers, primary_gone);
-        if state != TxState::Prepared {
-            info!(tx = %format!("{tx:x}"), ?state, "coordinator silent; resolved with the other participants");
+        match state {
+            TxState::Prepared => return,
+            TxState::Committed { .. } => self.metrics.transaction("commit", "termination"),
+            TxState::Aborted => self.metrics.transaction("abort", "termination"),
         }
+        info!(tx = %format!("{tx:x}"), ?state, "coordinator silent; resolved with the other participants");
     }
 
     /// Marks this server rebalanced for `epoch` (if that is still its view) and reports at once.
@@ -433,6 +487,16 @@ impl Handler for StorageServer {
     }
 
     async fn handle(self: Arc<Self>, request: ServerRequest) -> Result<ServerReply> {
+        let op = request.name();
+        let started = Instant::now();
+        let reply = self.clone().dispatch(request).await;
+        self.metrics.observe(op, started.elapsed(), reply.is_ok());
+        reply
+    }
+}
+
+impl StorageServer {
+    async fn dispatch(self: Arc<Self>, request: ServerRequest) -> Result<ServerReply> {
         match request {
             ServerRequest::Print { text } => {
                 println!("{text}");
@@ -511,19 +575,28 @@ impl Handler for StorageServer {
                     version,
                     participants,
                 };
-                match node.participant.prepare(&ctx, &node.store, args)? {
-                    Vote::Yes => Ok(ServerReply::Prepared),
-                    Vote::Outdated { above } => Ok(ServerReply::Outdated { above }),
+                match node.participant.prepare(&ctx, &node.store, args) {
+                    Ok(Vote::Yes) => Ok(ServerReply::Prepared),
+                    Ok(Vote::Outdated { above }) => {
+                        self.metrics.transaction("vote_no", "outdated");
+                        Ok(ServerReply::Outdated { above })
+                    }
+                    Err(err) => {
+                        self.metrics.transaction("vote_no", err.kind());
+                        Err(err)
+                    }
                 }
             }
             ServerRequest::Commit { tx } => {
                 let mut node = self.node()?;
                 let node = &mut *node;
                 node.participant.commit(&mut node.store, tx)?;
+                self.metrics.transaction("commit", "coordinator");
                 Ok(ServerReply::Committed)
             }
             ServerRequest::Abort { tx } => {
                 self.node()?.participant.abort(tx)?;
+                self.metrics.transaction("abort", "coordinator");
                 Ok(ServerReply::Aborted)
             }
             ServerRequest::Read { key } => {
@@ -597,6 +670,17 @@ pub async fn run_until(
     shutdown: CancellationToken,
     kill: CancellationToken,
 ) -> Result<()> {
+    run_with_http(listener, None, options, shutdown, kill).await
+}
+
+/// [`run_until`], also serving the HTTP gateway ([`crate::http`]) on `http` when given.
+pub async fn run_with_http(
+    listener: TcpListener,
+    http: Option<(TcpListener, crate::http::HttpOptions)>,
+    options: ServerOptions,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+) -> Result<()> {
     options.validate()?;
     let bound = listener
         .local_addr()
@@ -634,6 +718,7 @@ pub async fn run_until(
         crashed: std::sync::atomic::AtomicBool::new(false),
         recovered: Notify::new(),
         replies: std::sync::atomic::AtomicU64::new(0),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
     });
     let graceful = {
         let stopping = stopping.clone();
@@ -650,10 +735,22 @@ pub async fn run_until(
     let heartbeats = tokio::spawn(server.clone().heartbeat_loop(stopping.clone()));
     let views = tokio::spawn(server.clone().view_loop(stopping.clone()));
     let terminations = tokio::spawn(server.clone().termination_loop(stopping.clone()));
+    let gateway = http.map(|(http_listener, http_options)| {
+        tokio::spawn(crate::http::serve(
+            http_listener,
+            server.clone(),
+            http_options,
+            stopping.clone(),
+            kill.clone(),
+        ))
+    });
     let (graceful, ()) = tokio::join!(graceful, serve(listener, server.clone(), stopping));
     let _ = heartbeats.await;
     let _ = views.await;
     let _ = terminations.await;
+    if let Some(gateway) = gateway {
+        let _ = gateway.await;
+    }
     if graceful {
         tokio::select! {
             _ = kill.cancelled() => warn!("killed during the handoff"),

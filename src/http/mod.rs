@@ -1,0 +1,274 @@
+//! The HTTP gateway of a storage server (`server --http-port`): any node serves any key by acting
+//! as the client (2PC coordinator) on the caller's behalf.
+//!
+//! * [`keys`]: the REST key/value API (`GET`/`POST /keys/{key}`, lists of strings), the contract
+//!   of the PySyncObj assignment; `docs/openapi.yaml` publishes it.
+//! * [`log`]: the consistent distributed log of INF-3203 (`PUT /` appends an entry, `POST /crash`,
+//!   `/recover`, `/exit`).
+//! * `/admin/status` (text) and `/metrics` (Prometheus text format).
+//!
+//! Connections are served by hyper directly rather than `axum::serve`, because two answers of
+//! the log contract are "close the connection without any response" (a crashed node, an entry
+//! that could not be committed in time): the service then returns an error, and hyper drops the
+//! connection unanswered.
+
+pub mod keys;
+pub mod log;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, Request, Response, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+
+use crate::client::{Client, ClientOptions};
+use crate::server::StorageServer;
+
+/// Connections the gateway serves at once; the accept loop waits beyond it.
+pub const HTTP_CONNECTIONS_MAX: usize = 1024;
+/// Largest request body accepted, in bytes (a value list or a log entry).
+pub const HTTP_BODY_BYTES_MAX: usize = 1024 * 1024;
+
+/// How the gateway runs.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// The view leader, for the gateway's own client.
+    pub viewleader: String,
+    /// The list-valued key that holds the distributed log.
+    pub log_key: String,
+    /// `{output_id}` of the file `/exit` writes.
+    pub log_output_id: String,
+    /// Time a log entry may take to commit before the node gives up on it.
+    pub log_commit_ms: u64,
+    /// Time the node keeps serving other nodes after `/exit`.
+    pub exit_linger_ms: u64,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            viewleader: "localhost:39000".into(),
+            log_key: "log".into(),
+            log_output_id: "run".into(),
+            log_commit_ms: log::LOG_COMMIT_MS_DEFAULT,
+            exit_linger_ms: log::EXIT_LINGER_MS_DEFAULT,
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct Gateway {
+    pub server: Arc<StorageServer>,
+    pub client: Client,
+    pub options: HttpOptions,
+    /// The gateway's own address (the `/exit` file is named after it).
+    pub local_addr: SocketAddr,
+    /// Set by `/exit`: no more log entries are accepted.
+    pub exiting: AtomicBool,
+    /// Ends the whole process (after `/exit`'s linger).
+    pub kill: CancellationToken,
+}
+
+/// A response marker: drop the connection instead of answering.
+#[derive(Clone, Copy, Debug)]
+pub struct DropConnection;
+
+/// The response that tells the connection layer to close without answering.
+pub fn drop_connection() -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    response.extensions_mut().insert(DropConnection);
+    response
+}
+
+/// Serves the gateway on `listener` until `stop` fires.
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<StorageServer>,
+    options: HttpOptions,
+    stop: CancellationToken,
+    kill: CancellationToken,
+) {
+    let local_addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(err) => {
+            warn!(%err, "the HTTP listener has no address");
+            return;
+        }
+    };
+    let client = Client::new(ClientOptions {
+        viewleader: options.viewleader.clone(),
+        timeout_ms: log::GATEWAY_RPC_TIMEOUT_MS,
+        wait_ms: options.log_commit_ms,
+    });
+    let gateway = Arc::new(Gateway {
+        server,
+        client,
+        options,
+        local_addr,
+        exiting: AtomicBool::new(false),
+        kill,
+    });
+    let router = router(gateway.clone());
+    info!(%local_addr, "HTTP gateway listening");
+    let slots = Arc::new(tokio::sync::Semaphore::new(HTTP_CONNECTIONS_MAX));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    warn!(%err, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let router = router.clone();
+                    let gateway = gateway.clone();
+                    async move { answer(router, gateway, request).await }
+                });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(err) = connection.await {
+                debug!(%peer, %err, "HTTP connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Routes one request, or refuses to answer it (crashed node, entry not committed in time).
+async fn answer(
+    router: Router,
+    gateway: Arc<Gateway>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
+    let path = request.uri().path().to_string();
+    let always = path == "/recover" || path == "/exit";
+    if gateway.server.is_crashed() && !always {
+        return Err(std::io::Error::other("crashed: no answer"));
+    }
+    let response = router
+        .oneshot(request.map(Body::new))
+        .await
+        .unwrap_or_else(|never| match never {});
+    if response.extensions().get::<DropConnection>().is_some() {
+        return Err(std::io::Error::other("closing without an answer"));
+    }
+    Ok(response)
+}
+
+fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/keys/{*key}", get(keys::get_key).post(keys::post_key))
+        .route("/", put(log::put_entry))
+        .route("/crash", post(log::crash))
+        .route("/recover", post(log::recover))
+        .route("/exit", post(log::exit))
+        .route("/admin/status", get(admin_status))
+        .route("/metrics", get(metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX))
+        .with_state(gateway)
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+async fn admin_status(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
+    let snapshot = match gateway.server.snapshot() {
+        Ok(snapshot) => snapshot,
+        Err(err) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
+    };
+    let rebalancing = if snapshot.rebalanced_epoch < snapshot.epoch {
+        format!("rebalancing for epoch {}", snapshot.epoch)
+    } else if snapshot.cluster_rebalancing {
+        format!(
+            "done for epoch {} (others still rebalancing)",
+            snapshot.epoch
+        )
+    } else {
+        format!("settled at epoch {}", snapshot.epoch)
+    };
+    let mut out = String::new();
+    out.push_str(&format!("node id: {}\n", snapshot.server_id));
+    out.push_str(&format!(
+        "address: {} (http {})\n",
+        snapshot.addr, gateway.local_addr
+    ));
+    out.push_str("role: storage server\n");
+    out.push_str(&format!("epoch: {}\n", snapshot.epoch));
+    out.push_str(&format!("members: {}\n", snapshot.servers.len()));
+    for member in &snapshot.servers {
+        let me = if member.id == snapshot.server_id {
+            " (this node)"
+        } else {
+            ""
+        };
+        out.push_str(&format!("  {} {}{me}\n", member.addr, member.id));
+    }
+    out.push_str(&format!("keys held: {}\n", snapshot.keys));
+    out.push_str(&format!(
+        "pending transactions: {}\n",
+        snapshot.pending_transactions
+    ));
+    out.push_str(&format!("rebalancing: {rebalancing}\n"));
+    out.push_str(&format!(
+        "copies sent by rebalancing: {}\n",
+        snapshot.copies_sent
+    ));
+    out.push_str(&format!("crashed: {}\n", snapshot.crashed));
+    out.push_str(&format!("uptime: {} s\n", snapshot.uptime.as_secs()));
+    text(StatusCode::OK, out)
+}
+
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
+    let metrics = &gateway.server.metrics;
+    if let Ok(snapshot) = gateway.server.snapshot() {
+        metrics.keys.set(snapshot.keys as i64);
+        metrics.copies_sent.set(snapshot.copies_sent as i64);
+        metrics.keys_dropped.set(snapshot.keys_dropped as i64);
+        metrics.epoch.set(snapshot.epoch as i64);
+        metrics.servers.set(snapshot.servers.len() as i64);
+        metrics.crashed.set(i64::from(snapshot.crashed));
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Whether the gateway still takes log entries.
+pub fn accepting(gateway: &Gateway) -> bool {
+    !gateway.exiting.load(Ordering::Acquire)
+}

@@ -1,0 +1,152 @@
+//! Prometheus metrics (prometheus-client, text exposition format) of a storage server or view
+//! leader: requests and their latency by operation, 2PC outcomes by reason, and gauges that are
+//! read from the live state at scrape time (keys held, copies moved, epoch, crashed).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Latency buckets: 10 µs doubling to about 5 s.
+const LATENCY_BUCKET_START_S: f64 = 0.000_01;
+const LATENCY_BUCKETS: u16 = 20;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+    pub reason: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(
+        LATENCY_BUCKET_START_S,
+        2.0,
+        LATENCY_BUCKETS,
+    ))
+}
+
+/// The metrics of one process.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<OpLabel, Counter>,
+    errors: Family<OpLabel, Counter>,
+    latency: Family<OpLabel, Histogram, fn() -> Histogram>,
+    transactions: Family<OutcomeLabel, Counter>,
+    pub keys: Gauge,
+    pub copies_sent: Gauge,
+    pub keys_dropped: Gauge,
+    pub epoch: Gauge,
+    pub servers: Gauge,
+    pub crashed: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let metrics = Self {
+            registry: Mutex::new(Registry::with_prefix("ringleader")),
+            requests: Family::default(),
+            errors: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            transactions: Family::default(),
+            keys: Gauge::default(),
+            copies_sent: Gauge::default(),
+            keys_dropped: Gauge::default(),
+            epoch: Gauge::default(),
+            servers: Gauge::default(),
+            crashed: Gauge::default(),
+        };
+        if let Ok(mut registry) = metrics.registry.lock() {
+            registry.register(
+                "requests",
+                "Requests handled, by operation",
+                metrics.requests.clone(),
+            );
+            registry.register(
+                "request_errors",
+                "Requests answered with an error, by operation",
+                metrics.errors.clone(),
+            );
+            registry.register(
+                "request_latency_seconds",
+                "Time to handle a request, by operation",
+                metrics.latency.clone(),
+            );
+            registry.register(
+                "transactions",
+                "2PC transactions decided at this participant, by outcome and reason",
+                metrics.transactions.clone(),
+            );
+            registry.register("keys", "Keys held by this server", metrics.keys.clone());
+            registry.register(
+                "rebalance_copies_sent",
+                "Copies sent to new owners by rebalancing",
+                metrics.copies_sent.clone(),
+            );
+            registry.register(
+                "rebalance_keys_dropped",
+                "Keys dropped after their new owners confirmed them",
+                metrics.keys_dropped.clone(),
+            );
+            registry.register(
+                "epoch",
+                "The view epoch this process is at",
+                metrics.epoch.clone(),
+            );
+            registry.register(
+                "servers",
+                "Storage servers in the view",
+                metrics.servers.clone(),
+            );
+            registry.register(
+                "crashed",
+                "1 while in a simulated crash",
+                metrics.crashed.clone(),
+            );
+        }
+        metrics
+    }
+
+    /// Counts one request of `op` that took `elapsed`.
+    pub fn observe(&self, op: &'static str, elapsed: Duration, ok: bool) {
+        let label = OpLabel { op };
+        self.requests.get_or_create(&label).inc();
+        if !ok {
+            self.errors.get_or_create(&label).inc();
+        }
+        self.latency
+            .get_or_create(&label)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one transaction decided here.
+    pub fn transaction(&self, outcome: &'static str, reason: &'static str) {
+        self.transactions
+            .get_or_create(&OutcomeLabel { outcome, reason })
+            .inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        }
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
