@@ -25,6 +25,9 @@ struct Args {
     /// A server unheard from for this long is expired, in ms.
     #[arg(long, default_value_t = viewleader::LEASE_MS_DEFAULT)]
     lease_ms: u64,
+    /// Serve /metrics and /admin/status over HTTP on this port; 0 takes any free port.
+    #[arg(long)]
+    http_port: Option<u16>,
     /// A lock holder that is not a server loses the lock after this long without renewing, in ms.
     #[arg(long, default_value_t = viewleader::LOCK_LEASE_MS_DEFAULT)]
     lock_lease_ms: u64,
@@ -47,12 +50,24 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(err) => return fail(err),
     };
+    let http = match args.http_port {
+        Some(port) => match net::bind(&args.host, Some(port), net::VIEWLEADER_PORTS).await {
+            Ok(http_listener) => Some(http_listener),
+            Err(err) => return fail(err),
+        },
+        None => None,
+    };
     let (shutdown, _) = ringleader::cli::shutdown_on_signal();
     match ringleader::cli::announce(&listener) {
         Ok(()) => {}
         Err(err) => return fail(err),
     }
-    match viewleader::run(listener, options, shutdown).await {
+    if let Some(http_listener) = &http {
+        if let Err(err) = ringleader::cli::announce_as("http listening on", http_listener) {
+            return fail(err);
+        }
+    }
+    match viewleader::run_with_http(listener, http, options, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(err),
     }

@@ -577,7 +577,13 @@ async fn divergent_replicas<'a>(
     for key in keys {
         let mut copies = Vec::new();
         for replica in view.replicas(key) {
-            copies.push((replica.addr.clone(), admin.get(&replica.addr, key).await?));
+            match admin.get(&replica.addr, key).await {
+                Ok(copy) => copies.push((replica.addr.clone(), copy)),
+                Err(err) => problems.push(format!(
+                    "{key:?}: replica {} did not answer: {err}",
+                    replica.addr
+                )),
+            }
         }
         let first = copies.first().map(|(_, v)| v.clone());
         if copies.iter().any(|(_, v)| Some(v.clone()) != first) {

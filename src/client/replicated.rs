@@ -128,7 +128,7 @@ impl Client {
                     reproposals += 1;
                     if reproposals > REPROPOSALS_MAX {
                         return Err(Error::Conflict(format!(
-                            "{key:?}: {REPROPOSALS_MAX} version proposals in a row were outdated"
+                            "{key:?}: {REPROPOSALS_MAX} version proposals were outdated"
                         )));
                     }
                     version = self.propose_version(above);

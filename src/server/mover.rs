@@ -196,6 +196,8 @@ impl StorageServer {
 
     /// A graceful stop: leave the view, then offer every key to its owners in the new view.
     pub(super) async fn leave(self: Arc<Self>) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Release);
         let started = Instant::now();
         let server_id = self.id();
         let timeout = Duration::from_millis(self.options.rpc_timeout_ms);

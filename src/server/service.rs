@@ -116,6 +116,8 @@ pub struct StorageServer {
     recovered: Notify,
     /// Replies sent, for the fault hook.
     replies: std::sync::atomic::AtomicU64,
+    /// Set when a graceful stop begins: no more heartbeats (they would rejoin under a new id).
+    pub(super) leaving: std::sync::atomic::AtomicBool,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -154,6 +156,9 @@ impl StorageServer {
     }
 
     async fn heartbeat_once(&self) -> Result<()> {
+        if self.leaving.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
         let (server_id, epoch_seen, rebalanced_epoch) = {
             let node = self.node()?;
             (node.id.clone(), node.epoch_seen, node.rebalanced_epoch)
@@ -258,6 +263,8 @@ impl StorageServer {
                 outcome = self.call_viewleader(request, timeout) => outcome,
             };
             match outcome {
+                // A view that arrives during a simulated crash is not heard.
+                Ok(ViewLeaderReply::View(_)) if self.is_crashed() => {}
                 Ok(ViewLeaderReply::View(view)) => self.clone().on_view(view),
                 Ok(other) => warn!(?other, "unexpected reply to a view watch"),
                 Err(_) => {
@@ -718,18 +725,26 @@ pub async fn run_with_http(
         crashed: std::sync::atomic::AtomicBool::new(false),
         recovered: Notify::new(),
         replies: std::sync::atomic::AtomicU64::new(0),
+        leaving: std::sync::atomic::AtomicBool::new(false),
         metrics: Arc::new(crate::metrics::Metrics::new()),
     });
-    let graceful = {
+    // A graceful stop leaves the view and hands the keys over while still serving (clients
+    // with an older view still get answers), then stops everything.
+    let control = {
         let stopping = stopping.clone();
         let kill = kill.clone();
+        let server = server.clone();
         async move {
-            let graceful = tokio::select! {
-                _ = shutdown.cancelled() => true,
-                _ = kill.cancelled() => false,
-            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    tokio::select! {
+                        _ = kill.cancelled() => warn!("killed during the handoff"),
+                        _ = server.leave() => {}
+                    }
+                }
+                _ = kill.cancelled() => {}
+            }
             stopping.cancel();
-            graceful
         }
     };
     let heartbeats = tokio::spawn(server.clone().heartbeat_loop(stopping.clone()));
@@ -744,18 +759,12 @@ pub async fn run_with_http(
             kill.clone(),
         ))
     });
-    let (graceful, ()) = tokio::join!(graceful, serve(listener, server.clone(), stopping));
+    tokio::join!(control, serve(listener, server.clone(), stopping));
     let _ = heartbeats.await;
     let _ = views.await;
     let _ = terminations.await;
     if let Some(gateway) = gateway {
         let _ = gateway.await;
-    }
-    if graceful {
-        tokio::select! {
-            _ = kill.cancelled() => warn!("killed during the handoff"),
-            _ = server.leave() => {}
-        }
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 pub mod service;
 pub mod state;
 
-pub use service::run;
+pub use service::{run, run_with_http};
 
 use crate::error::{Error, Result};
 

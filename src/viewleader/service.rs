@@ -27,6 +27,7 @@ pub struct ViewLeader {
     shutdown: CancellationToken,
     /// A simulated crash: answer nothing but recover, expire nobody, keep the state.
     crashed: std::sync::atomic::AtomicBool,
+    metrics: crate::metrics::Metrics,
 }
 
 impl ViewLeader {
@@ -43,7 +44,38 @@ impl ViewLeader {
             view_tx,
             shutdown,
             crashed: std::sync::atomic::AtomicBool::new(false),
+            metrics: crate::metrics::Metrics::new(),
         }
+    }
+
+    /// `/metrics` of the view leader: requests by operation, epoch, live servers, crashed.
+    fn metrics_text(&self) -> String {
+        let view = self.view();
+        self.metrics.epoch.set(view.epoch as i64);
+        self.metrics.servers.set(view.servers.len() as i64);
+        self.metrics.crashed.set(i64::from(!self.is_answering()));
+        self.metrics.encode()
+    }
+
+    /// `/admin/status` of the view leader.
+    fn status_text(&self) -> String {
+        let view = self.view();
+        let mut out = format!(
+            "role: view leader\nepoch: {}\nrebalancing: {}\nsettled epoch: {}\nmembers: {}\n",
+            view.epoch,
+            view.rebalancing,
+            view.settled_epoch,
+            view.servers.len()
+        );
+        for server in &view.servers {
+            out.push_str(&format!("  {} {}\n", server.addr, server.id));
+        }
+        out.push_str(&format!(
+            "crashed: {}\nuptime: {} s\n",
+            !self.is_answering(),
+            self.started.elapsed().as_secs()
+        ));
+        out
     }
 
     fn now_ms(&self) -> u64 {
@@ -117,6 +149,16 @@ impl Handler for ViewLeader {
     }
 
     async fn handle(self: Arc<Self>, request: ViewLeaderRequest) -> Result<ViewLeaderReply> {
+        let op = request.name();
+        let started = Instant::now();
+        let reply = self.clone().dispatch(request).await;
+        self.metrics.observe(op, started.elapsed(), reply.is_ok());
+        reply
+    }
+}
+
+impl ViewLeader {
+    async fn dispatch(self: Arc<Self>, request: ViewLeaderRequest) -> Result<ViewLeaderReply> {
         match request {
             ViewLeaderRequest::Heartbeat {
                 server_id,
@@ -168,8 +210,57 @@ pub async fn run(
     options: ViewLeaderOptions,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    run_with_http(listener, None, options, shutdown).await
+}
+
+/// [`run`], also serving `/metrics` and `/admin/status` over HTTP on `http` when given.
+pub async fn run_with_http(
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    options: ViewLeaderOptions,
+    shutdown: CancellationToken,
+) -> Result<()> {
     options.validate()?;
     let leader = Arc::new(ViewLeader::new(&options, shutdown.clone()));
+    let gateway = http.map(|http_listener| {
+        let leader = leader.clone();
+        let router = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get({
+                    let leader = leader.clone();
+                    move || async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            leader.metrics_text(),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/admin/status",
+                axum::routing::get(move || async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; charset=utf-8",
+                        )],
+                        leader.status_text(),
+                    )
+                }),
+            );
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(http_listener, router)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await });
+            if let Err(err) = served.await {
+                tracing::warn!(%err, "view leader HTTP server failed");
+            }
+        })
+    });
     let ticker = {
         let leader = leader.clone();
         let shutdown = shutdown.clone();
@@ -192,5 +283,8 @@ pub async fn run(
     };
     serve(listener, leader, shutdown).await;
     let _ = ticker.await;
+    if let Some(gateway) = gateway {
+        let _ = gateway.await;
+    }
     Ok(())
 }
