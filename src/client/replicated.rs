@@ -147,6 +147,10 @@ impl Client {
                 Round::Failed(err)
                     if view_attempts < SETR_ATTEMPTS_MAX && worth_another_view(&err) =>
                 {
+                    // Nobody to write to: say so now rather than wait for a server to appear.
+                    if view.view.servers.is_empty() {
+                        return Err(err);
+                    }
                     let mut fresh = self.settled_view_until(true, deadline).await?;
                     // An unreachable replica stays in the view until its lease runs out: wait
                     // for the view leader to drop it (bounded by the deadline). A mismatch of
