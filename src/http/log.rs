@@ -49,10 +49,11 @@ pub async fn put_entry(State(gateway): State<Arc<Gateway>>, body: Bytes) -> Resp
     let Ok(entry) = String::from_utf8(body.to_vec()) else {
         return text(StatusCode::BAD_REQUEST, "a log entry must be UTF-8\n");
     };
-    if entry.contains('\n') || entry.contains('\r') || entry.len() > LOG_ENTRY_BYTES_MAX {
+    let one_line = !entry.contains('\n') && !entry.contains('\r');
+    if entry.is_empty() || !one_line || entry.len() > LOG_ENTRY_BYTES_MAX {
         return text(
             StatusCode::BAD_REQUEST,
-            format!("a log entry is one line of at most {LOG_ENTRY_BYTES_MAX} bytes\n"),
+            format!("a log entry is one line, non-empty, of at most {LOG_ENTRY_BYTES_MAX} bytes\n"),
         );
     }
     let started = Instant::now();
