@@ -11,8 +11,8 @@
 //! participants finish it by themselves (termination), and retrying could apply it twice.
 //!
 //! # Reads
-//! A linearizable `getr` reads every replica at once and needs a majority to answer. It takes
-//! the highest version, and if fewer than a majority hold that version it writes it back to them
+//! A linearizable `getr` reads a majority of the replicas at once (the others only if one of
+//! those does not answer). It takes the highest version, and if fewer than a majority hold that version it writes it back to them
 //! first (the read half of ABD). So once a read has returned a value, a majority holds it or
 //! something newer, and every later read, which also hears from a majority, sees it: reads never
 //! go back in time, and never return less than a completed write (which committed at a
@@ -394,18 +394,13 @@ impl Client {
             )));
         }
         let quorum = replicas.len() / 2 + 1;
-        let reads = futures::future::join_all(replicas.iter().map(|replica| async move {
-            let answer = match self
-                .server_call(&replica.addr, ServerRequest::Read { key: key.into() })
-                .await
-            {
-                Ok(ServerReply::ReadValue { value, epoch }) => Ok((value, epoch)),
-                Ok(other) => Err(unexpected_server("read", &other)),
-                Err(err) => Err(name_replica(err, &replica.addr)),
-            };
-            (replica.clone(), answer)
-        }))
-        .await;
+        // A majority is enough: ask that many first (in ring order), the others only if some
+        // of them do not answer. That saves a third of the reads on three replicas.
+        let (first, others) = replicas.split_at(quorum);
+        let mut reads = self.read_each(first, key).await;
+        if reads.iter().filter(|(_, answer)| answer.is_ok()).count() < quorum {
+            reads.extend(self.read_each(others, key).await);
+        }
         let mut answers: Vec<(ServerInfo, Option<Versioned>)> = Vec::new();
         let mut last_err = None;
         for (replica, answer) in reads {
@@ -466,6 +461,26 @@ impl Client {
             value: newest,
             replica: holder,
         }))
+    }
+
+    /// Reads `key` from each of `replicas` at once: (value, the replica's epoch) or why not.
+    async fn read_each(
+        &self,
+        replicas: &[ServerInfo],
+        key: &str,
+    ) -> Vec<(ServerInfo, Result<(Option<Versioned>, u64)>)> {
+        futures::future::join_all(replicas.iter().map(|replica| async move {
+            let answer = match self
+                .server_call(&replica.addr, ServerRequest::Read { key: key.into() })
+                .await
+            {
+                Ok(ServerReply::ReadValue { value, epoch }) => Ok((value, epoch)),
+                Ok(other) => Err(unexpected_server("read", &other)),
+                Err(err) => Err(name_replica(err, &replica.addr)),
+            };
+            (replica.clone(), answer)
+        }))
+        .await
     }
 
     /// Reads `key` from its replicas in ring order until a live one holds it: cheaper and more
