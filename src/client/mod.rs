@@ -277,18 +277,15 @@ impl Client {
                         cycle.join(" -> ")
                     )))
                 }
-                reply @ LockReply::Retry { .. } => {
+                LockReply::Retry { holder, position } => {
                     if Instant::now() >= deadline {
-                        let LockReply::Retry { holder, position } = reply else {
-                            unreachable!()
-                        };
                         return Err(Error::LockBusy(format!(
                             "{lock:?} is still held by {holder} ({requester} is number {position} in line) \
                              after waiting {} ms",
                             self.options.wait_ms
                         )));
                     }
-                    on_wait(&reply);
+                    on_wait(&LockReply::Retry { holder, position });
                     tokio::time::sleep(Duration::from_millis(LOCK_POLL_MS)).await;
                 }
                 other => return Err(unexpected("lock_get", &ViewLeaderReply::Lock(other))),
