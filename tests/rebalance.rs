@@ -302,17 +302,7 @@ fn assert_all_readable(
 /// `client getr KEY --json`: its value, `None` when it exits 1; panics on any other exit.
 #[track_caller]
 fn getr_cli(cluster: &TestCluster, key: &str) -> Option<String> {
-    let run = cluster.client(&["--json", "getr", key]);
-    match run.code {
-        0 => Some(
-            run.json()["value"]
-                .as_str()
-                .unwrap_or_else(|| panic!("getr printed no text value: {run:?}"))
-                .to_string(),
-        ),
-        1 => None,
-        _ => panic!("`client getr {key}` failed: {run:?}"),
-    }
+    cluster.getr_text(key)
 }
 
 fn keys_with(count: usize, tag: &str) -> BTreeMap<String, String> {

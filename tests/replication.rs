@@ -34,17 +34,7 @@ fn setr_replicas(cluster: &TestCluster, key: &str, value: &str) -> Vec<String> {
 
 /// `getr KEY`'s value, or `None` when it exits 1 (not found).
 fn getr(cluster: &TestCluster, key: &str) -> Option<String> {
-    let run = cluster.client(&["--json", "getr", key]);
-    match run.code {
-        0 => Some(
-            run.json()["value"]
-                .as_str()
-                .unwrap_or_else(|| panic!("getr printed no text value: {run:?}"))
-                .to_string(),
-        ),
-        1 => None,
-        _ => panic!("getr {key} failed: {run:?}"),
-    }
+    cluster.getr_text(key)
 }
 
 /// `get KEY` on server `number`: `(value, version)`, or `None` when not found there.

@@ -650,6 +650,22 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
+    /// `client getr KEY` of a text value: `Some(value)`, or `None` when not found (exit 1); any
+    /// other outcome fails the test.
+    pub fn getr_text(&self, key: &str) -> Option<String> {
+        let run = self.client(&["--json", "getr", key]);
+        match run.code {
+            0 => Some(
+                run.json()["value"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("getr printed no text value: {run:?}"))
+                    .to_string(),
+            ),
+            1 => None,
+            _ => panic!("`client getr {key}` failed: {run:?}"),
+        }
+    }
+
     /// A view leader and `servers` storage servers with the default test timings, all in the
     /// view and settled.
     pub fn start(servers: usize) -> Self {
