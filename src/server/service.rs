@@ -444,16 +444,16 @@ impl StorageServer {
     }
 
     fn status(&self) -> Result<ServerStatus> {
-        let node = self.node()?;
+        let snapshot = self.snapshot()?;
         Ok(ServerStatus {
-            server_id: node.id.clone(),
-            addr: self.addr.clone(),
-            epoch: node.view.epoch,
-            rebalanced_epoch: node.rebalanced_epoch,
-            keys: node.store.len() as u64,
-            pending_transactions: node.participant.pending_count() as u64,
-            copies_sent: node.copies_sent,
-            keys_dropped: node.keys_dropped,
+            server_id: snapshot.server_id,
+            addr: snapshot.addr,
+            epoch: snapshot.epoch,
+            rebalanced_epoch: snapshot.rebalanced_epoch,
+            keys: snapshot.keys,
+            pending_transactions: snapshot.pending_transactions,
+            copies_sent: snapshot.copies_sent,
+            keys_dropped: snapshot.keys_dropped,
         })
     }
 }
