@@ -11,11 +11,13 @@
 //! * [`cluster`] starts a whole cluster inside one process, for the demo and the benchmarks.
 //! * [`http`] serves the REST key/value API, the distributed-log endpoints, `/admin/status` and
 //!   `/metrics` over HTTP; [`metrics`] holds the Prometheus metrics.
+//! * [`bench`] is the load generator: closed-loop workloads over any store with a [`bench::Driver`].
 //! * [`checker`] decides whether a recorded history of operations is linearizable.
 //!
 //! The three binaries in `src/bin` parse flags, start logging and call [`viewleader::run`],
 //! [`server::run`] or [`cli::run`].
 
+pub mod bench;
 pub mod checker;
 pub mod cli;
 pub mod client;

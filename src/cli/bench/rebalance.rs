@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::BenchArgs;
+use crate::bench::ringleader::bulk_load;
 use crate::cli::Output;
 use crate::client::Client;
 use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::error::{Error, Result};
 use crate::ring::Ring;
-use crate::rpc::message::{Key, ServerReply, ServerRequest, Value, Versioned};
-use crate::server::mover::TRANSFER_BATCH_KEYS_MAX;
+use crate::rpc::message::{Key, Value};
 use crate::server::rebalance::minimum_copies;
 
 /// Longest the benchmark waits for detection plus re-replication.
@@ -114,63 +114,6 @@ async fn wait_or_fail(deadline: Instant) -> Result<()> {
 
 fn cluster_kill(cluster: &LocalCluster, addr: &str) -> Result<()> {
     cluster.kill_by_addr(addr)
-}
-
-/// Puts every key straight onto its replicas (a bulk import, not a 2PC per key).
-async fn bulk_load(
-    client: &Client,
-    view: &crate::rpc::message::View,
-    ring: &Ring,
-    keys: &[Key],
-    value: &Value,
-) -> Result<()> {
-    let mut batches: std::collections::HashMap<String, Vec<(Key, Versioned)>> = Default::default();
-    let addr_of = |id: &str| {
-        view.servers
-            .iter()
-            .find(|s| s.id == id)
-            .map(|s| s.addr.clone())
-    };
-    for key in keys {
-        for id in ring.replicas(key) {
-            let addr = addr_of(id).ok_or_else(|| Error::Internal("replica not in view".into()))?;
-            let batch = batches.entry(addr.clone()).or_default();
-            batch.push((
-                key.clone(),
-                Versioned {
-                    value: value.clone(),
-                    version: 1,
-                },
-            ));
-            if batch.len() >= TRANSFER_BATCH_KEYS_MAX / 2 {
-                let entries = std::mem::take(batch);
-                transfer(client, &addr, view.epoch, entries).await?;
-            }
-        }
-    }
-    for (addr, entries) in batches {
-        if !entries.is_empty() {
-            transfer(client, &addr, view.epoch, entries).await?;
-        }
-    }
-    Ok(())
-}
-
-async fn transfer(
-    client: &Client,
-    addr: &str,
-    epoch: u64,
-    entries: Vec<(Key, Versioned)>,
-) -> Result<()> {
-    match client
-        .server_call(addr, ServerRequest::Transfer { epoch, entries })
-        .await?
-    {
-        ServerReply::Transferred { .. } => Ok(()),
-        other => Err(Error::Protocol(format!(
-            "unexpected reply to transfer: {other:?}"
-        ))),
-    }
 }
 
 async fn copies_sent(client: &Client, addrs: &[String]) -> Result<u64> {

@@ -1,11 +1,9 @@
-//! The pure parts of `client bench`: which key an operation touches (uniform or zipfian) and
+//! The pure parts of the load generator: which key an operation touches (uniform or zipfian) and
 //! which operation a workload issues next (the read/write mix). Everything here is driven by a
 //! caller-supplied RNG, so a seeded run chooses the same keys and operations every time.
 
 use clap::ValueEnum;
 use rand::Rng;
-
-use super::Workload;
 
 /// YCSB's skew: with 1,000 keys the hottest key takes about 13% of the operations.
 pub const ZIPFIAN_THETA: f64 = 0.99;
@@ -17,6 +15,15 @@ pub enum Distribution {
     Uniform,
     /// Zipfian with theta 0.99 (YCSB's default): key-0 is the hottest, key-1 next, and so on.
     Zipfian,
+}
+
+impl Distribution {
+    pub fn name(self) -> &'static str {
+        match self {
+            Distribution::Uniform => "uniform",
+            Distribution::Zipfian => "zipfian",
+        }
+    }
 }
 
 /// A zipfian generator over `0..items`, after Gray et al., "Quickly generating billion-record
@@ -109,59 +116,57 @@ impl KeyChooser {
     }
 }
 
-/// One request a benchmark worker issues.
+/// What one operation of a workload does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    Set,
-    Get,
-    Setr,
-    Getr,
+    Read,
+    Write,
 }
 
-impl Op {
-    pub fn is_read(self) -> bool {
-        matches!(self, Op::Get | Op::Getr)
-    }
-}
-
-/// A workload's operation mix: reads with probability `read_fraction`, else writes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Mix {
-    pub read_fraction: f64,
-    pub read: Op,
-    pub write: Op,
+/// A workload's operation mix, as YCSB names them. An "update" is a write of the whole value
+/// with the store's replicated write; a "read" is a read in the driver's consistency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mix {
+    /// Writes only (ringleader's setr, etcd's put, Redis's SET).
+    Write,
+    /// Reads only (getr, etcd's range, Redis's GET).
+    Read,
+    /// YCSB A: 50% reads, 50% updates.
+    YcsbA,
+    /// YCSB B: 95% reads, 5% updates.
+    YcsbB,
+    /// YCSB C: reads only, over YCSB's key choice.
+    YcsbC,
 }
 
 impl Mix {
-    /// The mix of a key/value workload; `None` for `rebalance` and `probe`, which issue no
-    /// key/value requests.
-    pub fn of(workload: Workload) -> Option<Mix> {
-        let (read_fraction, read, write) = match workload {
-            Workload::Set => (0.0, Op::Get, Op::Set),
-            Workload::Get => (1.0, Op::Get, Op::Set),
-            Workload::Setr => (0.0, Op::Getr, Op::Setr),
-            Workload::Getr => (1.0, Op::Getr, Op::Setr),
-            // YCSB's "update" is a replicated write of the whole value, its "read" a
-            // linearizable read.
-            Workload::YcsbA => (0.50, Op::Getr, Op::Setr),
-            Workload::YcsbB => (0.95, Op::Getr, Op::Setr),
-            Workload::YcsbC => (1.0, Op::Getr, Op::Setr),
-            Workload::Rebalance | Workload::Probe => return None,
-        };
-        Some(Mix {
-            read_fraction,
-            read,
-            write,
-        })
+    pub fn read_fraction(self) -> f64 {
+        match self {
+            Mix::Write => 0.0,
+            Mix::Read | Mix::YcsbC => 1.0,
+            Mix::YcsbA => 0.50,
+            Mix::YcsbB => 0.95,
+        }
+    }
+
+    /// The name in tables and JSON lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mix::Write => "write",
+            Mix::Read => "read",
+            Mix::YcsbA => "ycsb-a",
+            Mix::YcsbB => "ycsb-b",
+            Mix::YcsbC => "ycsb-c",
+        }
     }
 
     /// The next operation. A fraction of 1.0 always reads and 0.0 always writes (`gen` is in
     /// [0, 1)).
-    pub fn choose<R: Rng + ?Sized>(&self, rng: &mut R) -> Op {
-        if rng.gen::<f64>() < self.read_fraction {
-            self.read
+    pub fn choose<R: Rng + ?Sized>(self, rng: &mut R) -> Op {
+        if rng.gen::<f64>() < self.read_fraction() {
+            Op::Read
         } else {
-            self.write
+            Op::Write
         }
     }
 }
@@ -257,40 +262,37 @@ mod tests {
     #[test]
     fn workload_mix_reads_in_the_right_proportion() {
         let draws = 100_000;
-        for (workload, expected) in [
-            (Workload::YcsbA, 0.50),
-            (Workload::YcsbB, 0.95),
-            (Workload::YcsbC, 1.0),
-            (Workload::Setr, 0.0),
-            (Workload::Getr, 1.0),
-            (Workload::Set, 0.0),
-            (Workload::Get, 1.0),
+        for (mix, expected) in [
+            (Mix::YcsbA, 0.50),
+            (Mix::YcsbB, 0.95),
+            (Mix::YcsbC, 1.0),
+            (Mix::Write, 0.0),
+            (Mix::Read, 1.0),
         ] {
-            let mix = Mix::of(workload).unwrap();
             let mut rng = StdRng::seed_from_u64(11);
             let reads = (0..draws)
-                .filter(|_| mix.choose(&mut rng).is_read())
+                .filter(|_| mix.choose(&mut rng) == Op::Read)
                 .count();
             let fraction = reads as f64 / draws as f64;
             assert!(
                 (fraction - expected).abs() < 0.01,
-                "{workload:?}: read fraction {fraction}, expected {expected}"
+                "{mix:?}: read fraction {fraction}, expected {expected}"
             );
             if expected == 0.0 || expected == 1.0 {
-                assert_eq!(fraction, expected, "{workload:?} must be pure");
+                assert_eq!(fraction, expected, "{mix:?} must be pure");
             }
         }
     }
 
     #[test]
-    fn workload_mix_uses_replicated_ops_for_ycsb() {
-        for workload in [Workload::YcsbA, Workload::YcsbB, Workload::YcsbC] {
-            let mix = Mix::of(workload).unwrap();
-            assert_eq!((mix.read, mix.write), (Op::Getr, Op::Setr));
+    fn mix_and_distribution_names_match_the_flags() {
+        for mix in Mix::value_variants() {
+            let flag = mix.to_possible_value().unwrap();
+            assert_eq!(flag.get_name(), mix.name());
         }
-        assert_eq!(Mix::of(Workload::Set).unwrap().write, Op::Set);
-        assert_eq!(Mix::of(Workload::Get).unwrap().read, Op::Get);
-        assert!(Mix::of(Workload::Rebalance).is_none());
-        assert!(Mix::of(Workload::Probe).is_none());
+        for distribution in Distribution::value_variants() {
+            let flag = distribution.to_possible_value().unwrap();
+            assert_eq!(flag.get_name(), distribution.name());
+        }
     }
 }

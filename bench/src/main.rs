@@ -1,0 +1,106 @@
+//! `ringleader-bench`: the side-by-side benchmark. `matrix` drives ringleader, etcd and Redis
+//! with the same closed-loop workloads (the library's load generator, one driver per store),
+//! `memory` measures a ringleader server's peak RSS against the bytes it holds, and `report`
+//! writes BENCHMARKS.md from the JSON lines. `scripts/bench.sh` runs all three.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ringleader::bench::report::{render, Machine};
+use ringleader::error::{Error, Result};
+
+mod etcd;
+mod matrix;
+mod memory;
+mod redis;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringleader-bench",
+    about = "ringleader, etcd and Redis under one load generator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the workload matrix; one JSON line per cell.
+    Matrix(matrix::MatrixArgs),
+    /// Loads keys into a ringleader cluster and reports each server's peak RSS.
+    Memory(memory::MemoryArgs),
+    /// Writes BENCHMARKS.md from JSON lines.
+    Report {
+        /// Files of JSON lines (matrix, memory, `client bench --json`, versions).
+        #[arg(long = "results", required = true)]
+        results: Vec<PathBuf>,
+        /// Markdown appended verbatim (the profile's before/after).
+        #[arg(long)]
+        appendix: Option<PathBuf>,
+        /// The date written in the report.
+        #[arg(long)]
+        date: String,
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
+}
+
+fn read(path: &PathBuf) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|err| Error::InvalidRequest(format!("{}: {err}", path.display())))
+}
+
+fn report(
+    results: &[PathBuf],
+    appendix: Option<&PathBuf>,
+    date: String,
+    out: &PathBuf,
+) -> Result<()> {
+    let mut lines = Vec::new();
+    for path in results {
+        for (number, text) in read(path)?.lines().enumerate() {
+            if text.trim().is_empty() {
+                continue;
+            }
+            let line = serde_json::from_str(text).map_err(|err| {
+                Error::InvalidRequest(format!(
+                    "{}:{}: not JSON: {err}",
+                    path.display(),
+                    number + 1
+                ))
+            })?;
+            lines.push(line);
+        }
+    }
+    let appendix = appendix.map(read).transpose()?;
+    let md = render(&lines, &Machine::this_one(date), appendix.as_deref());
+    std::fs::write(out, md).map_err(|err| Error::Internal(format!("{}: {err}", out.display())))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Matrix(args) => matrix::run(args).await,
+        Command::Memory(args) => memory::run(args).await,
+        Command::Report {
+            results,
+            appendix,
+            date,
+            out,
+        } => report(&results, appendix.as_ref(), date, &out),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ringleader-bench: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

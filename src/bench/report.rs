@@ -1,0 +1,523 @@
+//! `BENCHMARKS.md` from the JSON lines a benchmark run wrote: medians over the runs of each
+//! cell, the ratios ringleader/etcd, the issue's targets with the figures that decide them, the
+//! rebalancing and memory results, and the machine. A pure function of its input, so the table
+//! is tested without running anything.
+//!
+//! Lines it understands (others are ignored, so one file can collect every tool's output):
+//! * a cell: `{"system", "workload", "distribution", "concurrency", "ops_per_sec", "p50_us", ...}`
+//!   (what [`super::CellResult::json`] writes); the probe is system `loopback`, workload `probe`;
+//! * `{"workload": "rebalance", "keys", "detect_ms", "rereplicate_ms", "copies_moved", ...}`;
+//! * `{"kind": "memory", "server", "keys_held", "raw_bytes", "peak_rss_bytes"}`;
+//! * `{"kind": "version", "name", "version"}`, `{"kind": "setting", "name", "value"}`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::Value as Json;
+
+/// The issue's targets.
+pub const SETR_OVER_ETCD_PUT_MIN: f64 = 3.0;
+pub const GETR_OVER_ETCD_GET_MIN: f64 = 2.0;
+/// setr p50 at one client ≤ this many loopback pairs of round trips, plus the slack below.
+pub const SETR_P50_ROUND_TRIP_PAIRS: f64 = 3.0;
+pub const SETR_P50_SLACK_US: f64 = 100.0;
+/// Peak RSS per server ≤ this factor of its raw bytes, plus the allowance below.
+pub const RSS_RAW_FACTOR: f64 = 2.0;
+pub const RSS_ALLOWANCE_BYTES: f64 = 20.0 * 1024.0 * 1024.0;
+
+/// The systems in the order of the table's columns, with their headings.
+pub const SYSTEMS: [(&str, &str); 5] = [
+    ("ringleader", "ringleader"),
+    ("ringleader-stale", "ringleader stale"),
+    ("etcd", "etcd"),
+    ("etcd-serializable", "etcd serializable"),
+    ("redis", "Redis"),
+];
+
+/// Where and with what the run happened.
+#[derive(Clone, Debug, Default)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub date: String,
+}
+
+impl Machine {
+    /// This machine, read from /proc (fields it cannot read stay empty).
+    pub fn this_one(date: String) -> Self {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let cpuinfo = read("/proc/cpuinfo");
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, name)| name.trim().to_string())
+            .unwrap_or_default();
+        let memory_kib: f64 = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|l| l.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0.0);
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+            memory_gib: memory_kib / 1024.0 / 1024.0,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            date,
+        }
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` if empty.
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+/// Identifies a cell across runs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct CellKey {
+    workload_order: usize,
+    workload: String,
+    distribution: String,
+    concurrency: u64,
+}
+
+/// The medians of one system in one cell.
+#[derive(Clone, Debug, Default)]
+struct Medians {
+    ops_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    runs: usize,
+    errors: u64,
+}
+
+const WORKLOAD_ORDER: [&str; 5] = ["write", "read", "ycsb-a", "ycsb-b", "ycsb-c"];
+
+fn workload_label(workload: &str) -> String {
+    match workload {
+        "write" => "write (setr / put / SET)".into(),
+        "read" => "read (getr / get / GET)".into(),
+        other => other.to_string(),
+    }
+}
+
+fn str_of<'a>(line: &'a Json, field: &str) -> Option<&'a str> {
+    line.get(field).and_then(Json::as_str)
+}
+
+fn num_of(line: &Json, field: &str) -> Option<f64> {
+    line.get(field).and_then(Json::as_f64)
+}
+
+/// Medians per cell and system.
+fn cell_medians(lines: &[Json]) -> BTreeMap<CellKey, BTreeMap<String, Medians>> {
+    let mut samples: BTreeMap<(CellKey, String), Vec<&Json>> = BTreeMap::new();
+    for line in lines {
+        let (Some(system), Some(workload)) = (str_of(line, "system"), str_of(line, "workload"))
+        else {
+            continue;
+        };
+        let Some(order) = WORKLOAD_ORDER.iter().position(|w| *w == workload) else {
+            continue;
+        };
+        let key = CellKey {
+            workload_order: order,
+            workload: workload.to_string(),
+            distribution: str_of(line, "distribution").unwrap_or("-").to_string(),
+            concurrency: line.get("concurrency").and_then(Json::as_u64).unwrap_or(0),
+        };
+        samples
+            .entry((key, system.to_string()))
+            .or_default()
+            .push(line);
+    }
+    let mut cells: BTreeMap<CellKey, BTreeMap<String, Medians>> = BTreeMap::new();
+    for ((key, system), runs) in samples {
+        let field = |name: &str| {
+            let mut values: Vec<f64> = runs.iter().filter_map(|l| num_of(l, name)).collect();
+            median(&mut values).unwrap_or(0.0)
+        };
+        let medians = Medians {
+            ops_per_sec: field("ops_per_sec"),
+            p50_us: field("p50_us"),
+            p99_us: field("p99_us"),
+            runs: runs.len(),
+            errors: runs
+                .iter()
+                .filter_map(|l| l.get("errors").and_then(Json::as_u64))
+                .sum(),
+        };
+        cells.entry(key).or_default().insert(system, medians);
+    }
+    cells
+}
+
+fn ratio(numerator: Option<&Medians>, denominator: Option<&Medians>) -> Option<f64> {
+    let (n, d) = (numerator?.ops_per_sec, denominator?.ops_per_sec);
+    (d > 0.0).then(|| n / d)
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "–".into())
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "**not met**",
+        None => "not measured",
+    }
+}
+
+/// The whole `BENCHMARKS.md`. `appendix` (hand-written notes, e.g. the profile's before/after)
+/// is included verbatim at the end.
+pub fn render(lines: &[Json], machine: &Machine, appendix: Option<&str>) -> String {
+    let cells = cell_medians(lines);
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Written by `scripts/bench.sh` on {}; rerun it to regenerate this file. Every figure is \
+         the median of the runs of its cell (closed loop: each client issues its next request \
+         when the last one answered). Load generator and every store share the machine, so \
+         figures compare systems within this run; they are not absolute capacities.\n",
+        machine.date
+    );
+    let _ = writeln!(md, "## Machine and versions\n");
+    let _ = writeln!(
+        md,
+        "- CPU: {} ({} cores), memory {:.1} GiB, Linux {}",
+        if machine.cpu.is_empty() {
+            "unknown"
+        } else {
+            &machine.cpu
+        },
+        machine.cores,
+        machine.memory_gib,
+        machine.kernel
+    );
+    for line in lines {
+        match str_of(line, "kind") {
+            Some("version") => {
+                let _ = writeln!(
+                    md,
+                    "- {}: {}",
+                    str_of(line, "name").unwrap_or("?"),
+                    str_of(line, "version").unwrap_or("?")
+                );
+            }
+            Some("setting") => {
+                let _ = writeln!(
+                    md,
+                    "- {}: {}",
+                    str_of(line, "name").unwrap_or("?"),
+                    str_of(line, "value").unwrap_or("?")
+                );
+            }
+            _ => {}
+        }
+    }
+    let probe = lines
+        .iter()
+        .filter(|l| str_of(l, "workload") == Some("probe"))
+        .filter_map(|l| num_of(l, "p50_us"))
+        .collect::<Vec<_>>();
+    let rtt_us = median(&mut probe.clone());
+    if let Some(rtt) = rtt_us {
+        let _ = writeln!(
+            md,
+            "- Loopback round trip (TCP echo, 64 B, one connection): p50 {rtt:.0} µs \
+             (median of {} probes), the floor under every request below",
+            probe.len()
+        );
+    }
+    md.push('\n');
+
+    render_targets(&mut md, &cells, lines, rtt_us);
+    render_throughput(&mut md, &cells);
+    render_latency(&mut md, &cells);
+    render_rebalance(&mut md, lines);
+    render_memory(&mut md, lines);
+    if let Some(appendix) = appendix {
+        md.push_str(appendix.trim_end());
+        md.push('\n');
+    }
+    md
+}
+
+fn find<'a>(
+    cells: &'a BTreeMap<CellKey, BTreeMap<String, Medians>>,
+    workload: &str,
+    concurrency: u64,
+) -> Option<&'a BTreeMap<String, Medians>> {
+    cells
+        .iter()
+        .find(|(k, _)| {
+            k.workload == workload
+                && k.concurrency == concurrency
+                && (k.distribution == "uniform" || k.distribution == "-")
+        })
+        .map(|(_, v)| v)
+}
+
+fn render_targets(
+    md: &mut String,
+    cells: &BTreeMap<CellKey, BTreeMap<String, Medians>>,
+    lines: &[Json],
+    rtt_us: Option<f64>,
+) {
+    let _ = writeln!(md, "## Targets\n");
+    let _ = writeln!(md, "| target | measured | verdict |\n|---|---|---|");
+    let write64 = find(cells, "write", 64);
+    let r = ratio(
+        write64.and_then(|c| c.get("ringleader")),
+        write64.and_then(|c| c.get("etcd")),
+    );
+    let _ = writeln!(
+        md,
+        "| setr ops/s at 64 clients ≥ {SETR_OVER_ETCD_PUT_MIN} × etcd put | ringleader {} ops/s, etcd {} ops/s: {} | {} |",
+        fmt_ops(write64.and_then(|c| c.get("ringleader"))),
+        fmt_ops(write64.and_then(|c| c.get("etcd"))),
+        fmt_ratio(r),
+        verdict(r.map(|r| r >= SETR_OVER_ETCD_PUT_MIN))
+    );
+    let read64 = find(cells, "read", 64);
+    let r = ratio(
+        read64.and_then(|c| c.get("ringleader")),
+        read64.and_then(|c| c.get("etcd")),
+    );
+    let _ = writeln!(
+        md,
+        "| getr ops/s at 64 clients ≥ {GETR_OVER_ETCD_GET_MIN} × etcd linearizable get | ringleader {} ops/s, etcd {} ops/s: {} | {} |",
+        fmt_ops(read64.and_then(|c| c.get("ringleader"))),
+        fmt_ops(read64.and_then(|c| c.get("etcd"))),
+        fmt_ratio(r),
+        verdict(r.map(|r| r >= GETR_OVER_ETCD_GET_MIN))
+    );
+    let p50 = find(cells, "write", 1)
+        .and_then(|c| c.get("ringleader"))
+        .map(|m| m.p50_us);
+    let bound = rtt_us.map(|rtt| SETR_P50_ROUND_TRIP_PAIRS * 2.0 * rtt + SETR_P50_SLACK_US);
+    let _ = writeln!(
+        md,
+        "| setr p50 at 1 client ≤ {SETR_P50_ROUND_TRIP_PAIRS} × two loopback round trips + {SETR_P50_SLACK_US} µs | {} µs against a bound of {} µs | {} |",
+        p50.map(|p| format!("{p:.0}")).unwrap_or_else(|| "–".into()),
+        bound.map(|b| format!("{b:.0}")).unwrap_or_else(|| "–".into()),
+        verdict(p50.zip(bound).map(|(p, b)| p <= b))
+    );
+    let memory: Vec<&Json> = lines
+        .iter()
+        .filter(|l| str_of(l, "kind") == Some("memory"))
+        .collect();
+    let worst = memory
+        .iter()
+        .filter_map(|l| {
+            let (raw, rss) = (num_of(l, "raw_bytes")?, num_of(l, "peak_rss_bytes")?);
+            Some((rss / (RSS_RAW_FACTOR * raw + RSS_ALLOWANCE_BYTES), raw, rss))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let _ = writeln!(
+        md,
+        "| peak RSS per server ≤ {RSS_RAW_FACTOR} × raw bytes + 20 MiB | {} | {} |\n",
+        worst
+            .map(|(_, raw, rss)| format!(
+                "worst server: {:.1} MiB peak for {:.1} MiB raw (bound {:.1} MiB)",
+                rss / MIB,
+                raw / MIB,
+                (RSS_RAW_FACTOR * raw + RSS_ALLOWANCE_BYTES) / MIB
+            ))
+            .unwrap_or_else(|| "–".into()),
+        verdict(worst.map(|(share, _, _)| share <= 1.0))
+    );
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn fmt_ops(m: Option<&Medians>) -> String {
+    m.map(|m| format!("{:.0}", m.ops_per_sec))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn present_systems(cells: &BTreeMap<CellKey, BTreeMap<String, Medians>>) -> Vec<(&str, &str)> {
+    SYSTEMS
+        .iter()
+        .copied()
+        .filter(|(name, _)| cells.values().any(|c| c.contains_key(*name)))
+        .collect()
+}
+
+/// The heading and rule of a table with a column per system and `extra` columns after them.
+fn table_head(md: &mut String, systems: &[(&str, &str)], extra: &[&str]) {
+    let mut header = "| workload | keys | clients |".to_string();
+    let mut rule = "|---|---|---:|".to_string();
+    for heading in systems.iter().map(|(_, h)| *h).chain(extra.iter().copied()) {
+        let _ = write!(header, " {heading} |");
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(md, "{header}\n{rule}");
+}
+
+fn row_head(key: &CellKey) -> String {
+    format!(
+        "| {} | {} | {} |",
+        workload_label(&key.workload),
+        key.distribution,
+        key.concurrency
+    )
+}
+
+fn render_throughput(md: &mut String, cells: &BTreeMap<CellKey, BTreeMap<String, Medians>>) {
+    let systems = present_systems(cells);
+    let runs = cells
+        .values()
+        .flat_map(|c| c.values().map(|m| m.runs))
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(md, "## Throughput (ops/s, median of {runs} runs)\n");
+    let _ = writeln!(
+        md,
+        "Reads: ringleader is the linearizable getr (majority read with write-back), \
+         ringleader stale is `getr --stale` (one replica), etcd is a linearizable range, etcd \
+         serializable a local read of one member. Writes are setr (two-phase commit on three \
+         replicas), etcd put (Raft on three members) and Redis SET (one node, nothing \
+         replicated: the ceiling). The ratios divide ringleader by etcd, linearizable by \
+         linearizable and stale by serializable.\n"
+    );
+    table_head(
+        md,
+        &systems,
+        &["ringleader / etcd", "stale / serializable", "errors"],
+    );
+    for (key, by_system) in cells {
+        let mut row = row_head(key);
+        for (name, _) in &systems {
+            let _ = write!(row, " {} |", fmt_ops(by_system.get(*name)));
+        }
+        let errors: u64 = by_system.values().map(|m| m.errors).sum();
+        let _ = writeln!(
+            row,
+            " {} | {} | {errors} |",
+            fmt_ratio(ratio(by_system.get("ringleader"), by_system.get("etcd"))),
+            fmt_ratio(ratio(
+                by_system.get("ringleader-stale"),
+                by_system.get("etcd-serializable")
+            )),
+        );
+        md.push_str(&row);
+    }
+    md.push('\n');
+}
+
+fn render_latency(md: &mut String, cells: &BTreeMap<CellKey, BTreeMap<String, Medians>>) {
+    let systems = present_systems(cells);
+    let _ = writeln!(md, "## Latency (p50 / p99 µs, medians over the runs)\n");
+    table_head(md, &systems, &[]);
+    for (key, by_system) in cells {
+        let mut row = row_head(key);
+        for (name, _) in &systems {
+            let cell = by_system
+                .get(*name)
+                .map(|m| format!("{:.0} / {:.0}", m.p50_us, m.p99_us))
+                .unwrap_or_else(|| "–".into());
+            let _ = write!(row, " {cell} |");
+        }
+        row.push('\n');
+        md.push_str(&row);
+    }
+    md.push('\n');
+}
+
+fn render_rebalance(md: &mut String, lines: &[Json]) {
+    let runs: Vec<&Json> = lines
+        .iter()
+        .filter(|l| str_of(l, "workload") == Some("rebalance"))
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "## Rebalancing after one server is lost\n");
+    let _ = writeln!(
+        md,
+        "Five servers hold the keys (100 B values) on their three replicas; one is killed. \
+         Detection is the view leader's lease; re-replication runs from the new view to the \
+         settled one. Copies moved are counted by the servers and compared with the minimum the \
+         view change needs.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| keys | detected after (ms) | re-replicated in (ms) | copies moved | minimum | moved / minimum |\n|---:|---:|---:|---:|---:|---:|"
+    );
+    let mut by_keys: BTreeMap<u64, Vec<&Json>> = BTreeMap::new();
+    for run in runs {
+        by_keys
+            .entry(run.get("keys").and_then(Json::as_u64).unwrap_or(0))
+            .or_default()
+            .push(run);
+    }
+    for (keys, runs) in by_keys {
+        let field = |name: &str| {
+            let mut values: Vec<f64> = runs.iter().filter_map(|l| num_of(l, name)).collect();
+            median(&mut values).unwrap_or(0.0)
+        };
+        let _ = writeln!(
+            md,
+            "| {keys} | {:.0} | {:.0} | {:.0} | {:.0} | {:.3} |",
+            field("detect_ms"),
+            field("rereplicate_ms"),
+            field("copies_moved"),
+            field("copies_minimum"),
+            field("moved_over_minimum")
+        );
+    }
+    md.push('\n');
+}
+
+fn render_memory(md: &mut String, lines: &[Json]) {
+    let servers: Vec<&Json> = lines
+        .iter()
+        .filter(|l| str_of(l, "kind") == Some("memory"))
+        .collect();
+    if servers.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "## Memory per server\n");
+    let _ = writeln!(
+        md,
+        "Peak resident set (VmHWM) of each server process after the keys were loaded on their \
+         replicas; raw bytes are the key and value bytes the server holds.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| server | keys held | raw (MiB) | peak RSS (MiB) | bound (MiB) | verdict |\n|---|---:|---:|---:|---:|---|"
+    );
+    for server in servers {
+        let raw = num_of(server, "raw_bytes").unwrap_or(0.0);
+        let rss = num_of(server, "peak_rss_bytes").unwrap_or(0.0);
+        let bound = RSS_RAW_FACTOR * raw + RSS_ALLOWANCE_BYTES;
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
+            str_of(server, "server").unwrap_or("?"),
+            num_of(server, "keys_held").unwrap_or(0.0),
+            raw / MIB,
+            rss / MIB,
+            bound / MIB,
+            verdict(Some(rss <= bound))
+        );
+    }
+    md.push('\n');
+}

@@ -1,0 +1,291 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::report::{self, Machine};
+use super::*;
+
+/// A store in a hash map that counts what it was asked: enough to prove the engine issues the
+/// mix, counts misses and failures, and stops where it should.
+#[derive(Default)]
+struct MapStore {
+    data: Mutex<HashMap<String, String>>,
+    reads: AtomicU64,
+    writes: AtomicU64,
+    /// Writes to this key fail.
+    failing_key: Option<String>,
+}
+
+impl Driver for MapStore {
+    async fn write(&self, key: &str, value: &str) -> Result<()> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        if self.failing_key.as_deref() == Some(key) {
+            return Err(Error::Refused(format!("{key} is read-only")));
+        }
+        if let Ok(mut data) = self.data.lock() {
+            data.insert(key.to_string(), value.to_string());
+        }
+        Ok(())
+    }
+
+    async fn read(&self, key: &str) -> Result<bool> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self
+            .data
+            .lock()
+            .map(|d| d.contains_key(key))
+            .unwrap_or(false))
+    }
+}
+
+fn cell(mix: Mix, concurrency: usize, ops: u64) -> Cell {
+    Cell {
+        mix,
+        concurrency,
+        stop: Stop::Ops(ops),
+        warmup_ops: 0,
+        seed: 5,
+    }
+}
+
+#[test]
+fn stop_counts_ops_or_time() {
+    let now = Instant::now();
+    assert!(Stop::Ops(2).more(1, now));
+    assert!(!Stop::Ops(2).more(2, now));
+    assert!(Stop::For(Duration::from_secs(60)).more(u64::MAX, now));
+    assert!(!Stop::For(Duration::ZERO).more(0, now));
+    assert!(Stop::from_flags(0, None).is_err());
+    assert!(Stop::from_flags(1, Some(0)).is_err());
+    assert_eq!(
+        Stop::from_flags(10, Some(2)).unwrap(),
+        Stop::For(Duration::from_secs(2))
+    );
+}
+
+#[test]
+fn validate_common_names_the_bad_flag() {
+    let err = validate_common(&[1, 0], 0, 10, 10).unwrap_err();
+    assert!(err.to_string().contains("--concurrency"), "{err}");
+    let err = validate_common(&[1], 0, 0, 10).unwrap_err();
+    assert!(err.to_string().contains("--keys"), "{err}");
+    let err = validate_common(&[1], 0, 10, BENCH_VALUE_BYTES_MAX + 1).unwrap_err();
+    assert!(err.to_string().contains("--value-bytes"), "{err}");
+    let err = validate_common(&[1], BENCH_OPS_MAX + 1, 10, 10).unwrap_err();
+    assert!(err.to_string().contains("--warmup-ops"), "{err}");
+    assert!(validate_common(&[1, 16, 64], 100, 1_000, 100).is_ok());
+}
+
+#[test]
+fn percentiles_and_json_line() {
+    let mut histogram = new_histogram().unwrap();
+    for us in 1..=1_000u64 {
+        histogram.record(us).unwrap();
+    }
+    let p = Percentiles::of(&histogram);
+    assert!(p.p50 <= p.p90 && p.p90 <= p.p99 && p.p99 <= p.p999 && p.p999 <= p.max);
+    assert!((499..=501).contains(&p.p50), "{p:?}");
+    assert!((998..=1_001).contains(&p.max), "{p:?}");
+    let cell = CellResult {
+        system: "etcd".into(),
+        workload: "ycsb-b".into(),
+        distribution: Some(Distribution::Zipfian),
+        concurrency: 16,
+        measured: Measured {
+            ops: 1_000,
+            errors: 0,
+            elapsed: Duration::from_secs(1),
+            latency_us: p,
+        },
+    };
+    let line = cell.json();
+    assert_eq!(line["system"], "etcd");
+    assert_eq!(line["workload"], "ycsb-b");
+    assert_eq!(line["distribution"], "zipfian");
+    assert_eq!(line["ops_per_sec"], 1_000.0);
+    for key in [
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p999_us",
+        "max_us",
+        "errors",
+        "concurrency",
+    ] {
+        assert!(line[key].is_u64(), "{key} in {line}");
+    }
+    let probe = CellResult {
+        distribution: None,
+        ..cell
+    };
+    assert!(probe.json()["distribution"].is_null());
+}
+
+#[tokio::test]
+async fn probe_echoes_over_loopback() {
+    let completed = Arc::new(AtomicU64::new(0));
+    let (histogram, errors, _) = probe::run(10, Stop::Ops(200), completed.clone())
+        .await
+        .unwrap();
+    assert_eq!((histogram.len(), errors), (200, 0));
+    assert_eq!(completed.load(Ordering::Relaxed), 200);
+}
+
+#[tokio::test]
+async fn preload_writes_every_key_once() {
+    let store = Arc::new(MapStore::default());
+    preload(&store, 250, &Arc::from("v"), 7).await.unwrap();
+    assert_eq!(store.writes.load(Ordering::Relaxed), 250);
+    let data = store.data.lock().unwrap();
+    assert_eq!(data.len(), 250);
+    assert!(data.contains_key(&key_name(0)) && data.contains_key(&key_name(249)));
+}
+
+#[tokio::test]
+async fn preload_reports_the_key_that_failed() {
+    let store = Arc::new(MapStore {
+        failing_key: Some(key_name(3)),
+        ..MapStore::default()
+    });
+    let err = preload(&store, 10, &Arc::from("v"), 1).await.unwrap_err();
+    assert!(err.to_string().contains("key-3"), "{err}");
+}
+
+#[tokio::test]
+async fn run_cell_issues_exactly_the_ops_and_the_mix() {
+    let store = Arc::new(MapStore::default());
+    let keys = KeySpace::new(Distribution::Uniform, 100, 8);
+    preload(&store, 100, &keys.value, 4).await.unwrap();
+    let preload_writes = store.writes.load(Ordering::Relaxed);
+    let mut ycsb_b = cell(Mix::YcsbB, 8, 4_000);
+    ycsb_b.warmup_ops = 500;
+    let measured = run_cell(&store, &keys, &ycsb_b, None).await.unwrap();
+    assert_eq!((measured.ops, measured.errors), (4_000, 0));
+    let reads = store.reads.load(Ordering::Relaxed);
+    let writes = store.writes.load(Ordering::Relaxed) - preload_writes;
+    // Warm-up plus measured operations, 95% of them reads.
+    assert_eq!(reads + writes, 4_500);
+    let read_share = reads as f64 / 4_500.0;
+    assert!((0.93..0.97).contains(&read_share), "{read_share}");
+    assert!(measured.latency_us.p50 >= 1 && measured.latency_us.max >= measured.latency_us.p50);
+}
+
+#[tokio::test]
+async fn run_cell_counts_missing_keys_and_failed_writes_as_errors() {
+    // Nothing preloaded: every read misses.
+    let store = Arc::new(MapStore::default());
+    let keys = KeySpace::new(Distribution::Uniform, 10, 8);
+    let measured = run_cell(&store, &keys, &cell(Mix::Read, 2, 50), None)
+        .await
+        .unwrap();
+    assert_eq!((measured.ops, measured.errors), (50, 50));
+    // One key of one refuses writes.
+    let store = Arc::new(MapStore {
+        failing_key: Some(key_name(0)),
+        ..MapStore::default()
+    });
+    let keys = KeySpace::new(Distribution::Uniform, 1, 8);
+    let measured = run_cell(&store, &keys, &cell(Mix::Write, 3, 30), None)
+        .await
+        .unwrap();
+    assert_eq!((measured.ops, measured.errors), (30, 30));
+}
+
+#[tokio::test]
+async fn run_cell_with_a_duration_stops_on_time() {
+    let store = Arc::new(MapStore::default());
+    let keys = KeySpace::new(Distribution::Zipfian, 10, 8);
+    let mut timed = cell(Mix::Write, 4, 1);
+    timed.stop = Stop::For(Duration::from_millis(200));
+    let measured = run_cell(&store, &keys, &timed, None).await.unwrap();
+    assert!(measured.ops > 1, "ran {} ops", measured.ops);
+    assert!(measured.elapsed >= Duration::from_millis(200));
+}
+
+// ----- the report ------------------------------------------------------------------------------
+
+fn line(system: &str, workload: &str, concurrency: u64, ops: f64, p50: u64) -> serde_json::Value {
+    json!({"system": system, "workload": workload, "distribution": "uniform",
+           "concurrency": concurrency, "ops_per_sec": ops, "p50_us": p50, "p99_us": p50 * 4,
+           "errors": 0})
+}
+
+#[test]
+fn report_median_of_odd_even_and_empty() {
+    assert_eq!(report::median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+    assert_eq!(report::median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    assert_eq!(report::median(&mut []), None);
+}
+
+#[test]
+fn report_tables_medians_ratios_and_targets() {
+    let mut lines = Vec::new();
+    // Three runs per cell; the medians are the middle values whatever the order.
+    for (rl, etcd) in [
+        (30_000.0, 9_000.0),
+        (36_000.0, 10_000.0),
+        (33_000.0, 11_000.0),
+    ] {
+        lines.push(line("ringleader", "write", 64, rl, 900));
+        lines.push(line("etcd", "write", 64, etcd, 5_000));
+        lines.push(line("ringleader", "read", 64, rl, 400));
+        lines.push(line("etcd", "read", 64, etcd * 2.0, 2_000));
+        lines.push(line("ringleader", "write", 1, 5_000.0, 120));
+    }
+    lines.push(
+        json!({"system": "loopback", "workload": "probe", "distribution": null,
+                      "concurrency": 1, "p50_us": 20, "ops_per_sec": 40_000}),
+    );
+    lines.push(
+        json!({"kind": "memory", "server": "127.0.0.1:1", "keys_held": 600_000,
+                      "raw_bytes": 64_000_000, "peak_rss_bytes": 200_000_000}),
+    );
+    lines.push(json!({"kind": "version", "name": "etcd", "version": "3.4.23"}));
+    lines.push(
+        json!({"workload": "rebalance", "keys": 100_000, "detect_ms": 2_000,
+                      "rereplicate_ms": 140, "copies_moved": 60_000, "copies_minimum": 60_000,
+                      "moved_over_minimum": 1.0}),
+    );
+    lines.push(json!("not an object"));
+    let machine = Machine {
+        cpu: "Test CPU".into(),
+        cores: 2,
+        memory_gib: 24.0,
+        kernel: "6.1".into(),
+        date: "2026-11-23".into(),
+    };
+    let md = report::render(&lines, &machine, Some("## Profile\n\nbefore/after"));
+    // Medians 33,000 and 10,000: 3.30×, which meets the 3× target.
+    assert!(
+        md.contains("ringleader 33000 ops/s, etcd 10000 ops/s: 3.30× | met |"),
+        "{md}"
+    );
+    // Reads: 33,000 against a median etcd of 20,000: 1.65×, short of 2×.
+    assert!(
+        md.contains("etcd 20000 ops/s: 1.65× | **not met** |"),
+        "{md}"
+    );
+    // p50 120 µs against 3 × 2 × 20 + 100 = 220 µs.
+    assert!(
+        md.contains("120 µs against a bound of 220 µs | met |"),
+        "{md}"
+    );
+    // 200 MB peak against 2 × 64 MB + 20 MiB ≈ 143 MiB: not met.
+    assert!(md.contains("| peak RSS per server"), "{md}");
+    assert!(md.contains("190.7 MiB peak"), "{md}");
+    assert!(md.contains("- etcd: 3.4.23"), "{md}");
+    assert!(md.contains("Test CPU (2 cores)"), "{md}");
+    assert!(
+        md.contains("| 100000 | 2000 | 140 | 60000 | 60000 | 1.000 |"),
+        "{md}"
+    );
+    assert!(md.contains("median of 3 runs"), "{md}");
+    assert!(md.ends_with("before/after\n"), "{md}");
+    // Systems with no results get no column.
+    assert!(!md.contains("Redis |"), "{md}");
+}
+
+#[test]
+fn report_without_results_says_not_measured() {
+    let md = report::render(&[], &Machine::default(), None);
+    assert_eq!(md.matches("not measured").count(), 4, "{md}");
+}
