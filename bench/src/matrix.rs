@@ -3,7 +3,7 @@
 //! all of them alike. Each result is one JSON line (stdout and `--out`), which
 //! `ringleader-bench report` turns into BENCHMARKS.md.
 
-use std::io::Write as _;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -90,6 +90,9 @@ pub struct MatrixArgs {
     /// Seconds each cell is measured.
     #[arg(long, default_value_t = 3)]
     pub duration_s: u64,
+    /// Measure each cell for this many operations instead of --duration-s.
+    #[arg(long)]
+    pub ops: Option<u64>,
     /// Unmeasured operations before each cell.
     #[arg(long, default_value_t = 500)]
     pub warmup_ops: u64,
@@ -193,7 +196,11 @@ impl Sink {
 }
 
 pub async fn run(args: MatrixArgs) -> Result<()> {
-    let stop = Stop::from_flags(1, Some(args.duration_s))?;
+    let stop = match args.ops {
+        Some(ops) => Stop::from_flags(ops, None)?,
+        None => Stop::from_flags(1, Some(args.duration_s))?,
+    };
+    let show_progress = std::io::stderr().is_terminal();
     validate_common(
         &args.concurrency,
         args.warmup_ops,
@@ -264,17 +271,25 @@ pub async fn run(args: MatrixArgs) -> Result<()> {
                             mix.name(),
                             distribution.name()
                         );
-                        eprintln!("{label}");
+                        // A bar on a terminal, a line per cell in a log.
+                        let label = if show_progress {
+                            Some(label.as_str())
+                        } else {
+                            eprintln!("{label}");
+                            None
+                        };
                         let measured = match system {
-                            System::Ringleader => measure(&drivers.ringleader, keys, &cell).await?,
+                            System::Ringleader => {
+                                measure(&drivers.ringleader, keys, &cell, label).await?
+                            }
                             System::RingleaderStale => {
-                                measure(&drivers.ringleader_stale, keys, &cell).await?
+                                measure(&drivers.ringleader_stale, keys, &cell, label).await?
                             }
-                            System::Etcd => measure(&drivers.etcd, keys, &cell).await?,
+                            System::Etcd => measure(&drivers.etcd, keys, &cell, label).await?,
                             System::EtcdSerializable => {
-                                measure(&drivers.etcd_serializable, keys, &cell).await?
+                                measure(&drivers.etcd_serializable, keys, &cell, label).await?
                             }
-                            System::Redis => measure(&drivers.redis, keys, &cell).await?,
+                            System::Redis => measure(&drivers.redis, keys, &cell, label).await?,
                         };
                         let result = CellResult {
                             system: system.name().into(),
@@ -296,9 +311,10 @@ async fn measure<D: Driver>(
     driver: &Option<Arc<D>>,
     keys: &KeySpace,
     cell: &Cell,
+    label: Option<&str>,
 ) -> Result<ringleader::bench::Measured> {
     let driver = driver
         .as_ref()
         .ok_or_else(|| Error::Internal("a system was measured without its driver".into()))?;
-    run_cell(driver, keys, cell, None).await
+    run_cell(driver, keys, cell, label).await
 }
