@@ -174,11 +174,7 @@ impl Client {
     async fn viewleader_call(&self, request: ViewLeaderRequest) -> Result<ViewLeaderReply> {
         let known = self.viewleader_addr.lock().ok().and_then(|a| a.clone());
         if let Some(addr) = known {
-            match self
-                .viewleaders
-                .call(&addr, request.clone(), self.timeout())
-                .await
-            {
+            match self.viewleaders.call(&addr, &request, self.timeout()).await {
                 Err(Error::Unreachable(_)) => self.viewleaders.forget(&addr),
                 other => return other,
             }
@@ -190,7 +186,7 @@ impl Client {
                     if let Ok(mut known) = self.viewleader_addr.lock() {
                         *known = Some(addr.clone());
                     }
-                    return self.viewleaders.call(&addr, request, self.timeout()).await;
+                    return self.viewleaders.call(&addr, &request, self.timeout()).await;
                 }
                 // Something else answers there: keep scanning, but remember why.
                 Err(err) => last = err,
@@ -378,6 +374,10 @@ impl Client {
 
     /// One call to the server at `addr`.
     pub async fn server_call(&self, addr: &str, request: ServerRequest) -> Result<ServerReply> {
+        self.server_call_ref(addr, &request).await
+    }
+
+    async fn server_call_ref(&self, addr: &str, request: &ServerRequest) -> Result<ServerReply> {
         let reply = self.servers.call(addr, request, self.timeout()).await;
         if let Err(Error::Unreachable(_) | Error::Timeout(_)) = reply {
             self.servers.forget(addr);
@@ -422,7 +422,7 @@ impl Client {
     ) -> Result<ServerReply> {
         let mut attempt = 1;
         loop {
-            match self.server_call(addr, request.clone()).await {
+            match self.server_call_ref(addr, &request).await {
                 Err(Error::Timeout(_) | Error::Unreachable(_)) if attempt < attempts => {
                     tracing::debug!(%addr, attempt, "retrying with the same request id");
                     attempt += 1;

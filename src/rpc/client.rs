@@ -185,8 +185,9 @@ where
         })
     }
 
-    /// Sends one request and waits up to `timeout` for its reply.
-    pub async fn call(&self, request: Req, timeout: Duration) -> Result<Rep> {
+    /// Sends one request and waits up to `timeout` for its reply. The request is borrowed: it
+    /// is only encoded, and a caller that retries sends the same one again without a copy.
+    pub async fn call(&self, request: &Req, timeout: Duration) -> Result<Rep> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(Error::Unreachable(format!(
@@ -297,15 +298,18 @@ where
     }
 
     /// One call to `addr` over the pooled connection.
-    pub async fn call(&self, addr: &str, request: Req, timeout: Duration) -> Result<Rep> {
-        let client = tokio::time::timeout(timeout, self.get(addr))
-            .await
-            .map_err(|_| {
-                Error::Timeout(format!(
-                    "connecting to {addr} took over {} ms",
-                    timeout.as_millis()
-                ))
-            })??;
+    pub async fn call(&self, addr: &str, request: &Req, timeout: Duration) -> Result<Rep> {
+        let client = match self.cached(addr) {
+            Some(client) => client,
+            None => tokio::time::timeout(timeout, self.get(addr))
+                .await
+                .map_err(|_| {
+                    Error::Timeout(format!(
+                        "connecting to {addr} took over {} ms",
+                        timeout.as_millis()
+                    ))
+                })??,
+        };
         client.call(request, timeout).await
     }
 
