@@ -2,7 +2,8 @@
 //! leader: requests and their latency by operation, 2PC outcomes by reason, and gauges that are
 //! read from the live state at scrape time (keys held, copies moved, epoch, crashed).
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -35,9 +36,21 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
+/// Handles on the series of one operation (they share their values with the families), so that
+/// counting a request costs one lookup instead of one per series, each hashing the label.
+#[derive(Clone)]
+struct OpSeries {
+    requests: Counter,
+    latency: Histogram,
+}
+
 /// The metrics of one process.
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// Keyed by where the operation's name is (address and length): names are `'static`
+    /// literals, and should one name be at two places it just gets two entries naming the same
+    /// series.
+    op_series: RwLock<HashMap<(usize, usize), OpSeries>>,
     requests: Family<OpLabel, Counter>,
     errors: Family<OpLabel, Counter>,
     latency: Family<OpLabel, Histogram, fn() -> Histogram>,
@@ -54,6 +67,7 @@ impl Metrics {
     pub fn new() -> Self {
         let metrics = Self {
             registry: Mutex::new(Registry::with_prefix("ringleader")),
+            op_series: RwLock::new(HashMap::new()),
             requests: Family::default(),
             errors: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
@@ -118,14 +132,32 @@ impl Metrics {
 
     /// Counts one request of `op` that took `elapsed`.
     pub fn observe(&self, op: &'static str, elapsed: Duration, ok: bool) {
-        let label = OpLabel { op };
-        self.requests.get_or_create(&label).inc();
-        if !ok {
-            self.errors.get_or_create(&label).inc();
+        let record = |series: &OpSeries| {
+            series.requests.inc();
+            series.latency.observe(elapsed.as_secs_f64());
+        };
+        let key = (op.as_ptr() as usize, op.len());
+        let known = self
+            .op_series
+            .read()
+            .ok()
+            .and_then(|all| all.get(&key).map(record))
+            .is_some();
+        if !known {
+            let label = OpLabel { op };
+            let series = OpSeries {
+                requests: self.requests.get_or_create(&label).clone(),
+                latency: self.latency.get_or_create(&label).clone(),
+            };
+            record(&series);
+            if let Ok(mut all) = self.op_series.write() {
+                all.insert(key, series);
+            }
         }
-        self.latency
-            .get_or_create(&label)
-            .observe(elapsed.as_secs_f64());
+        if !ok {
+            // Rare, and its series appears only once there is an error to count.
+            self.errors.get_or_create(&OpLabel { op }).inc();
+        }
     }
 
     /// Counts one transaction decided here.
