@@ -101,10 +101,15 @@ impl CachedView {
 
     /// The replicas of `key` in ring order, primary first.
     pub fn replicas(&self, key: &str) -> Vec<ServerInfo> {
+        self.replicas_borrowed(key).into_iter().cloned().collect()
+    }
+
+    /// [`CachedView::replicas`] without copying them, for a caller that only reads them.
+    pub fn replicas_borrowed(&self, key: &str) -> Vec<&ServerInfo> {
         self.ring
             .replicas(key)
             .into_iter()
-            .filter_map(|id| self.view.servers.iter().find(|s| &s.id == id).cloned())
+            .filter_map(|id| self.view.servers.iter().find(|s| &s.id == id))
             .collect()
     }
 }
