@@ -11,6 +11,7 @@
 //! * [`cluster`] starts a whole cluster inside one process, for the demo and the benchmarks.
 //! * [`http`] serves the REST key/value API, the distributed-log endpoints, `/admin/status` and
 //!   `/metrics` over HTTP; [`metrics`] holds the Prometheus metrics.
+//! * [`fasthash`] is a cheap hasher for request-path tables whose keys no peer chooses.
 //! * [`checker`] decides whether a recorded history of operations is linearizable.
 //!
 //! The three binaries in `src/bin` parse flags, start logging and call [`viewleader::run`],
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod error;
+pub mod fasthash;
 pub mod http;
 pub mod metrics;
 pub mod net;

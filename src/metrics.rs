@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
+use crate::fasthash::FastBuildHasher;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -44,13 +45,23 @@ struct OpSeries {
     latency: Histogram,
 }
 
+/// Where a `'static` name is (address and length): a key for it that is hashed and compared
+/// without reading the text.
+type StaticName = (usize, usize);
+
+fn static_name(name: &'static str) -> StaticName {
+    (name.as_ptr() as usize, name.len())
+}
+
 /// The metrics of one process.
 pub struct Metrics {
     registry: Mutex<Registry>,
     /// Keyed by where the operation's name is (address and length): names are `'static`
     /// literals, and should one name be at two places it just gets two entries naming the same
     /// series.
-    op_series: RwLock<HashMap<(usize, usize), OpSeries>>,
+    op_series: RwLock<HashMap<StaticName, OpSeries, FastBuildHasher>>,
+    /// The same for the transaction outcomes, keyed by outcome and reason.
+    transaction_series: RwLock<HashMap<(StaticName, StaticName), Counter, FastBuildHasher>>,
     requests: Family<OpLabel, Counter>,
     errors: Family<OpLabel, Counter>,
     latency: Family<OpLabel, Histogram, fn() -> Histogram>,
@@ -67,7 +78,8 @@ impl Metrics {
     pub fn new() -> Self {
         let metrics = Self {
             registry: Mutex::new(Registry::with_prefix("ringleader")),
-            op_series: RwLock::new(HashMap::new()),
+            op_series: RwLock::new(HashMap::default()),
+            transaction_series: RwLock::new(HashMap::default()),
             requests: Family::default(),
             errors: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
@@ -136,7 +148,7 @@ impl Metrics {
             series.requests.inc();
             series.latency.observe(elapsed.as_secs_f64());
         };
-        let key = (op.as_ptr() as usize, op.len());
+        let key = static_name(op);
         let known = self
             .op_series
             .read()
@@ -162,9 +174,23 @@ impl Metrics {
 
     /// Counts one transaction decided here.
     pub fn transaction(&self, outcome: &'static str, reason: &'static str) {
-        self.transactions
-            .get_or_create(&OutcomeLabel { outcome, reason })
-            .inc();
+        let key = (static_name(outcome), static_name(reason));
+        let known = self
+            .transaction_series
+            .read()
+            .ok()
+            .and_then(|all| all.get(&key).map(|counter| counter.inc()))
+            .is_some();
+        if !known {
+            let counter = self
+                .transactions
+                .get_or_create(&OutcomeLabel { outcome, reason })
+                .clone();
+            counter.inc();
+            if let Ok(mut all) = self.transaction_series.write() {
+                all.insert(key, counter);
+            }
+        }
     }
 
     /// The text exposition of every metric.

@@ -3,7 +3,6 @@
 //! address so that nothing on the hot path dials.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +17,7 @@ use tokio_util::codec::Framed;
 use super::frame::{codec, decode, encode, write_coalesced};
 use super::message::{Request, Response, ServiceKind, PROTOCOL_VERSION};
 use crate::error::{Error, Result};
+use crate::fasthash::FastBuildHasher;
 use crate::net;
 
 /// Calls waiting for a reply on one connection; a caller beyond it waits for a slot.
@@ -25,31 +25,8 @@ pub const IN_FLIGHT_PER_CONNECTION_MAX: usize = 4096;
 /// Encoded requests waiting for the writer of one connection.
 pub const REQUEST_QUEUE_MAX: usize = 1024;
 
-type Pending<Rep> =
-    Mutex<HashMap<u64, oneshot::Sender<Result<Rep>>, BuildHasherDefault<RequestIdHasher>>>;
-
-/// Hashes a request id with one multiplication. Ids come from a counter on this side, never from
-/// the peer, so nobody can choose them to collide and SipHash's protection buys nothing here;
-/// the table is hit twice per call.
-#[derive(Default)]
-struct RequestIdHasher(u64);
-
-impl Hasher for RequestIdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id;
-    }
-
-    fn finish(&self) -> u64 {
-        // Fibonacci hashing: spreads consecutive ids over the high bits as well as the low ones.
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-}
+/// Ids come from a counter on this side, never from the peer: see [`crate::fasthash`].
+type Pending<Rep> = Mutex<HashMap<u64, oneshot::Sender<Result<Rep>>, FastBuildHasher>>;
 
 struct Inner<Rep> {
     addr: String,
@@ -274,7 +251,9 @@ pub const POOL_CONNECTIONS_MAX: usize = 256;
 pub struct Pool<Req, Rep> {
     service: ServiceKind,
     connect_timeout: Duration,
-    conns: Mutex<HashMap<String, RpcClient<Req, Rep>>>,
+    /// Keyed by address; addresses come from views and options, not peers: see
+    /// [`crate::fasthash`].
+    conns: Mutex<HashMap<String, RpcClient<Req, Rep>, FastBuildHasher>>,
 }
 
 impl<Req, Rep> Pool<Req, Rep>
@@ -286,7 +265,7 @@ where
         Self {
             service,
             connect_timeout,
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::default()),
         }
     }
 
