@@ -12,6 +12,7 @@
 //! * [`http`] serves the REST key/value API, the distributed-log endpoints, `/admin/status` and
 //!   `/metrics` over HTTP; [`metrics`] holds the Prometheus metrics.
 //! * [`bench`] is the load generator: closed-loop workloads over any store with a [`bench::Driver`].
+//! * [`fasthash`] is a cheap hasher for request-path tables whose keys no peer chooses.
 //! * [`checker`] decides whether a recorded history of operations is linearizable.
 //!
 //! The three binaries in `src/bin` parse flags, start logging and call [`viewleader::run`],
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod error;
+pub mod fasthash;
 pub mod http;
 pub mod metrics;
 pub mod net;

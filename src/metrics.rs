@@ -2,9 +2,11 @@
 //! leader: requests and their latency by operation, 2PC outcomes by reason, and gauges that are
 //! read from the live state at scrape time (keys held, copies moved, epoch, crashed).
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
+use crate::fasthash::FastBuildHasher;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,9 +37,31 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
+/// Handles on the series of one operation (they share their values with the families), so that
+/// counting a request costs one lookup instead of one per series, each hashing the label.
+#[derive(Clone)]
+struct OpSeries {
+    requests: Counter,
+    latency: Histogram,
+}
+
+/// Where a `'static` name is (address and length): a key for it that is hashed and compared
+/// without reading the text.
+type StaticName = (usize, usize);
+
+fn static_name(name: &'static str) -> StaticName {
+    (name.as_ptr() as usize, name.len())
+}
+
 /// The metrics of one process.
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// Keyed by where the operation's name is (address and length): names are `'static`
+    /// literals, and should one name be at two places it just gets two entries naming the same
+    /// series.
+    op_series: RwLock<HashMap<StaticName, OpSeries, FastBuildHasher>>,
+    /// The same for the transaction outcomes, keyed by outcome and reason.
+    transaction_series: RwLock<HashMap<(StaticName, StaticName), Counter, FastBuildHasher>>,
     requests: Family<OpLabel, Counter>,
     errors: Family<OpLabel, Counter>,
     latency: Family<OpLabel, Histogram, fn() -> Histogram>,
@@ -54,6 +78,8 @@ impl Metrics {
     pub fn new() -> Self {
         let metrics = Self {
             registry: Mutex::new(Registry::with_prefix("ringleader")),
+            op_series: RwLock::new(HashMap::default()),
+            transaction_series: RwLock::new(HashMap::default()),
             requests: Family::default(),
             errors: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
@@ -118,21 +144,53 @@ impl Metrics {
 
     /// Counts one request of `op` that took `elapsed`.
     pub fn observe(&self, op: &'static str, elapsed: Duration, ok: bool) {
-        let label = OpLabel { op };
-        self.requests.get_or_create(&label).inc();
-        if !ok {
-            self.errors.get_or_create(&label).inc();
+        let record = |series: &OpSeries| {
+            series.requests.inc();
+            series.latency.observe(elapsed.as_secs_f64());
+        };
+        let key = static_name(op);
+        let known = self
+            .op_series
+            .read()
+            .ok()
+            .and_then(|all| all.get(&key).map(record))
+            .is_some();
+        if !known {
+            let label = OpLabel { op };
+            let series = OpSeries {
+                requests: self.requests.get_or_create(&label).clone(),
+                latency: self.latency.get_or_create(&label).clone(),
+            };
+            record(&series);
+            if let Ok(mut all) = self.op_series.write() {
+                all.insert(key, series);
+            }
         }
-        self.latency
-            .get_or_create(&label)
-            .observe(elapsed.as_secs_f64());
+        if !ok {
+            // Rare, and its series appears only once there is an error to count.
+            self.errors.get_or_create(&OpLabel { op }).inc();
+        }
     }
 
     /// Counts one transaction decided here.
     pub fn transaction(&self, outcome: &'static str, reason: &'static str) {
-        self.transactions
-            .get_or_create(&OutcomeLabel { outcome, reason })
-            .inc();
+        let key = (static_name(outcome), static_name(reason));
+        let known = self
+            .transaction_series
+            .read()
+            .ok()
+            .and_then(|all| all.get(&key).map(|counter| counter.inc()))
+            .is_some();
+        if !known {
+            let counter = self
+                .transactions
+                .get_or_create(&OutcomeLabel { outcome, reason })
+                .clone();
+            counter.inc();
+            if let Ok(mut all) = self.transaction_series.write() {
+                all.insert(key, counter);
+            }
+        }
     }
 
     /// The text exposition of every metric.

@@ -106,7 +106,7 @@ impl RawParticipants {
             self.connections.insert(addr.to_string(), client);
         }
         let client = self.connections[addr].clone();
-        self.runtime.block_on(client.call(request, timeout))
+        self.runtime.block_on(client.call(&request, timeout))
     }
 
     /// Prepares `tx` (a put of `value` at `key`) on the server at `addr` as the view says it.

@@ -75,28 +75,49 @@ impl Default for ClientOptions {
 #[derive(Debug)]
 pub struct CachedView {
     pub view: View,
-    pub ring: Ring,
+    /// Shared with the views before it while the set of servers stays the same: the ring
+    /// depends on nothing else, and building it costs thousands of hashes.
+    pub ring: Arc<Ring>,
+    /// When the query that brought this view went out: nothing older than that is in it.
     fetched: Instant,
 }
 
 impl CachedView {
-    fn new(view: View) -> Self {
-        let ring = Ring::of_servers(&view.servers);
+    /// The view fetched by a query sent at `fetched`, reusing `previous`'s ring when the
+    /// servers are the same.
+    fn new(view: View, fetched: Instant, previous: Option<&CachedView>) -> Self {
+        let ring = match previous {
+            Some(previous) if same_ids(&previous.view.servers, &view.servers) => {
+                previous.ring.clone()
+            }
+            _ => Arc::new(Ring::of_servers(&view.servers)),
+        };
         Self {
             view,
             ring,
-            fetched: Instant::now(),
+            fetched,
         }
     }
 
     /// The replicas of `key` in ring order, primary first.
     pub fn replicas(&self, key: &str) -> Vec<ServerInfo> {
+        self.replicas_borrowed(key).into_iter().cloned().collect()
+    }
+
+    /// [`CachedView::replicas`] without copying them, for a caller that only reads them.
+    pub fn replicas_borrowed(&self, key: &str) -> Vec<&ServerInfo> {
         self.ring
             .replicas(key)
             .into_iter()
-            .filter_map(|id| self.view.servers.iter().find(|s| &s.id == id).cloned())
+            .filter_map(|id| self.view.servers.iter().find(|s| &s.id == id))
             .collect()
     }
+}
+
+/// Whether two server lists hold the same ids in the same order (a view lists its servers in a
+/// stable order, so an unchanged membership compares equal).
+fn same_ids(a: &[ServerInfo], b: &[ServerInfo]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.id == y.id)
 }
 
 /// The result of a successful `setr`.
@@ -121,6 +142,11 @@ pub struct Client {
     servers: Pool<ServerRequest, ServerReply>,
     viewleader_addr: Mutex<Option<String>>,
     view: Mutex<Option<Arc<CachedView>>>,
+    /// Held while one caller fetches the view, so that the callers who find the cache stale at
+    /// the same moment share one query instead of each sending their own. It keeps the last
+    /// failed fetch (when it was sent, and why) so those waiters share the failure too rather
+    /// than each waiting out its own timeout in turn.
+    view_fetch: tokio::sync::Mutex<Option<(Instant, Error)>>,
     /// The last version this client proposed; proposals only grow.
     last_version: std::sync::atomic::AtomicU64,
 }
@@ -133,6 +159,7 @@ impl Client {
             servers: Pool::new(ServiceKind::Server, connect),
             viewleader_addr: Mutex::new(None),
             view: Mutex::new(None),
+            view_fetch: tokio::sync::Mutex::new(None),
             last_version: std::sync::atomic::AtomicU64::new(0),
             options,
         }
@@ -152,11 +179,7 @@ impl Client {
     async fn viewleader_call(&self, request: ViewLeaderRequest) -> Result<ViewLeaderReply> {
         let known = self.viewleader_addr.lock().ok().and_then(|a| a.clone());
         if let Some(addr) = known {
-            match self
-                .viewleaders
-                .call(&addr, request.clone(), self.timeout())
-                .await
-            {
+            match self.viewleaders.call(&addr, &request, self.timeout()).await {
                 Err(Error::Unreachable(_)) => self.viewleaders.forget(&addr),
                 other => return other,
             }
@@ -168,7 +191,7 @@ impl Client {
                     if let Ok(mut known) = self.viewleader_addr.lock() {
                         *known = Some(addr.clone());
                     }
-                    return self.viewleaders.call(&addr, request, self.timeout()).await;
+                    return self.viewleaders.call(&addr, &request, self.timeout()).await;
                 }
                 // Something else answers there: keep scanning, but remember why.
                 Err(err) => last = err,
@@ -179,42 +202,73 @@ impl Client {
 
     /// The current view, straight from the view leader.
     pub async fn query_servers(&self) -> Result<View> {
+        Ok(self.fetch_view().await?.view.clone())
+    }
+
+    /// Asks the view leader for the view and caches it.
+    async fn fetch_view(&self) -> Result<Arc<CachedView>> {
+        let sent = Instant::now();
         match self
             .viewleader_call(ViewLeaderRequest::QueryServers)
             .await?
         {
-            ViewLeaderReply::View(view) => {
-                self.remember_view(view.clone());
-                Ok(view)
-            }
+            ViewLeaderReply::View(view) => Ok(self.remember_view(view, sent)),
             other => Err(unexpected("query_servers", &other)),
         }
     }
 
-    fn remember_view(&self, view: View) -> Arc<CachedView> {
-        let cached = Arc::new(CachedView::new(view));
-        if let Ok(mut slot) = self.view.lock() {
-            // Never replace a newer view with an older answer that raced it.
-            match slot.as_ref() {
-                Some(current) if current.view.epoch > cached.view.epoch => return current.clone(),
-                _ => *slot = Some(cached.clone()),
+    fn cached_view(&self) -> Option<Arc<CachedView>> {
+        self.view.lock().ok().and_then(|v| v.clone())
+    }
+
+    /// Caches `view` (fetched by a query sent at `sent`) unless a newer one is already cached;
+    /// returns whichever is cached.
+    fn remember_view(&self, view: View, sent: Instant) -> Arc<CachedView> {
+        let Ok(mut slot) = self.view.lock() else {
+            return Arc::new(CachedView::new(view, sent, None));
+        };
+        // Never replace a newer view with an older answer that raced it.
+        if let Some(current) = slot.as_ref() {
+            if current.view.epoch > view.epoch {
+                return current.clone();
             }
         }
+        let cached = Arc::new(CachedView::new(view, sent, slot.as_deref()));
+        *slot = Some(cached.clone());
         cached
     }
 
-    /// The cached view if fresh, else a newly fetched one.
+    /// The cached view if fresh, else a newly fetched one. With `refresh`, only a view whose
+    /// query went out after this call is good enough.
     pub async fn view(&self, refresh: bool) -> Result<Arc<CachedView>> {
+        let asked = Instant::now();
+        let fresh = |cached: &CachedView| {
+            cached.fetched.elapsed() < Duration::from_millis(VIEW_CACHE_TTL_MS)
+        };
         if !refresh {
-            let cached = self.view.lock().ok().and_then(|v| v.clone());
-            if let Some(cached) = cached {
-                if cached.fetched.elapsed() < Duration::from_millis(VIEW_CACHE_TTL_MS) {
-                    return Ok(cached);
-                }
+            if let Some(cached) = self.cached_view().filter(|c| fresh(c)) {
+                return Ok(cached);
             }
         }
-        let view = self.query_servers().await?;
-        Ok(Arc::new(CachedView::new(view)))
+        let mut last_failure = self.view_fetch.lock().await;
+        // Whoever held the lock before us may have fetched (or failed to) since we asked.
+        if let Some(cached) = self.cached_view() {
+            if cached.fetched >= asked || (!refresh && fresh(&cached)) {
+                return Ok(cached);
+            }
+        }
+        if let Some((sent, err)) = last_failure.as_ref() {
+            if *sent >= asked {
+                return Err(err.clone());
+            }
+        }
+        let sent = Instant::now();
+        let fetched = self.fetch_view().await;
+        match &fetched {
+            Ok(_) => *last_failure = None,
+            Err(err) => *last_failure = Some((sent, err.clone())),
+        }
+        fetched
     }
 
     /// A view in which the cluster is not rebalancing, waiting up to `wait_ms` for one.
@@ -325,6 +379,10 @@ impl Client {
 
     /// One call to the server at `addr`.
     pub async fn server_call(&self, addr: &str, request: ServerRequest) -> Result<ServerReply> {
+        self.server_call_ref(addr, &request).await
+    }
+
+    async fn server_call_ref(&self, addr: &str, request: &ServerRequest) -> Result<ServerReply> {
         let reply = self.servers.call(addr, request, self.timeout()).await;
         if let Err(Error::Unreachable(_) | Error::Timeout(_)) = reply {
             self.servers.forget(addr);
@@ -369,7 +427,7 @@ impl Client {
     ) -> Result<ServerReply> {
         let mut attempt = 1;
         loop {
-            match self.server_call(addr, request.clone()).await {
+            match self.server_call_ref(addr, &request).await {
                 Err(Error::Timeout(_) | Error::Unreachable(_)) if attempt < attempts => {
                     tracing::debug!(%addr, attempt, "retrying with the same request id");
                     attempt += 1;

@@ -225,13 +225,13 @@ impl Client {
         let mut votes: FuturesUnordered<_> = (0..voters)
             .map(|index| {
                 let request = coordinator.prepare(index);
-                let addr = replicas[index].addr.clone();
+                let addr = replicas[index].addr.as_str();
                 async move {
-                    let vote = match self.call_retrying(&addr, request, RPC_ATTEMPTS_MAX).await {
+                    let vote = match self.call_retrying(addr, request, RPC_ATTEMPTS_MAX).await {
                         Ok(ServerReply::Prepared) => VoteReply::Yes,
                         Ok(ServerReply::Outdated { above }) => VoteReply::Outdated { above },
                         Ok(other) => VoteReply::No(unexpected_server("prepare", &other)),
-                        Err(err) => VoteReply::No(name_replica(err, &addr)),
+                        Err(err) => VoteReply::No(name_replica(err, addr)),
                     };
                     (index, vote)
                 }
@@ -386,7 +386,7 @@ impl Client {
     }
 
     async fn read_quorum(&self, view: &CachedView, key: &str) -> Result<Option<GetrOutcome>> {
-        let replicas = view.replicas(key);
+        let replicas = view.replicas_borrowed(key);
         if replicas.is_empty() {
             return Err(Error::Unreachable(format!(
                 "no storage servers in the view (epoch {}): cannot read {key:?}",
@@ -401,7 +401,7 @@ impl Client {
         if reads.iter().filter(|(_, answer)| answer.is_ok()).count() < quorum {
             reads.extend(self.read_each(others, key).await);
         }
-        let mut answers: Vec<(ServerInfo, Option<Versioned>)> = Vec::new();
+        let mut answers: Vec<(&ServerInfo, Option<Versioned>)> = Vec::with_capacity(reads.len());
         let mut last_err = None;
         for (replica, answer) in reads {
             match answer {
@@ -425,7 +425,7 @@ impl Client {
         }
         let Some((holder, newest)) = answers
             .iter()
-            .filter_map(|(replica, value)| value.as_ref().map(|v| (replica.clone(), v.clone())))
+            .filter_map(|(replica, value)| value.as_ref().map(|v| (*replica, v)))
             .max_by_key(|(_, v)| v.version)
         else {
             return Ok(None);
@@ -433,7 +433,7 @@ impl Client {
         let behind: Vec<&ServerInfo> = answers
             .iter()
             .filter(|(_, value)| value.as_ref().is_none_or(|v| v.version < newest.version))
-            .map(|(replica, _)| replica)
+            .map(|(replica, _)| *replica)
             .collect();
         let holding = answers.len() - behind.len();
         if holding < quorum {
@@ -458,18 +458,18 @@ impl Client {
             }
         }
         Ok(Some(GetrOutcome {
-            value: newest,
-            replica: holder,
+            value: newest.clone(),
+            replica: holder.clone(),
         }))
     }
 
     /// Reads `key` from each of `replicas` at once: (value, the replica's epoch) or why not.
-    async fn read_each(
+    async fn read_each<'r>(
         &self,
-        replicas: &[ServerInfo],
+        replicas: &[&'r ServerInfo],
         key: &str,
-    ) -> Vec<(ServerInfo, Result<(Option<Versioned>, u64)>)> {
-        futures::future::join_all(replicas.iter().map(|replica| async move {
+    ) -> Vec<(&'r ServerInfo, Result<(Option<Versioned>, u64)>)> {
+        futures::future::join_all(replicas.iter().map(|&replica| async move {
             let answer = match self
                 .server_call(&replica.addr, ServerRequest::Read { key: key.into() })
                 .await
@@ -478,7 +478,7 @@ impl Client {
                 Ok(other) => Err(unexpected_server("read", &other)),
                 Err(err) => Err(name_replica(err, &replica.addr)),
             };
-            (replica.clone(), answer)
+            (replica, answer)
         }))
         .await
     }

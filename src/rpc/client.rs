@@ -17,6 +17,7 @@ use tokio_util::codec::Framed;
 use super::frame::{codec, decode, encode, write_coalesced};
 use super::message::{Request, Response, ServiceKind, PROTOCOL_VERSION};
 use crate::error::{Error, Result};
+use crate::fasthash::FastBuildHasher;
 use crate::net;
 
 /// Calls waiting for a reply on one connection; a caller beyond it waits for a slot.
@@ -24,7 +25,8 @@ pub const IN_FLIGHT_PER_CONNECTION_MAX: usize = 4096;
 /// Encoded requests waiting for the writer of one connection.
 pub const REQUEST_QUEUE_MAX: usize = 1024;
 
-type Pending<Rep> = Mutex<HashMap<u64, oneshot::Sender<Result<Rep>>>>;
+/// Ids come from a counter on this side, never from the peer: see [`crate::fasthash`].
+type Pending<Rep> = Mutex<HashMap<u64, oneshot::Sender<Result<Rep>>, FastBuildHasher>>;
 
 struct Inner<Rep> {
     addr: String,
@@ -120,7 +122,7 @@ where
         let inner = Arc::new(Inner {
             addr: addr.to_string(),
             out_tx,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::default()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             slots: Semaphore::new(IN_FLIGHT_PER_CONNECTION_MAX),
@@ -185,8 +187,9 @@ where
         })
     }
 
-    /// Sends one request and waits up to `timeout` for its reply.
-    pub async fn call(&self, request: Req, timeout: Duration) -> Result<Rep> {
+    /// Sends one request and waits up to `timeout` for its reply. The request is borrowed: it
+    /// is only encoded, and a caller that retries sends the same one again without a copy.
+    pub async fn call(&self, request: &Req, timeout: Duration) -> Result<Rep> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(Error::Unreachable(format!(
@@ -248,7 +251,9 @@ pub const POOL_CONNECTIONS_MAX: usize = 256;
 pub struct Pool<Req, Rep> {
     service: ServiceKind,
     connect_timeout: Duration,
-    conns: Mutex<HashMap<String, RpcClient<Req, Rep>>>,
+    /// Keyed by address; addresses come from views and options, not peers: see
+    /// [`crate::fasthash`].
+    conns: Mutex<HashMap<String, RpcClient<Req, Rep>, FastBuildHasher>>,
 }
 
 impl<Req, Rep> Pool<Req, Rep>
@@ -260,7 +265,7 @@ where
         Self {
             service,
             connect_timeout,
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::default()),
         }
     }
 
@@ -297,15 +302,18 @@ where
     }
 
     /// One call to `addr` over the pooled connection.
-    pub async fn call(&self, addr: &str, request: Req, timeout: Duration) -> Result<Rep> {
-        let client = tokio::time::timeout(timeout, self.get(addr))
-            .await
-            .map_err(|_| {
-                Error::Timeout(format!(
-                    "connecting to {addr} took over {} ms",
-                    timeout.as_millis()
-                ))
-            })??;
+    pub async fn call(&self, addr: &str, request: &Req, timeout: Duration) -> Result<Rep> {
+        let client = match self.cached(addr) {
+            Some(client) => client,
+            None => tokio::time::timeout(timeout, self.get(addr))
+                .await
+                .map_err(|_| {
+                    Error::Timeout(format!(
+                        "connecting to {addr} took over {} ms",
+                        timeout.as_millis()
+                    ))
+                })??,
+        };
         client.call(request, timeout).await
     }
 

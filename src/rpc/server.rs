@@ -1,13 +1,14 @@
 //! The accept loop and per-connection handler shared by the view leader and the storage server.
 //!
-//! accept → handshake → read frames → spawn one task per request → replies through one writer
-//! task that flushes once per burst. Requests on one connection run concurrently (a long poll
+//! accept → handshake → read frames → handle each request (in a task of its own if it has to
+//! wait) → replies through one writer task that flushes once per burst. Requests on one connection run concurrently (a long poll
 //! does not hold up a `get` behind it) and their replies carry the request id, so clients can
 //! pipeline. A connection that sends something wrong gets an error frame and, if its byte stream
 //! can no longer be trusted, is closed; every other connection is untouched.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -271,7 +272,7 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, shutdown: Ca
         };
         let handler = handler.clone();
         let reply_tx = reply_tx.clone();
-        tokio::spawn(
+        let mut task = Box::pin(
             async move {
                 debug!(request_id, ?request, "request");
                 let reply = handler.clone().handle(request).await.map(Response::Reply);
@@ -295,6 +296,13 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, shutdown: Ca
             }
             .in_current_span(),
         );
+        // Nearly every request is answered without waiting (a lookup under a lock), so try it
+        // here first: that saves a task spawn and a cross-thread wake-up per request. One that
+        // does wait (a long poll) moves to a task of its own and holds up nothing behind it.
+        let waiting = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx).is_pending()));
+        if waiting.await {
+            tokio::spawn(task);
+        }
     }
     drop(reply_tx);
     let _ = writer.await;

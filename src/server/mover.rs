@@ -376,7 +376,7 @@ impl StorageServer {
             }
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => return Err(Error::Refused("superseded by a newer view".into())),
-                outcome = self.peers.call(addr, request.clone(), timeout) => outcome,
+                outcome = self.peers.call(addr, &request, timeout) => outcome,
             };
             match outcome {
                 Ok(reply) => return Ok(reply),

@@ -144,7 +144,7 @@ impl StorageServer {
     ) -> Result<ViewLeaderReply> {
         let mut last = Error::Unreachable(format!("no view leader at {}", self.options.viewleader));
         for addr in net::candidates(&self.options.viewleader, net::VIEWLEADER_PORTS)? {
-            match self.viewleader.call(&addr, request.clone(), timeout).await {
+            match self.viewleader.call(&addr, &request, timeout).await {
                 Ok(reply) => return Ok(reply),
                 Err(err) => {
                     self.viewleader.forget(&addr);
@@ -403,7 +403,7 @@ impl StorageServer {
         let asks = others.iter().map(|other| async {
             let state = match self
                 .peers
-                .call(&other.addr, ServerRequest::TxStatus { tx }, timeout)
+                .call(&other.addr, &ServerRequest::TxStatus { tx }, timeout)
                 .await
             {
                 Ok(ServerReply::TxState(state)) => Some(state),
