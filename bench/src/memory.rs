@@ -32,18 +32,18 @@ pub struct MemoryArgs {
     pub servers: Vec<String>,
 }
 
-/// Peak resident set of a process, in bytes.
-fn peak_rss_bytes(pid: u32) -> Result<u64> {
+/// A `/proc/PID/status` line in bytes: `VmHWM` is the peak resident set, `VmRSS` the current.
+fn status_bytes(pid: u32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path)
         .map_err(|err| Error::InvalidRequest(format!("{path}: {err}")))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|kib| kib.parse::<u64>().ok())
         .map(|kib| kib * 1024)
-        .ok_or_else(|| Error::Internal(format!("{path} has no VmHWM line")))
+        .ok_or_else(|| Error::Internal(format!("{path} has no {field} line")))
 }
 
 pub async fn run(args: MemoryArgs) -> Result<()> {
@@ -87,7 +87,8 @@ pub async fn run(args: MemoryArgs) -> Result<()> {
         let status = client.status(&server.addr).await?;
         let line = json!({"kind": "memory", "server": server.addr, "keys_held": status.keys,
                           "raw_bytes": raw.get(server.id.as_str()).copied().unwrap_or(0),
-                          "peak_rss_bytes": peak_rss_bytes(*pid)?});
+                          "peak_rss_bytes": status_bytes(*pid, "VmHWM:")?,
+                          "rss_bytes": status_bytes(*pid, "VmRSS:")?});
         println!("{line}");
     }
     Ok(())

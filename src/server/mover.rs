@@ -64,7 +64,7 @@ impl StorageServer {
             let Ok(node) = self.node() else { return };
             let settled = Ring::of_servers(&view.settled_servers);
             let new = Ring::of_servers(&view.servers);
-            plan(&node.id, &settled, &new, node.store.iter().map(|(k, _)| k))
+            plan(&node.id, &settled, &new, node.store.keys())
         };
         let addrs = addresses(&view.servers);
         let sends = the_plan.sends.iter().map(|(target, keys)| {
@@ -123,14 +123,14 @@ impl StorageServer {
             let ring = Ring::of_servers(&view.servers);
             let unowned: Vec<(Key, Version, Vec<ServerId>)> = node
                 .store
-                .iter()
-                .filter(|(key, _)| !node.participant.is_held(key))
-                .filter_map(|(key, versioned)| {
+                .keys()
+                .filter(|key| !node.participant.is_held(key))
+                .filter_map(|key| {
                     let owners = ring.replicas(key);
                     (!owners.is_empty() && !owners.contains(&&me)).then(|| {
                         (
-                            key.clone(),
-                            versioned.version,
+                            key.to_string(),
+                            node.store.version(key),
                             owners.into_iter().cloned().collect(),
                         )
                     })
@@ -220,9 +220,12 @@ impl StorageServer {
         let ring = Ring::of_servers(&view.servers);
         let mut by_owner: BTreeMap<ServerId, Vec<Key>> = BTreeMap::new();
         if let Ok(node) = self.node() {
-            for (key, _) in node.store.iter() {
+            for key in node.store.keys() {
                 for owner in ring.replicas(key) {
-                    by_owner.entry(owner.clone()).or_default().push(key.clone());
+                    by_owner
+                        .entry(owner.clone())
+                        .or_default()
+                        .push(key.to_string());
                 }
             }
         }
@@ -354,7 +357,7 @@ impl StorageServer {
             }
             bytes += size;
             used += 1;
-            entries.push((key.clone(), versioned.clone()));
+            entries.push((key.clone(), versioned));
         }
         Ok((entries, used))
     }

@@ -190,18 +190,18 @@ impl Participant {
         }
         let value = match &op {
             Op::Put(value) => value.clone(),
-            Op::Append(item) => match store.get(&key).map(|v| &v.value) {
-                None => Value::List(vec![item.clone()]),
-                Some(Value::List(items)) => {
-                    let mut items = items.clone();
+            Op::Append(item) => match store.list(&key) {
+                Some(items) => {
+                    let mut items = items.to_vec();
                     items.push(item.clone());
                     Value::List(items)
                 }
-                Some(Value::Text(_)) => {
+                None if store.contains(&key) => {
                     return Err(Error::InvalidRequest(format!(
                         "{key:?} holds a text, not a list: cannot append to it"
                     )))
                 }
+                None => Value::List(vec![item.clone()]),
             },
         };
         check_value(&value)?;
@@ -246,7 +246,7 @@ impl Participant {
                 value: pending.value,
                 version: pending.version,
             },
-        );
+        )?;
         self.remember(
             tx,
             TxState::Committed {

@@ -57,15 +57,16 @@ impl Plan {
 }
 
 /// Plans the moves of `me` from the `settled` ring to the `new` ring for the keys it holds.
-pub fn plan<'a>(
+pub fn plan<'a, K: AsRef<str> + ?Sized + 'a>(
     me: &str,
     settled: &Ring,
     new: &Ring,
-    keys: impl IntoIterator<Item = &'a Key>,
+    keys: impl IntoIterator<Item = &'a K>,
 ) -> Plan {
     let live: BTreeSet<&ServerId> = new.servers().iter().collect();
     let mut plan = Plan::default();
     for key in keys {
+        let key = key.as_ref();
         let position = crate::ring::position(key.as_bytes());
         let new_replicas = new.replicas_at(position);
         let old_replicas = settled.replicas_at(position);
@@ -77,7 +78,7 @@ pub fn plan<'a>(
                     plan.sends
                         .entry((*target).clone())
                         .or_default()
-                        .push(key.clone());
+                        .push(key.to_string());
                 }
             }
         } else {
@@ -85,11 +86,11 @@ pub fn plan<'a>(
                 plan.offers
                     .entry((*target).clone())
                     .or_default()
-                    .push(key.clone());
+                    .push(key.to_string());
             }
         }
         if !new_replicas.iter().any(|s| *s == me) {
-            plan.unowned.push(key.clone());
+            plan.unowned.push(key.to_string());
         }
     }
     plan
@@ -173,7 +174,7 @@ mod tests {
             plan("s2", &settled, &grown, [&key]).unowned,
             vec![key.clone()]
         );
-        assert!(plan("s9", &settled, &grown, std::iter::empty()).is_empty());
+        assert!(plan("s9", &settled, &grown, std::iter::empty::<&str>()).is_empty());
     }
 
     #[test]

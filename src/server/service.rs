@@ -527,7 +527,7 @@ impl StorageServer {
                         "{key:?} is held by a pending transaction"
                     )));
                 }
-                let version = node.store.set(key, value);
+                let version = node.store.set(key, value)?;
                 if let Some(id) = request_id {
                     node.recent_sets.insert(id, version);
                 }
@@ -535,7 +535,7 @@ impl StorageServer {
             }
             ServerRequest::Get { key } => {
                 check_key(&key)?;
-                Ok(ServerReply::Value(self.node()?.store.get(&key).cloned()))
+                Ok(ServerReply::Value(self.node()?.store.get(&key)))
             }
             ServerRequest::QueryAllKeys { after, limit } => {
                 let (keys, more) = self
@@ -610,7 +610,7 @@ impl StorageServer {
                 check_key(&key)?;
                 let node = self.node()?;
                 Ok(ServerReply::ReadValue {
-                    value: node.store.get(&key).cloned(),
+                    value: node.store.get(&key),
                     epoch: node.view.epoch,
                 })
             }
@@ -636,7 +636,7 @@ impl StorageServer {
                 let mut stored = 0;
                 for (key, versioned) in entries {
                     check_key(&key)?;
-                    if node.store.merge(key, versioned) {
+                    if node.store.merge(key, versioned)? {
                         stored += 1;
                     }
                 }
