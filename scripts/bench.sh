@@ -26,10 +26,12 @@ MEMORY_KEYS=${MEMORY_KEYS:-1000000}
 REBALANCE_KEYS=${REBALANCE_KEYS:-100000 1000000}
 REBALANCE_RUNS=${REBALANCE_RUNS:-3}
 OUT=${OUT:-BENCHMARKS.md}
-MATRIX_EXTRA=()
+MIXES=write,read,ycsb-a,ycsb-b,ycsb-c
+DISTRIBUTIONS=uniform,zipfian
+WARMUP_OPS=500 KEYS=1000 VALUE_BYTES=100 CONNECTIONS=8
 if [[ "${QUICK:-0}" == 1 ]]; then
     RUNS=1 DURATION_S=1 CONCURRENCY=1,16 MEMORY_KEYS=100000 REBALANCE_KEYS=10000 REBALANCE_RUNS=1
-    MATRIX_EXTRA=(--mixes write,read,ycsb-a --distributions uniform)
+    MIXES=write,read,ycsb-a DISTRIBUTIONS=uniform
 fi
 # How long a started service may take to answer before the script gives up.
 READY_TIMEOUT_S=30
@@ -65,7 +67,19 @@ cleanup() {
     wait 2>/dev/null || true
     rm -rf "$SHM" "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+# A signal ends the script at once (and so runs the cleanup): the long steps run in the
+# background with `wait`, which a trapped signal interrupts, unlike a foreground command.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# step COMMAND...: runs COMMAND so that a signal to the script stops waiting for it.
+step() {
+    "$@" &
+    local pid=$!
+    PIDS+=("$pid")
+    wait "$pid"
+}
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
@@ -155,8 +169,16 @@ servers_settled() {
 }
 
 stop_ringleader() {
+    local pid keep=() stopped
     for pid in "${RL_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${RL_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # Forget them, so that the cleanup never signals a pid the system has given to another.
+    for pid in "${PIDS[@]}"; do
+        stopped=0
+        for rl in "${RL_PIDS[@]}"; do [[ $pid == "$rl" ]] && stopped=1; done
+        ((stopped)) || keep+=("$pid")
+    done
+    PIDS=("${keep[@]}")
 }
 
 RESULTS=$WORK/results.jsonl
@@ -165,7 +187,7 @@ RESULTS=$WORK/results.jsonl
     echo "{\"kind\":\"version\",\"name\":\"ringleader\",\"version\":\"$(git rev-parse --short HEAD 2>/dev/null || echo unknown) ($(rustc --version))\"}"
     echo "{\"kind\":\"version\",\"name\":\"etcd\",\"version\":\"$(etcd --version | sed -n 's/etcd Version: //p') (3 members on loopback, data and WAL on tmpfs, default snapshot and heartbeat settings)\"}"
     echo "{\"kind\":\"version\",\"name\":\"Redis\",\"version\":\"$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') (one node, no persistence)\"}"
-    echo "{\"kind\":\"setting\",\"name\":\"Matrix\",\"value\":\"$RUNS runs, ${DURATION_S} s per cell after 500 warm-up operations, clients $CONCURRENCY, 1000 keys, 100 B values, etcd and Redis over 8 connections each, ringleader through its library client (pooled, pipelined connections)\"}"
+    echo "{\"kind\":\"setting\",\"name\":\"Matrix\",\"value\":\"$RUNS runs of $MIXES (YCSB on $DISTRIBUTIONS keys), ${DURATION_S} s per cell after $WARMUP_OPS warm-up operations, clients $CONCURRENCY, $KEYS keys, $VALUE_BYTES B values; etcd over $CONNECTIONS gRPC clients (each balanced over the 3 members) and Redis over $CONNECTIONS multiplexed connections; ringleader through its library client (one pipelined connection per server)\"}"
     echo "{\"kind\":\"setting\",\"name\":\"ringleader cluster\",\"value\":\"view leader + 5 servers as separate processes, release build, default flags\"}"
 } >>"$RESULTS"
 
@@ -174,21 +196,23 @@ start_redis
 start_ringleader matrix
 
 say "running the matrix ($RUNS runs, ${DURATION_S}s per cell)"
-"$BIN/ringleader-bench" matrix --viewleader "$VIEWLEADER" --etcd "$ETCD_ENDPOINTS" \
+step "$BIN/ringleader-bench" matrix --viewleader "$VIEWLEADER" --etcd "$ETCD_ENDPOINTS" \
     --redis "$REDIS_ADDR" --runs "$RUNS" --duration-s "$DURATION_S" \
-    --concurrency "$CONCURRENCY" "${MATRIX_EXTRA[@]}" --out "$RESULTS" >/dev/null
+    --concurrency "$CONCURRENCY" --mixes "$MIXES" --distributions "$DISTRIBUTIONS" \
+    --warmup-ops "$WARMUP_OPS" --keys "$KEYS" --value-bytes "$VALUE_BYTES" \
+    --connections "$CONNECTIONS" --out "$RESULTS" >/dev/null
 stop_ringleader
 
 for keys in $REBALANCE_KEYS; do
     for ((run = 1; run <= REBALANCE_RUNS; run++)); do
         say "rebalancing benchmark: $keys keys, run $run"
-        "$BIN/client" --json bench --workload rebalance --servers 5 --keys "$keys" >>"$RESULTS"
+        step "$BIN/client" --json bench --workload rebalance --servers 5 --keys "$keys" >>"$RESULTS"
     done
 done
 
 say "memory: $MEMORY_KEYS keys of 100 B on a fresh cluster"
 start_ringleader memory
-"$BIN/ringleader-bench" memory --viewleader "$VIEWLEADER" --keys "$MEMORY_KEYS" \
+step "$BIN/ringleader-bench" memory --viewleader "$VIEWLEADER" --keys "$MEMORY_KEYS" \
     --value-bytes 100 "${SERVER_FLAGS[@]}" >>"$RESULTS"
 stop_ringleader
 

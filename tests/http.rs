@@ -1032,6 +1032,7 @@ fn admin_status_and_metrics() {
 
     let mut commits = 0.0;
     let mut aborts = 0.0;
+    let mut reads = 0.0;
     for node in 0..3 {
         // /admin/status: readable text with every field the contract lists.
         let status = wait_for(
@@ -1127,7 +1128,18 @@ fn admin_status_and_metrics() {
                 "node {node}: no {line:?} in /metrics:\n{text}"
             );
         }
-        for op in ["prepare", "commit", "read"] {
+        // Every node is a replica of every key (3 servers), so each one prepares and commits.
+        // Reads are another matter: a linearizable GET reads a majority, the first two replicas
+        // in ring order, so a node may serve none of them; they are counted over all nodes.
+        if let Some(served) = sample(&text, "ringleader_requests_total{op=\"read\"}") {
+            reads += served;
+            expect_sample(
+                &text,
+                "ringleader_request_latency_seconds_bucket{le=\"+Inf\",op=\"read\"}",
+                node,
+            );
+        }
+        for op in ["prepare", "commit"] {
             let requests = expect_sample(
                 &text,
                 &format!("ringleader_requests_total{{op=\"{op}\"}}"),
@@ -1175,6 +1187,12 @@ fn admin_status_and_metrics() {
         .unwrap_or(0.0);
     }
     assert!(commits >= (3 * writes) as f64, "{commits} commits in all");
+    // Each of the GETs read at least a majority (2) of the 3 replicas.
+    assert!(
+        reads >= (2 * keys.len()) as f64,
+        "{reads} replica reads counted for {} GETs",
+        keys.len()
+    );
     assert!(
         aborts >= 1.0,
         "the refused APPEND is counted as an abort on some node"

@@ -43,6 +43,8 @@ pub const HISTOGRAM_MAX_US: u64 = 60_000_000;
 pub const BENCH_KEYS_MAX: u64 = 100_000_000;
 /// Bytes per value at most.
 pub const BENCH_VALUE_BYTES_MAX: usize = 1 << 20;
+/// Longest one operation may take before it counts as an error (and the worker moves on).
+pub const OP_TIMEOUT_MS: u64 = 10_000;
 /// How often the progress bar is redrawn.
 pub const PROGRESS_TICK_MS: u64 = 100;
 
@@ -153,7 +155,9 @@ impl Percentiles {
 /// What one cell measured.
 #[derive(Clone, Debug)]
 pub struct Measured {
+    /// Operations that succeeded (the latencies and ops/s are theirs alone).
     pub ops: u64,
+    /// Operations that failed, timed out or missed a preloaded key.
     pub errors: u64,
     pub elapsed: Duration,
     pub latency_us: Percentiles,
@@ -345,14 +349,21 @@ async fn run_phase<D: Driver>(
                 let key = key_name(keys.chooser.next(&mut rng));
                 let op = mix.choose(&mut rng);
                 let begun = Instant::now();
+                let bound = Duration::from_millis(OP_TIMEOUT_MS);
                 let ok = match op {
-                    Op::Write => driver.write(&key, &keys.value).await.is_ok(),
-                    Op::Read => matches!(driver.read(&key).await, Ok(true)),
+                    Op::Write => matches!(
+                        tokio::time::timeout(bound, driver.write(&key, &keys.value)).await,
+                        Ok(Ok(()))
+                    ),
+                    Op::Read => matches!(
+                        tokio::time::timeout(bound, driver.read(&key)).await,
+                        Ok(Ok(true))
+                    ),
                 };
+                // A failure is counted, never timed: a store that fails fast must not look fast.
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);
-                }
-                if measure {
+                } else if measure {
                     let micros = (begun.elapsed().as_micros().max(1) as u64).min(HISTOGRAM_MAX_US);
                     let _ = histogram.record(micros);
                 }

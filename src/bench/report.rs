@@ -4,8 +4,10 @@
 //! is tested without running anything.
 //!
 //! Lines it understands (others are ignored, so one file can collect every tool's output):
-//! * a cell: `{"system", "workload", "distribution", "concurrency", "ops_per_sec", "p50_us", ...}`
-//!   (what [`super::CellResult::json`] writes); the probe is system `loopback`, workload `probe`;
+//! * a cell of the matrix: `{"system", "workload", "distribution", "concurrency", "run",
+//!   "ops_per_sec", "p50_us", ...}` (what [`super::CellResult::json`] writes, with the run
+//!   number the matrix adds); the probe is system `loopback`, workload `probe`. Cells without a
+//!   run (`client bench --json`, an in-process cluster) are not mixed into the matrix;
 //! * `{"workload": "rebalance", "keys", "detect_ms", "rereplicate_ms", "copies_moved", ...}`;
 //! * `{"kind": "memory", "server", "keys_held", "raw_bytes", "peak_rss_bytes"}`;
 //! * `{"kind": "version", "name", "version"}`, `{"kind": "setting", "name", "value"}`.
@@ -115,6 +117,11 @@ fn workload_label(workload: &str) -> String {
     }
 }
 
+/// Whether a line is a result of the matrix (it carries its run number).
+fn is_matrix_line(line: &Json) -> bool {
+    line.get("run").is_some_and(Json::is_u64)
+}
+
 fn str_of<'a>(line: &'a Json, field: &str) -> Option<&'a str> {
     line.get(field).and_then(Json::as_str)
 }
@@ -126,7 +133,7 @@ fn num_of(line: &Json, field: &str) -> Option<f64> {
 /// Medians per cell and system.
 fn cell_medians(lines: &[Json]) -> BTreeMap<CellKey, BTreeMap<String, Medians>> {
     let mut samples: BTreeMap<(CellKey, String), Vec<&Json>> = BTreeMap::new();
-    for line in lines {
+    for line in lines.iter().filter(|l| is_matrix_line(l)) {
         let (Some(system), Some(workload)) = (str_of(line, "system"), str_of(line, "workload"))
         else {
             continue;
@@ -169,6 +176,14 @@ fn cell_medians(lines: &[Json]) -> BTreeMap<CellKey, BTreeMap<String, Medians>> 
 fn ratio(numerator: Option<&Medians>, denominator: Option<&Medians>) -> Option<f64> {
     let (n, d) = (numerator?.ops_per_sec, denominator?.ops_per_sec);
     (d > 0.0).then(|| n / d)
+}
+
+/// A target's verdict from its ratio, failed by any error in the cells it compares.
+fn ratio_verdict(r: Option<f64>, minimum: f64, cells: [Option<&Medians>; 2]) -> &'static str {
+    if cells.iter().flatten().any(|m| m.errors > 0) {
+        return "**not met** (errors)";
+    }
+    verdict(r.map(|r| r >= minimum))
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {
@@ -233,7 +248,7 @@ pub fn render(lines: &[Json], machine: &Machine, appendix: Option<&str>) -> Stri
     }
     let probe = lines
         .iter()
-        .filter(|l| str_of(l, "workload") == Some("probe"))
+        .filter(|l| is_matrix_line(l) && str_of(l, "workload") == Some("probe"))
         .filter_map(|l| num_of(l, "p50_us"))
         .collect::<Vec<_>>();
     let rtt_us = median(&mut probe.clone());
@@ -293,7 +308,14 @@ fn render_targets(
         fmt_ops(write64.and_then(|c| c.get("ringleader"))),
         fmt_ops(write64.and_then(|c| c.get("etcd"))),
         fmt_ratio(r),
-        verdict(r.map(|r| r >= SETR_OVER_ETCD_PUT_MIN))
+        ratio_verdict(
+            r,
+            SETR_OVER_ETCD_PUT_MIN,
+            [
+                write64.and_then(|c| c.get("ringleader")),
+                write64.and_then(|c| c.get("etcd"))
+            ]
+        )
     );
     let read64 = find(cells, "read", 64);
     let r = ratio(
@@ -306,7 +328,14 @@ fn render_targets(
         fmt_ops(read64.and_then(|c| c.get("ringleader"))),
         fmt_ops(read64.and_then(|c| c.get("etcd"))),
         fmt_ratio(r),
-        verdict(r.map(|r| r >= GETR_OVER_ETCD_GET_MIN))
+        ratio_verdict(
+            r,
+            GETR_OVER_ETCD_GET_MIN,
+            [
+                read64.and_then(|c| c.get("ringleader")),
+                read64.and_then(|c| c.get("etcd"))
+            ]
+        )
     );
     let p50 = find(cells, "write", 1)
         .and_then(|c| c.get("ringleader"))
@@ -395,7 +424,11 @@ fn render_throughput(md: &mut String, cells: &BTreeMap<CellKey, BTreeMap<String,
          serializable a local read of one member. Writes are setr (two-phase commit on three \
          replicas), etcd put (Raft on three members) and Redis SET (one node, nothing \
          replicated: the ceiling). The ratios divide ringleader by etcd, linearizable by \
-         linearizable and stale by serializable.\n"
+         linearizable and stale by serializable. Durability differs: ringleader keeps its data \
+         in memory only (three replicas, nothing on disk), etcd writes its Raft log and \
+         database (here on tmpfs, so a sync costs next to nothing), Redis persistence is off. \
+         Only successful operations count in ops/s and latency; the last column lists the \
+         failures by system.\n"
     );
     table_head(
         md,
@@ -407,7 +440,18 @@ fn render_throughput(md: &mut String, cells: &BTreeMap<CellKey, BTreeMap<String,
         for (name, _) in &systems {
             let _ = write!(row, " {} |", fmt_ops(by_system.get(*name)));
         }
-        let errors: u64 = by_system.values().map(|m| m.errors).sum();
+        let errors: Vec<String> = systems
+            .iter()
+            .filter_map(|(name, heading)| {
+                let errors = by_system.get(*name)?.errors;
+                (errors > 0).then(|| format!("{heading} {errors}"))
+            })
+            .collect();
+        let errors = if errors.is_empty() {
+            "0".to_string()
+        } else {
+            errors.join(", ")
+        };
         let _ = writeln!(
             row,
             " {} | {} | {errors} |",

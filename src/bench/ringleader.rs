@@ -9,7 +9,10 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::ring::Ring;
 use crate::rpc::message::{Key, ServerReply, ServerRequest, Value, Versioned, View};
-use crate::server::mover::TRANSFER_BATCH_KEYS_MAX;
+use crate::server::mover::{TRANSFER_BATCH_BYTES_MAX, TRANSFER_BATCH_KEYS_MAX};
+
+/// Bytes an entry of a transfer takes beyond its key and value (version, lengths, tags).
+const TRANSFER_ENTRY_OVERHEAD_BYTES: usize = 16;
 
 /// Which ringleader operations a driver issues.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,7 +76,9 @@ pub async fn bulk_load(
     keys: &[Key],
     value: &Value,
 ) -> Result<()> {
-    let mut batches: HashMap<String, Vec<(Key, Versioned)>> = Default::default();
+    // Per address: the entries waiting and their bytes.
+    let mut batches: HashMap<String, (Vec<(Key, Versioned)>, usize)> = Default::default();
+    let entry_bytes = value.len_bytes() + TRANSFER_ENTRY_OVERHEAD_BYTES;
     let addr_of = |id: &str| {
         view.servers
             .iter()
@@ -83,7 +88,7 @@ pub async fn bulk_load(
     for key in keys {
         for id in ring.replicas(key) {
             let addr = addr_of(id).ok_or_else(|| Error::Internal("replica not in view".into()))?;
-            let batch = batches.entry(addr.clone()).or_default();
+            let (batch, bytes) = batches.entry(addr.clone()).or_default();
             batch.push((
                 key.clone(),
                 Versioned {
@@ -91,13 +96,16 @@ pub async fn bulk_load(
                     version: 1,
                 },
             ));
-            if batch.len() >= TRANSFER_BATCH_KEYS_MAX / 2 {
+            *bytes += key.len() + entry_bytes;
+            // Within the limits rebalancing keeps to, so a frame is never too large.
+            if batch.len() >= TRANSFER_BATCH_KEYS_MAX / 2 || *bytes >= TRANSFER_BATCH_BYTES_MAX {
                 let entries = std::mem::take(batch);
+                *bytes = 0;
                 transfer(client, &addr, view.epoch, entries).await?;
             }
         }
     }
-    for (addr, entries) in batches {
+    for (addr, (entries, _)) in batches {
         if !entries.is_empty() {
             transfer(client, &addr, view.epoch, entries).await?;
         }

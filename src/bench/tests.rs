@@ -177,7 +177,7 @@ async fn run_cell_counts_missing_keys_and_failed_writes_as_errors() {
     let measured = run_cell(&store, &keys, &cell(Mix::Read, 2, 50), None)
         .await
         .unwrap();
-    assert_eq!((measured.ops, measured.errors), (50, 50));
+    assert_eq!((measured.ops, measured.errors), (0, 50));
     // One key of one refuses writes.
     let store = Arc::new(MapStore {
         failing_key: Some(key_name(0)),
@@ -187,7 +187,8 @@ async fn run_cell_counts_missing_keys_and_failed_writes_as_errors() {
     let measured = run_cell(&store, &keys, &cell(Mix::Write, 3, 30), None)
         .await
         .unwrap();
-    assert_eq!((measured.ops, measured.errors), (30, 30));
+    assert_eq!((measured.ops, measured.errors), (0, 30));
+    assert_eq!(measured.ops_per_sec(), 0.0);
 }
 
 #[tokio::test]
@@ -206,7 +207,7 @@ async fn run_cell_with_a_duration_stops_on_time() {
 fn line(system: &str, workload: &str, concurrency: u64, ops: f64, p50: u64) -> serde_json::Value {
     json!({"system": system, "workload": workload, "distribution": "uniform",
            "concurrency": concurrency, "ops_per_sec": ops, "p50_us": p50, "p99_us": p50 * 4,
-           "errors": 0})
+           "errors": 0, "run": 1})
 }
 
 #[test]
@@ -233,7 +234,16 @@ fn report_tables_medians_ratios_and_targets() {
     }
     lines.push(
         json!({"system": "loopback", "workload": "probe", "distribution": null,
-                      "concurrency": 1, "p50_us": 20, "ops_per_sec": 40_000}),
+                      "concurrency": 1, "p50_us": 20, "ops_per_sec": 40_000, "run": 1}),
+    );
+    // In-process `client bench` lines (no run) stay out of the matrix and the probe.
+    lines.push(
+        json!({"system": "loopback", "workload": "probe", "concurrency": 1,
+                      "p50_us": 5}),
+    );
+    lines.push(
+        json!({"system": "ringleader", "workload": "write", "distribution": "uniform",
+                      "concurrency": 64, "ops_per_sec": 1_000_000.0, "p50_us": 1}),
     );
     lines.push(
         json!({"kind": "memory", "server": "127.0.0.1:1", "keys_held": 600_000,
@@ -282,6 +292,18 @@ fn report_tables_medians_ratios_and_targets() {
     assert!(md.ends_with("before/after\n"), "{md}");
     // Systems with no results get no column.
     assert!(!md.contains("Redis |"), "{md}");
+}
+
+#[test]
+fn report_fails_a_target_whose_cells_had_errors_and_names_them() {
+    let mut lines = vec![
+        line("ringleader", "write", 64, 90_000.0, 100),
+        line("etcd", "write", 64, 10_000.0, 100),
+    ];
+    lines[1]["errors"] = 7.into();
+    let md = report::render(&lines, &Machine::default(), None);
+    assert!(md.contains("9.00× | **not met** (errors) |"), "{md}");
+    assert!(md.contains("| etcd 7 |"), "{md}");
 }
 
 #[test]

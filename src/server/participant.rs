@@ -246,7 +246,7 @@ impl Participant {
                 value: pending.value,
                 version: pending.version,
             },
-        )?;
+        );
         self.remember(
             tx,
             TxState::Committed {

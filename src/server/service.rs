@@ -527,7 +527,7 @@ impl StorageServer {
                         "{key:?} is held by a pending transaction"
                     )));
                 }
-                let version = node.store.set(key, value)?;
+                let version = node.store.set(key, value);
                 if let Some(id) = request_id {
                     node.recent_sets.insert(id, version);
                 }
@@ -636,7 +636,7 @@ impl StorageServer {
                 let mut stored = 0;
                 for (key, versioned) in entries {
                     check_key(&key)?;
-                    if node.store.merge(key, versioned)? {
+                    if node.store.merge(key, versioned) {
                         stored += 1;
                     }
                 }

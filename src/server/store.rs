@@ -43,44 +43,34 @@ pub fn check_value(value: &Value) -> Result<()> {
 
 /// A key holding a text, with its value, in one allocation: the key's bytes followed by the
 /// text's. Nearly every key holds a text, and a server holds millions of them: one allocation
-/// instead of two, and 32 bytes in the tree instead of 64, take the store from about 250 bytes
-/// per 100-byte value to about 180 (see BENCHMARKS.md, "Memory per server").
+/// instead of two, and 32 bytes in the tree instead of 56, take the store from about 270 bytes
+/// per 100-byte value to about 195 (see docs/profiling.md, "Memory per key").
 #[derive(Debug)]
 struct TextRecord {
     key_and_text: Box<str>,
-    key_len: u32,
+    key_len: usize,
     version: Version,
 }
 
 impl TextRecord {
-    fn new(key: &str, text: &str, version: Version) -> Result<Self> {
-        let key_len = u32::try_from(key.len()).map_err(|_| {
-            Error::InvalidRequest(format!(
-                "key is {} bytes, over the limit of {KEY_BYTES_MAX}",
-                key.len()
-            ))
-        })?;
+    fn new(key: &str, text: &str, version: Version) -> Self {
         let mut key_and_text = String::with_capacity(key.len() + text.len());
         key_and_text.push_str(key);
         key_and_text.push_str(text);
-        Ok(TextRecord {
+        TextRecord {
             key_and_text: key_and_text.into_boxed_str(),
-            key_len,
+            key_len: key.len(),
             version,
-        })
+        }
     }
 
     fn key(&self) -> &str {
         // Always a char boundary: the key was a whole string when the record was built.
-        self.key_and_text
-            .get(..self.key_len as usize)
-            .unwrap_or_default()
+        self.key_and_text.get(..self.key_len).unwrap_or_default()
     }
 
     fn text(&self) -> &str {
-        self.key_and_text
-            .get(self.key_len as usize..)
-            .unwrap_or_default()
+        self.key_and_text.get(self.key_len..).unwrap_or_default()
     }
 
     fn versioned(&self) -> Versioned {
@@ -156,30 +146,30 @@ impl Store {
     }
 
     /// A local write: the next version after what is here.
-    pub fn set(&mut self, key: Key, value: Value) -> Result<Version> {
+    pub fn set(&mut self, key: Key, value: Value) -> Version {
         let version = self.version(&key) + 1;
-        self.put(key, Versioned { value, version })?;
-        Ok(version)
+        self.put(key, Versioned { value, version });
+        version
     }
 
     /// Stores `versioned` unless a newer or equal version is already here. Returns whether it
     /// was stored. This is the only way copies from other servers enter the store.
-    pub fn merge(&mut self, key: Key, versioned: Versioned) -> Result<bool> {
+    pub fn merge(&mut self, key: Key, versioned: Versioned) -> bool {
         let held = match self.texts.get(key.as_str()) {
             Some(record) => Some(record.version),
             None => self.lists.get(&key).map(|v| v.version),
         };
         if held.is_some_and(|version| version >= versioned.version) {
-            return Ok(false);
+            return false;
         }
-        self.put(key, versioned)?;
-        Ok(true)
+        self.put(key, versioned);
+        true
     }
 
-    fn put(&mut self, key: Key, versioned: Versioned) -> Result<()> {
+    fn put(&mut self, key: Key, versioned: Versioned) {
         match versioned.value {
             Value::Text(text) => {
-                let record = TextRecord::new(&key, &text, versioned.version)?;
+                let record = TextRecord::new(&key, &text, versioned.version);
                 self.lists.remove(&key);
                 self.texts.replace(record);
             }
@@ -188,7 +178,6 @@ impl Store {
                 self.lists.insert(key, versioned);
             }
         }
-        Ok(())
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Versioned> {
@@ -275,26 +264,26 @@ mod tests {
     #[test]
     fn an_older_copy_never_overwrites_a_newer_one() {
         let mut store = Store::default();
-        assert!(store.merge("k".into(), text("new", 5)).unwrap());
-        assert!(!store.merge("k".into(), text("old", 3)).unwrap());
-        assert!(!store.merge("k".into(), text("same", 5)).unwrap());
+        assert!(store.merge("k".into(), text("new", 5)));
+        assert!(!store.merge("k".into(), text("old", 3)));
+        assert!(!store.merge("k".into(), text("same", 5)));
         assert_eq!(store.get("k"), Some(text("new", 5)));
-        assert!(store.merge("k".into(), text("newer", 6)).unwrap());
+        assert!(store.merge("k".into(), text("newer", 6)));
         assert_eq!(store.get("k"), Some(text("newer", 6)));
     }
 
     #[test]
     fn local_sets_bump_the_version() {
         let mut store = Store::default();
-        assert_eq!(store.set("k".into(), Value::Text("a".into())).unwrap(), 1);
-        assert_eq!(store.set("k".into(), Value::Text("b".into())).unwrap(), 2);
+        assert_eq!(store.set("k".into(), Value::Text("a".into())), 1);
+        assert_eq!(store.set("k".into(), Value::Text("b".into())), 2);
     }
 
     #[test]
     fn keys_are_paged_in_order() {
         let mut store = Store::default();
         for key in ["c", "a", "b", "d"] {
-            store.set(key.into(), Value::Text(String::new())).unwrap();
+            store.set(key.into(), Value::Text(String::new()));
         }
         assert_eq!(
             store.keys_page(None, 2),
@@ -316,10 +305,10 @@ mod tests {
     #[test]
     fn texts_and_lists_are_paged_together_in_order() {
         let mut store = Store::default();
-        store.merge("b".into(), list(&["x"], 1)).unwrap();
-        store.merge("d".into(), list(&[], 1)).unwrap();
+        store.merge("b".into(), list(&["x"], 1));
+        store.merge("d".into(), list(&[], 1));
         for key in ["e", "a", "c"] {
-            store.merge(key.into(), text(key, 1)).unwrap();
+            store.merge(key.into(), text(key, 1));
         }
         assert_eq!(store.keys().collect::<Vec<_>>(), ["a", "b", "c", "d", "e"]);
         assert_eq!(store.len(), 5);
@@ -336,9 +325,9 @@ mod tests {
     #[test]
     fn a_key_changes_between_text_and_list_and_is_held_once() {
         let mut store = Store::default();
-        store.merge("k".into(), text("t", 1)).unwrap();
+        store.merge("k".into(), text("t", 1));
         assert!(store.list("k").is_none());
-        store.merge("k".into(), list(&["a", "b"], 2)).unwrap();
+        store.merge("k".into(), list(&["a", "b"], 2));
         assert_eq!(
             store.list("k"),
             Some(&["a".to_string(), "b".to_string()][..])
@@ -346,8 +335,8 @@ mod tests {
         assert_eq!(store.get("k"), Some(list(&["a", "b"], 2)));
         assert_eq!(store.len(), 1);
         // An older text never replaces the newer list.
-        assert!(!store.merge("k".into(), text("old", 1)).unwrap());
-        store.merge("k".into(), text("back", 3)).unwrap();
+        assert!(!store.merge("k".into(), text("old", 1)));
+        store.merge("k".into(), text("back", 3));
         assert_eq!((store.get("k"), store.len()), (Some(text("back", 3)), 1));
         assert!(store.list("k").is_none());
         assert_eq!(store.remove("k"), Some(text("back", 3)));
@@ -358,9 +347,9 @@ mod tests {
     fn keys_that_prefix_each_other_stay_apart() {
         // The key and its text share one allocation: "ab" + "c" must not be "a" + "bc".
         let mut store = Store::default();
-        store.merge("a".into(), text("bc", 1)).unwrap();
-        store.merge("ab".into(), text("c", 2)).unwrap();
-        store.merge("".into(), text("abc", 3)).unwrap();
+        store.merge("a".into(), text("bc", 1));
+        store.merge("ab".into(), text("c", 2));
+        store.merge("".into(), text("abc", 3));
         assert_eq!(store.get("a"), Some(text("bc", 1)));
         assert_eq!(store.get("ab"), Some(text("c", 2)));
         assert_eq!(store.get(""), Some(text("abc", 3)));
@@ -371,7 +360,7 @@ mod tests {
     #[test]
     fn unicode_keys_and_texts_round_trip() {
         let mut store = Store::default();
-        store.merge("ключ".into(), text("значение ✓", 4)).unwrap();
+        store.merge("ключ".into(), text("значение ✓", 4));
         assert_eq!(store.get("ключ"), Some(text("значение ✓", 4)));
         assert_eq!(store.version("ключ"), 4);
     }

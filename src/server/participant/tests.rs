@@ -175,7 +175,7 @@ fn an_append_extends_the_list_once_however_often_it_is_committed() {
 fn appending_to_a_text_is_refused() {
     let mut p = Participant::default();
     let mut store = Store::default();
-    store.set("t".into(), Value::Text("x".into())).unwrap();
+    store.set("t".into(), Value::Text("x".into()));
     let vote = p.prepare(&ctx(), &store, args(1, "t", Op::Append("a".into()), 5, ME));
     assert!(matches!(vote, Err(Error::InvalidRequest(_))), "{vote:?}");
 }
