@@ -178,12 +178,33 @@ fn ratio(numerator: Option<&Medians>, denominator: Option<&Medians>) -> Option<f
     (d > 0.0).then(|| n / d)
 }
 
-/// A target's verdict from its ratio, failed by any error in the cells it compares.
-fn ratio_verdict(r: Option<f64>, minimum: f64, cells: [Option<&Medians>; 2]) -> &'static str {
-    if cells.iter().flatten().any(|m| m.errors > 0) {
-        return "**not met** (errors)";
-    }
-    verdict(r.map(|r| r >= minimum))
+/// The row of a target "ringleader ≥ `minimum` × etcd" on `workload` at 64 clients (uniform
+/// keys). Any error in either cell fails it.
+fn ratio_target(
+    md: &mut String,
+    cells: &BTreeMap<CellKey, BTreeMap<String, Medians>>,
+    workload: &str,
+    label: &str,
+    minimum: f64,
+) {
+    let cell = find(cells, workload, 64);
+    let (ours, etcd) = (
+        cell.and_then(|c| c.get("ringleader")),
+        cell.and_then(|c| c.get("etcd")),
+    );
+    let r = ratio(ours, etcd);
+    let verdict = if [ours, etcd].iter().flatten().any(|m| m.errors > 0) {
+        "**not met** (errors)"
+    } else {
+        verdict(r.map(|r| r >= minimum))
+    };
+    let _ = writeln!(
+        md,
+        "| {label} | ringleader {} ops/s, etcd {} ops/s: {} | {verdict} |",
+        fmt_ops(ours),
+        fmt_ops(etcd),
+        fmt_ratio(r),
+    );
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {
@@ -297,45 +318,19 @@ fn render_targets(
 ) {
     let _ = writeln!(md, "## Targets\n");
     let _ = writeln!(md, "| target | measured | verdict |\n|---|---|---|");
-    let write64 = find(cells, "write", 64);
-    let r = ratio(
-        write64.and_then(|c| c.get("ringleader")),
-        write64.and_then(|c| c.get("etcd")),
-    );
-    let _ = writeln!(
+    ratio_target(
         md,
-        "| setr ops/s at 64 clients ≥ {SETR_OVER_ETCD_PUT_MIN} × etcd put | ringleader {} ops/s, etcd {} ops/s: {} | {} |",
-        fmt_ops(write64.and_then(|c| c.get("ringleader"))),
-        fmt_ops(write64.and_then(|c| c.get("etcd"))),
-        fmt_ratio(r),
-        ratio_verdict(
-            r,
-            SETR_OVER_ETCD_PUT_MIN,
-            [
-                write64.and_then(|c| c.get("ringleader")),
-                write64.and_then(|c| c.get("etcd"))
-            ]
-        )
+        cells,
+        "write",
+        &format!("setr ops/s at 64 clients ≥ {SETR_OVER_ETCD_PUT_MIN} × etcd put"),
+        SETR_OVER_ETCD_PUT_MIN,
     );
-    let read64 = find(cells, "read", 64);
-    let r = ratio(
-        read64.and_then(|c| c.get("ringleader")),
-        read64.and_then(|c| c.get("etcd")),
-    );
-    let _ = writeln!(
+    ratio_target(
         md,
-        "| getr ops/s at 64 clients ≥ {GETR_OVER_ETCD_GET_MIN} × etcd linearizable get | ringleader {} ops/s, etcd {} ops/s: {} | {} |",
-        fmt_ops(read64.and_then(|c| c.get("ringleader"))),
-        fmt_ops(read64.and_then(|c| c.get("etcd"))),
-        fmt_ratio(r),
-        ratio_verdict(
-            r,
-            GETR_OVER_ETCD_GET_MIN,
-            [
-                read64.and_then(|c| c.get("ringleader")),
-                read64.and_then(|c| c.get("etcd"))
-            ]
-        )
+        cells,
+        "read",
+        &format!("getr ops/s at 64 clients ≥ {GETR_OVER_ETCD_GET_MIN} × etcd linearizable get"),
+        GETR_OVER_ETCD_GET_MIN,
     );
     let p50 = find(cells, "write", 1)
         .and_then(|c| c.get("ringleader"))
