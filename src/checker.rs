@@ -147,7 +147,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::rpc::message::Value;
+pub use crate::types::Value;
 
 /// The default per-key step budget of [`CheckOptions`].
 pub const DEFAULT_MAX_STEPS_PER_KEY: u64 = 1_000_000;

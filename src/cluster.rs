@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{Client, ClientOptions};
 use crate::error::{Error, Result};
 use crate::net;
-use crate::rpc::message::View;
 use crate::server::{self, ReplyFaults, ServerOptions};
+use crate::types::View;
 use crate::viewleader::{self, ViewLeaderOptions};
 
 /// Pause between polls while waiting for the cluster to reach a state.

@@ -31,6 +31,7 @@ pub mod net;
 pub mod ring;
 pub mod rpc;
 pub mod server;
+pub mod types;
 pub mod viewleader;
 
 pub use client::Client;

@@ -15,7 +15,7 @@
 
 use sha1::{Digest, Sha1};
 
-use crate::rpc::message::{ServerId, ServerInfo};
+use crate::types::{ServerId, ServerInfo};
 
 /// How many servers hold each key when the view has that many.
 pub const REPLICATION_COUNT: usize = 3;

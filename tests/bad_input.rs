@@ -14,10 +14,11 @@ use rand::{Rng, SeedableRng};
 use ringleader::client::ClientOptions;
 use ringleader::rpc::frame::{decode, encode, FRAME_BYTES_MAX};
 use ringleader::rpc::message::{
-    Envelope, Request, Response, ServerReply, ServerRequest, ServiceKind, Value, Versioned,
-    ViewLeaderReply, ViewLeaderRequest, PROTOCOL_VERSION,
+    Envelope, Request, Response, ServerReply, ServerRequest, ServiceKind, ViewLeaderReply,
+    ViewLeaderRequest, PROTOCOL_VERSION,
 };
 use ringleader::server::ServerOptions;
+use ringleader::types::{Value, Versioned};
 use ringleader::viewleader::ViewLeaderOptions;
 use ringleader::{Client, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -310,10 +311,7 @@ async fn assert_server_get(
 }
 
 /// A `query_servers` on a raw connection to the view leader answers a view.
-async fn assert_query_servers(
-    stream: &mut TcpStream,
-    request_id: u64,
-) -> ringleader::rpc::message::View {
+async fn assert_query_servers(stream: &mut TcpStream, request_id: u64) -> ringleader::types::View {
     let request = Request::Call(ViewLeaderRequest::QueryServers);
     send_frame(stream, &encode(request_id, &request).unwrap()).await;
     let payload = read_frame(stream, "query_servers")

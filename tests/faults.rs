@@ -19,8 +19,8 @@ use common::{
 };
 use ringleader::client::{Client, ClientOptions, CrashPoint};
 use ringleader::cluster::{ClusterOptions, LocalCluster};
-use ringleader::rpc::message::{Op, ServerInfo, Value, Versioned};
 use ringleader::server::ReplyFaults;
+use ringleader::types::{Op, ServerInfo, Value, Versioned};
 use ringleader::viewleader::ViewLeaderOptions;
 use ringleader::Error;
 

@@ -25,8 +25,9 @@ use common::{
 };
 use ringleader::client::ClientOptions;
 use ringleader::ring::Ring;
-use ringleader::rpc::message::{ServerStatus, Value, Version, Versioned, View};
+use ringleader::rpc::message::ServerStatus;
 use ringleader::server::rebalance::minimum_copies;
+use ringleader::types::{Value, Version, Versioned, View};
 use ringleader::Client;
 
 /// Copies of each key when the view has that many servers or more.

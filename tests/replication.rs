@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use common::{BackgroundClient, TestCluster, Timings, ViewDoc, EXPIRY_TIMEOUT};
 use ringleader::rpc::client::RpcClient;
-use ringleader::rpc::message::{
-    Op, ServerInfo, ServerReply, ServerRequest, ServiceKind, TxId, Value,
-};
+use ringleader::rpc::message::{ServerReply, ServerRequest, ServiceKind};
+use ringleader::types::{Op, ServerInfo, TxId, Value};
 
 /// The replicas `setr --json` reports having stored `key` on, in ring order.
 fn setr_replicas(cluster: &TestCluster, key: &str, value: &str) -> Vec<String> {

@@ -10,7 +10,7 @@ use ringleader::bench::ringleader::bulk_load;
 use ringleader::client::{Client, ClientOptions};
 use ringleader::error::{Error, Result};
 use ringleader::ring::Ring;
-use ringleader::rpc::message::Value;
+use ringleader::types::Value;
 use serde_json::json;
 
 /// A bulk transfer of up to a batch of keys may take this long.

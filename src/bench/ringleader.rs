@@ -8,8 +8,9 @@ use super::Driver;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::ring::Ring;
-use crate::rpc::message::{Key, ServerReply, ServerRequest, Value, Versioned, View};
+use crate::rpc::message::{ServerReply, ServerRequest};
 use crate::server::mover::{TRANSFER_BATCH_BYTES_MAX, TRANSFER_BATCH_KEYS_MAX};
+use crate::types::{Key, Value, Versioned, View};
 
 /// Bytes an entry of a transfer takes beyond its key and value (version, lengths, tags).
 const TRANSFER_ENTRY_OVERHEAD_BYTES: usize = 16;

@@ -30,7 +30,7 @@ use super::Output;
 use crate::checker::{self, Call, CheckOptions, Operation, Return};
 use crate::client::{Client, ClientOptions, CrashPoint};
 use crate::error::{Error, Result};
-use crate::rpc::message::{Op, Value};
+use crate::types::{Op, Value};
 
 /// Longest a chaos run may be asked to last.
 pub const CHAOS_DURATION_S_MAX: u64 = 3_600;

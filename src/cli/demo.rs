@@ -15,7 +15,7 @@ use crate::client::CrashPoint;
 use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::error::{Error, Result};
 use crate::ring::REPLICATION_COUNT;
-use crate::rpc::message::{LockReply, Op, Value};
+use crate::types::{LockReply, Op, Value};
 
 /// Longest the demo waits for the cluster to settle after a change.
 pub const SETTLE_WAIT_MS: u64 = 20_000;

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::client::{Client, ClientOptions, TIMEOUT_MS_DEFAULT, WAIT_MS_DEFAULT};
 use crate::error::Error;
-use crate::rpc::message::{LockReply, Value, Versioned};
+use crate::types::{LockReply, Value, Versioned};
 
 /// Where `--server` and `--viewleader` point when not given (their port ranges are scanned).
 pub const DEFAULT_HOST: &str = "localhost";

@@ -12,7 +12,8 @@
 //!   primary and a majority of the participants have committed.
 
 use crate::error::Error;
-use crate::rpc::message::{Epoch, Key, Op, ServerInfo, ServerRequest, TxId, Version};
+use crate::rpc::message::ServerRequest;
+use crate::types::{Epoch, Key, Op, ServerInfo, TxId, Version};
 
 /// A participant's answer to a prepare, as the coordinator sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,7 +150,7 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::message::Value;
+    use crate::types::Value;
 
     fn coordinator(n: usize) -> Coordinator {
         let participants = (0..n)

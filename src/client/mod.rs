@@ -23,10 +23,10 @@ use crate::net;
 use crate::ring::Ring;
 use crate::rpc::client::Pool;
 use crate::rpc::message::{
-    FencingToken, Key, LockReply, ServerInfo, ServerReply, ServerRequest, ServiceKind, Value,
-    Version, Versioned, View, ViewLeaderReply, ViewLeaderRequest,
+    ServerReply, ServerRequest, ServiceKind, ViewLeaderReply, ViewLeaderRequest,
 };
-use crate::server::store::{check_key, check_value, KEYS_PAGE_MAX};
+use crate::types::{check_key, check_value, KEYS_PAGE_MAX};
+use crate::types::{FencingToken, Key, LockReply, ServerInfo, Value, Version, Versioned, View};
 
 /// Default time allowed for one call.
 pub const TIMEOUT_MS_DEFAULT: u64 = 2_000;

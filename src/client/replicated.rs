@@ -33,8 +33,9 @@ use super::{
     VIEW_POLL_MS,
 };
 use crate::error::{Error, Result};
-use crate::rpc::message::{Op, ServerInfo, ServerReply, ServerRequest, Value, Version, Versioned};
-use crate::server::store::{check_key, check_value};
+use crate::rpc::message::{ServerReply, ServerRequest};
+use crate::types::{check_key, check_value};
+use crate::types::{Op, ServerInfo, Value, Version, Versioned};
 
 /// How far past its deadline a write may still begin its commit.
 pub const LATE_COMMIT_GRACE_MS: u64 = 200;

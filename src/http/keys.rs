@@ -18,7 +18,7 @@ use axum::response::IntoResponse;
 
 use super::{text, Gateway};
 use crate::error::Error;
-use crate::rpc::message::Value;
+use crate::types::Value;
 
 pub async fn get_key(
     State(gateway): State<Arc<Gateway>>,

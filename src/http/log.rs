@@ -28,7 +28,7 @@ use tracing::{info, warn};
 
 use super::{accepting, drop_connection, text, Gateway};
 use crate::error::Error;
-use crate::rpc::message::Value;
+use crate::types::Value;
 
 /// Time an entry may take to commit before the node gives up on it (the external client waits
 /// 5 s).

@@ -15,10 +15,8 @@ use super::rebalance::plan;
 use super::service::StorageServer;
 use crate::error::{Error, Result};
 use crate::ring::Ring;
-use crate::rpc::message::{
-    Epoch, Key, ServerId, ServerInfo, ServerReply, ServerRequest, Version, Versioned, View,
-    ViewLeaderReply, ViewLeaderRequest,
-};
+use crate::rpc::message::{ServerReply, ServerRequest, ViewLeaderReply, ViewLeaderRequest};
+use crate::types::{Epoch, Key, ServerId, ServerInfo, Version, Versioned, View};
 
 /// Bytes of keys and values in one transfer; keeps every batch well under the frame limit.
 pub const TRANSFER_BATCH_BYTES_MAX: usize = 1024 * 1024;

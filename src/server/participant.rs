@@ -51,10 +51,11 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::error::{Error, Result};
-use crate::rpc::message::{
+use crate::server::store::Store;
+use crate::types::check_value;
+use crate::types::{
     Epoch, Key, Op, ServerId, ServerInfo, TxId, TxState, Value, Version, Versioned,
 };
-use crate::server::store::{check_value, Store};
 
 /// Transactions pending at once on one server; a prepare beyond it is voted no.
 pub const PENDING_MAX: usize = 100_000;

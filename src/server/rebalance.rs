@@ -32,7 +32,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ring::Ring;
-use crate::rpc::message::{Key, ServerId};
+use crate::types::{Key, ServerId};
 
 /// What one server does for one view change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -12,16 +12,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::participant::{Context, Overdue, Participant, PrepareArgs, Vote};
-use super::store::{check_key, check_value, Store};
+use super::store::Store;
 use super::ServerOptions;
 use crate::error::{Error, Result};
 use crate::net;
 use crate::rpc::client::Pool;
 use crate::rpc::message::{
-    Epoch, HeartbeatReply, Op, ServerId, ServerInfo, ServerReply, ServerRequest, ServerStatus,
-    ServiceKind, TxId, TxState, Version, View, ViewLeaderReply, ViewLeaderRequest,
+    ServerReply, ServerRequest, ServerStatus, ServiceKind, ViewLeaderReply, ViewLeaderRequest,
 };
 use crate::rpc::server::{serve, Handler, ReplyFault};
+use crate::types::{check_key, check_value};
+use crate::types::{Epoch, HeartbeatReply, Op, ServerId, ServerInfo, TxId, TxState, Version, View};
 
 /// How long a view long poll is held open by the view leader before it answers anyway.
 pub const WATCH_WAIT_MS: u64 = 10_000;

@@ -6,40 +6,7 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
-use crate::error::{Error, Result};
-use crate::rpc::message::{Key, Value, Version, Versioned};
-
-/// Longest key accepted, in bytes.
-pub const KEY_BYTES_MAX: usize = 4 * 1024;
-/// Largest value accepted, in bytes (a list counts each item plus one). Keeps any one value,
-/// with its key and envelope, well inside a frame.
-pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
-/// Keys returned by one `query_all_keys` page.
-pub const KEYS_PAGE_MAX: usize = 10_000;
-
-/// Rejects keys and values outside the limits, naming which and by how much.
-pub fn check_key(key: &str) -> Result<()> {
-    if key.is_empty() {
-        return Err(Error::InvalidRequest("the key is empty".into()));
-    }
-    if key.len() > KEY_BYTES_MAX {
-        return Err(Error::InvalidRequest(format!(
-            "key is {} bytes, over the limit of {KEY_BYTES_MAX}",
-            key.len()
-        )));
-    }
-    Ok(())
-}
-
-pub fn check_value(value: &Value) -> Result<()> {
-    let len = value.len_bytes();
-    if len > VALUE_BYTES_MAX {
-        return Err(Error::InvalidRequest(format!(
-            "value is {len} bytes, over the limit of {VALUE_BYTES_MAX}"
-        )));
-    }
-    Ok(())
-}
+use crate::types::{Key, Value, Version, Versioned, KEYS_PAGE_MAX};
 
 /// A key holding a text, with its value, in one allocation: the key's bytes followed by the
 /// text's. Nearly every key holds a text, and a server holds millions of them: one allocation

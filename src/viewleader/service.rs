@@ -10,11 +10,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::state::{Command, State, StateConfig};
+use super::state::{Command, Outcome, State, StateConfig};
 use super::ViewLeaderOptions;
 use crate::error::{Error, Result};
-use crate::rpc::message::{ServiceKind, View, ViewLeaderReply, ViewLeaderRequest};
+use crate::rpc::message::{ServiceKind, ViewLeaderReply, ViewLeaderRequest};
 use crate::rpc::server::{serve, Handler};
+use crate::types::View;
 
 /// The longest a `WatchView` long poll is held open before it is answered with the current view.
 pub const WATCH_WAIT_MS_MAX: u64 = 30_000;
@@ -89,7 +90,14 @@ impl ViewLeader {
             .lock()
             .map_err(|_| Error::Internal("view leader state poisoned".into()))?;
         let before = state.epoch();
-        let reply = state.apply(command, self.now_ms());
+        let reply = state
+            .apply(command, self.now_ms())
+            .map(|outcome| match outcome {
+                Outcome::Heartbeat(reply) => ViewLeaderReply::Heartbeat(reply),
+                Outcome::View(view) => ViewLeaderReply::View(view),
+                Outcome::Lock(reply) => ViewLeaderReply::Lock(reply),
+                Outcome::Left { epoch } => ViewLeaderReply::Left { epoch },
+            });
         let view = state.view();
         drop(state);
         if view.epoch != before {

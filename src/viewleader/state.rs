@@ -39,9 +39,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::rpc::message::{
-    Epoch, FencingToken, HeartbeatReply, LockReply, ServerId, ServerInfo, View, ViewLeaderReply,
-};
+use crate::types::{Epoch, FencingToken, HeartbeatReply, LockReply, ServerId, ServerInfo, View};
 
 /// Expired ids remembered for denial; the oldest is forgotten beyond this. An id forgotten this
 /// way could rejoin, which only costs a rebalance, never data.
@@ -88,6 +86,19 @@ pub enum Command {
     },
     /// The timer's sweep: expire servers and lock places whose lease ran out.
     Expire,
+}
+
+/// What applying a command answers; the network shell turns it into the wire's reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Heartbeat(HeartbeatReply),
+    /// The view after the command (a sweep's answer).
+    View(View),
+    Lock(LockReply),
+    /// A server left; the epoch after it.
+    Left {
+        epoch: Epoch,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,7 +187,7 @@ impl State {
     }
 
     /// Applies one command that happened at `now_ms` (a monotonic clock in milliseconds).
-    pub fn apply(&mut self, command: Command, now_ms: u64) -> Result<ViewLeaderReply> {
+    pub fn apply(&mut self, command: Command, now_ms: u64) -> Result<Outcome> {
         let reply = self.apply_command(command, now_ms);
         if !self.is_rebalancing() && self.settled_epoch != self.epoch {
             self.settled_epoch = self.epoch;
@@ -184,12 +195,12 @@ impl State {
         }
         match reply {
             // A sweep answers with the view as it is after the settling above.
-            Ok(ViewLeaderReply::View(_)) => Ok(ViewLeaderReply::View(self.view())),
+            Ok(Outcome::View(_)) => Ok(Outcome::View(self.view())),
             other => other,
         }
     }
 
-    fn apply_command(&mut self, command: Command, now_ms: u64) -> Result<ViewLeaderReply> {
+    fn apply_command(&mut self, command: Command, now_ms: u64) -> Result<Outcome> {
         match command {
             Command::Heartbeat {
                 server_id,
@@ -198,28 +209,26 @@ impl State {
                 rebalanced_epoch,
             } => self
                 .heartbeat(server_id, addr, epoch_seen, rebalanced_epoch, now_ms)
-                .map(ViewLeaderReply::Heartbeat),
+                .map(Outcome::Heartbeat),
             Command::Leave { server_id } => {
                 if let Some(member) = self.members.remove(&server_id) {
                     self.forget_id(server_id);
                     self.epoch += 1;
                     self.release_places_of(&[member.addr], now_ms);
                 }
-                Ok(ViewLeaderReply::Left { epoch: self.epoch })
+                Ok(Outcome::Left { epoch: self.epoch })
             }
-            Command::LockGet { lock, requester } => self
-                .lock_get(lock, requester, now_ms)
-                .map(ViewLeaderReply::Lock),
+            Command::LockGet { lock, requester } => {
+                self.lock_get(lock, requester, now_ms).map(Outcome::Lock)
+            }
             Command::LockRelease { lock, requester } => {
                 check_name("lock", &lock)?;
                 check_name("requester", &requester)?;
-                Ok(ViewLeaderReply::Lock(
-                    self.lock_release(&lock, &requester, now_ms),
-                ))
+                Ok(Outcome::Lock(self.lock_release(&lock, &requester, now_ms)))
             }
             Command::Expire => {
                 self.expire(now_ms);
-                Ok(ViewLeaderReply::View(self.view()))
+                Ok(Outcome::View(self.view()))
             }
         }
     }

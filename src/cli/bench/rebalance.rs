@@ -14,8 +14,8 @@ use crate::client::Client;
 use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::error::{Error, Result};
 use crate::ring::Ring;
-use crate::rpc::message::{Key, Value};
 use crate::server::rebalance::minimum_copies;
+use crate::types::{Key, Value};
 
 /// Longest the benchmark waits for detection plus re-replication.
 pub const REBALANCE_WAIT_MS_MAX: u64 = 300_000;

@@ -43,7 +43,7 @@ fn beat_with(
         rebalanced_epoch,
     };
     match s.apply(command, now) {
-        Ok(ViewLeaderReply::Heartbeat(reply)) => reply,
+        Ok(Outcome::Heartbeat(reply)) => reply,
         other => panic!("heartbeat of {id} at {now}: unexpected {other:?}"),
     }
 }
@@ -56,7 +56,7 @@ fn beat(s: &mut State, id: &str, addr: &str, now: u64) -> HeartbeatReply {
 
 fn sweep(s: &mut State, now: u64) -> View {
     match s.apply(Command::Expire, now) {
-        Ok(ViewLeaderReply::View(view)) => view,
+        Ok(Outcome::View(view)) => view,
         other => panic!("sweep at {now}: unexpected {other:?}"),
     }
 }
@@ -77,7 +77,7 @@ fn lock_get(s: &mut State, lock: &str, requester: &str, now: u64) -> LockReply {
         requester: requester.into(),
     };
     match s.apply(command, now) {
-        Ok(ViewLeaderReply::Lock(reply)) => reply,
+        Ok(Outcome::Lock(reply)) => reply,
         other => panic!("lock_get({lock}, {requester}) at {now}: unexpected {other:?}"),
     }
 }
@@ -88,7 +88,7 @@ fn lock_release(s: &mut State, lock: &str, requester: &str, now: u64) -> LockRep
         requester: requester.into(),
     };
     match s.apply(command, now) {
-        Ok(ViewLeaderReply::Lock(reply)) => reply,
+        Ok(Outcome::Lock(reply)) => reply,
         other => panic!("lock_release({lock}, {requester}) at {now}: unexpected {other:?}"),
     }
 }
@@ -104,7 +104,7 @@ fn ids(s: &State) -> Vec<String> {
     s.view().servers.into_iter().map(|info| info.id).collect()
 }
 
-fn invalid(result: Result<ViewLeaderReply>) -> bool {
+fn invalid(result: Result<Outcome>) -> bool {
     matches!(result, Err(Error::InvalidRequest(_)))
 }
 
@@ -351,7 +351,7 @@ fn leave_removes_a_server_bumps_the_epoch_and_a_later_heartbeat_is_denied() {
             },
             10
         ),
-        Ok(ViewLeaderReply::Left { epoch: 3 })
+        Ok(Outcome::Left { epoch: 3 })
     );
     assert_eq!(ids(&s), ["b"]);
     assert_eq!(
@@ -367,7 +367,7 @@ fn leave_removes_a_server_bumps_the_epoch_and_a_later_heartbeat_is_denied() {
             },
             30
         ),
-        Ok(ViewLeaderReply::Left { epoch: 3 })
+        Ok(Outcome::Left { epoch: 3 })
     );
     assert_eq!(s.epoch(), 3);
 }
@@ -870,7 +870,7 @@ proptest! {
                 }
                 Op::Leave(id) => {
                     let reply = s.apply(Command::Leave { server_id: format!("s{id}") }, now);
-                    let left = matches!(reply, Ok(ViewLeaderReply::Left { .. }));
+                    let left = matches!(reply, Ok(Outcome::Left { .. }));
                     prop_assert!(left, "leave answered {:?}", reply);
                 }
                 Op::LockGet(lock, requester) => {

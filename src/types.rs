@@ -1,0 +1,164 @@
+//! The domain: the values ringleader stores, their versions, the ids of servers and
+//! transactions, the view of the cluster, and the limits every key and value is checked
+//! against. The ring, the 2PC state machines, the storage engines and the wire all speak these
+//! types; none of them is defined by the wire ([`crate::rpc`] carries them, it does not own them).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A storage server's identity: a fresh UUID (as text) at every start.
+pub type ServerId = String;
+/// A view number; +1 on every view change.
+pub type Epoch = u64;
+/// A key of the store.
+pub type Key = String;
+/// A two-phase-commit transaction id, chosen at random by the coordinator.
+pub type TxId = u128;
+/// The version of a stored value: it only grows.
+pub type Version = u64;
+/// A grant number of the lock service: it grows with every grant.
+pub type FencingToken = u64;
+
+/// A stored value: a text (`setr`) or a list of strings (`append`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl Value {
+    /// Bytes the value occupies, for the size limits.
+    pub fn len_bytes(&self) -> usize {
+        match self {
+            Value::Text(text) => text.len(),
+            Value::List(items) => items.iter().map(|item| item.len() + 1).sum(),
+        }
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Text(text) => f.write_str(text),
+            Value::List(items) => f.write_str(&items.join("\n")),
+        }
+    }
+}
+
+/// A value with its version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versioned {
+    pub value: Value,
+    pub version: Version,
+}
+
+/// A live storage server as the view lists it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub id: ServerId,
+    pub addr: String,
+}
+
+/// The membership at one epoch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    pub epoch: Epoch,
+    /// Sorted by id.
+    pub servers: Vec<ServerInfo>,
+    /// True while some live server has not reported `rebalanced_epoch == epoch`.
+    pub rebalancing: bool,
+    /// The last epoch at which no server was rebalancing: every key was then on its replicas in
+    /// `settled_servers`. Rebalancing plans against it (see `server::rebalance`).
+    pub settled_epoch: Epoch,
+    pub settled_servers: Vec<ServerInfo>,
+}
+
+/// The answer to a heartbeat. Every variant carries the current epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeartbeatReply {
+    /// The server is (now) in the view.
+    Accepted { epoch: Epoch },
+    /// This id expired earlier; the server must rejoin under a fresh id.
+    Denied { epoch: Epoch },
+    /// Another live id holds this address; try again once it expires.
+    Retry { epoch: Epoch, holder: ServerId },
+}
+
+impl HeartbeatReply {
+    pub fn epoch(&self) -> Epoch {
+        match self {
+            HeartbeatReply::Accepted { epoch }
+            | HeartbeatReply::Denied { epoch }
+            | HeartbeatReply::Retry { epoch, .. } => *epoch,
+        }
+    }
+}
+
+/// The lock service's answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockReply {
+    /// The requester holds the lock; `token` grows with every grant of the lock.
+    Granted { token: FencingToken },
+    /// Queued behind `holder`; `position` 1 is next in line.
+    Retry { holder: String, position: usize },
+    /// The requester left the queue.
+    Released,
+    /// The requester was not in the lock's queue.
+    Unknown,
+    /// Waiting would close this cycle of requesters in the wait-for graph.
+    Deadlock { cycle: Vec<String> },
+}
+
+/// What a transaction does to its key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Replace the value.
+    Put(Value),
+    /// Add an item to the list at the key (a missing key becomes a one-item list).
+    Append(String),
+}
+
+/// Where a transaction stands at one participant (the answer to `TxStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxState {
+    /// Voted yes, no decision known here yet.
+    Prepared,
+    Committed {
+        version: Version,
+    },
+    /// Aborted here, or never prepared here (and now it never will be).
+    Aborted,
+}
+
+/// Longest key accepted, in bytes.
+pub const KEY_BYTES_MAX: usize = 4 * 1024;
+/// Largest value accepted, in bytes (a list counts each item plus one). Keeps any one value,
+/// with its key and envelope, well inside a frame.
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// Keys returned by one `query_all_keys` page.
+pub const KEYS_PAGE_MAX: usize = 10_000;
+
+/// Rejects keys and values outside the limits, naming which and by how much.
+pub fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidRequest("the key is empty".into()));
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(Error::InvalidRequest(format!(
+            "key is {} bytes, over the limit of {KEY_BYTES_MAX}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+pub fn check_value(value: &Value) -> Result<()> {
+    let len = value.len_bytes();
+    if len > VALUE_BYTES_MAX {
+        return Err(Error::InvalidRequest(format!(
+            "value is {len} bytes, over the limit of {VALUE_BYTES_MAX}"
+        )));
+    }
+    Ok(())
+}
