@@ -19,6 +19,7 @@
 //! [`server::run`] or [`cli::run`].
 
 pub mod bench;
+pub mod bounded;
 pub mod checker;
 pub mod cli;
 pub mod client;
@@ -31,6 +32,8 @@ pub mod net;
 pub mod ring;
 pub mod rpc;
 pub mod server;
+pub mod storage;
+pub mod twopc;
 pub mod types;
 pub mod viewleader;
 

@@ -5,12 +5,11 @@
 //! * Single-server commands (`print`, `set`, `get`, `query_all_keys`) go to one named server.
 //! * `query_servers` and the locks go to the view leader.
 //! * `setr` and `append` coordinate a two-phase commit across the key's replicas
-//!   ([`coordinator`]); `getr` reads a majority of them, `getr --stale` the first that answers
+//!   ([`crate::twopc::coordinator`]); `getr` reads a majority of them, `getr --stale` the first that answers
 //!   (see `replicated`). Both act on a cached view that is refreshed on an epoch or id
 //!   mismatch and at most [`VIEW_CACHE_TTL_MS`] after it was fetched, and both wait (up to
 //!   `wait_ms`) while the view leader reports the cluster rebalancing.
 
-pub mod coordinator;
 mod replicated;
 
 pub use replicated::CrashPoint;
@@ -43,8 +42,9 @@ pub const REBALANCE_POLL_MS: u64 = 50;
 /// Tries of one idempotent call (a set with its request id, a prepare, commit or abort with its
 /// transaction id) after a timeout or a broken connection.
 pub const RPC_ATTEMPTS_MAX: usize = 3;
-/// `setr` attempts when the view changed under it (each after a fresh view).
-pub const SETR_ATTEMPTS_MAX: usize = 3;
+/// Attempts of one `setr`, `append` or `getr` when the view changed under it (each after a fresh
+/// view).
+pub const VIEW_ATTEMPTS_MAX: usize = 3;
 /// First pause before retrying a write that met another transaction on its key; it doubles up
 /// to [`CONFLICT_BACKOFF_MS_MAX`], with jitter, until `wait_ms` runs out.
 pub const CONFLICT_BACKOFF_MS_MIN: u64 = 1;

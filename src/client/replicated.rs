@@ -26,14 +26,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::coordinator::{Coordinator, Decision, VoteReply};
 use super::{
     name_replica, unexpected_server, CachedView, Client, GetrOutcome, SetrOutcome,
-    CONFLICT_BACKOFF_MS_MAX, CONFLICT_BACKOFF_MS_MIN, RPC_ATTEMPTS_MAX, SETR_ATTEMPTS_MAX,
+    CONFLICT_BACKOFF_MS_MAX, CONFLICT_BACKOFF_MS_MIN, RPC_ATTEMPTS_MAX, VIEW_ATTEMPTS_MAX,
     VIEW_POLL_MS,
 };
 use crate::error::{Error, Result};
 use crate::rpc::message::{ServerReply, ServerRequest};
+use crate::twopc::coordinator::{AfterPrimary, CommitReply, Coordinator, Decision, VoteReply};
+use crate::twopc::{majority, next_version, Prepare};
 use crate::types::{check_key, check_value};
 use crate::types::{Op, ServerInfo, Value, Version, Versioned};
 
@@ -146,7 +147,7 @@ impl Client {
                     version = self.propose_version(version);
                 }
                 Round::Failed(err)
-                    if view_attempts < SETR_ATTEMPTS_MAX && worth_another_view(&err) =>
+                    if view_attempts < VIEW_ATTEMPTS_MAX && worth_another_view(&err) =>
                 {
                     // Nobody to write to: say so now rather than wait for a server to appear.
                     if view.view.servers.is_empty() {
@@ -187,7 +188,7 @@ impl Client {
         let _ = self
             .last_version
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
-                proposal = now_us.max(above + 1).max(last + 1);
+                proposal = next_version(now_us, above, last);
                 Some(proposal)
             });
         proposal
@@ -225,7 +226,7 @@ impl Client {
         };
         let mut votes: FuturesUnordered<_> = (0..voters)
             .map(|index| {
-                let request = coordinator.prepare(index);
+                let request = prepare_request(coordinator.prepare(index));
                 let addr = replicas[index].addr.as_str();
                 async move {
                     let vote = match self.call_retrying(addr, request, RPC_ATTEMPTS_MAX).await {
@@ -267,19 +268,37 @@ impl Client {
                 if Instant::now() > commit_by + Duration::from_millis(LATE_COMMIT_GRACE_MS) =>
             {
                 // Out of time: a caller who gave up must never see this write appear.
-                self.tell_all(&replicas, coordinator.abort_message()).await;
+                self.tell_all(
+                    &replicas,
+                    ServerRequest::Abort {
+                        tx: coordinator.tx(),
+                    },
+                )
+                .await;
                 Round::Failed(Error::Timeout(format!(
                     "{key:?}: out of time before the commit; aborted"
                 )))
             }
             Some(Decision::Commit) => self.commit_phase(&coordinator, view, crash_at).await,
             Some(Decision::Repropose { above }) => {
-                self.tell_all(&replicas, coordinator.abort_message()).await;
+                self.tell_all(
+                    &replicas,
+                    ServerRequest::Abort {
+                        tx: coordinator.tx(),
+                    },
+                )
+                .await;
                 Round::Outdated(above)
             }
             Some(Decision::Abort { reason }) => {
                 // Every participant hears the abort, including ones whose vote never arrived.
-                self.tell_all(&replicas, coordinator.abort_message()).await;
+                self.tell_all(
+                    &replicas,
+                    ServerRequest::Abort {
+                        tx: coordinator.tx(),
+                    },
+                )
+                .await;
                 Round::Failed(reason)
             }
             None => Round::Failed(Error::Internal("2PC ended undecided".into())),
@@ -294,63 +313,51 @@ impl Client {
         crash_at: Option<CrashPoint>,
     ) -> Round {
         let replicas = coordinator.participants();
-        let primary = &replicas[0];
-        match self
-            .call_retrying(
-                &primary.addr,
-                coordinator.commit_message(),
-                RPC_ATTEMPTS_MAX,
-            )
+        let commit = ServerRequest::Commit {
+            tx: coordinator.tx(),
+        };
+        let primary = match self
+            .call_retrying(&replicas[0].addr, commit.clone(), RPC_ATTEMPTS_MAX)
             .await
         {
-            Ok(ServerReply::Committed) => {}
-            Ok(other) => {
-                return Round::Uncertain(Error::Uncertain(
-                    unexpected_server("commit", &other).to_string(),
-                ))
+            Ok(ServerReply::Committed) => CommitReply::Committed,
+            Ok(other) => CommitReply::Failed(unexpected_server("commit", &other)),
+            Err(Error::Refused(why)) => CommitReply::Refused(why),
+            Err(err) => CommitReply::Failed(err),
+        };
+        match coordinator.on_primary_commit(primary) {
+            AfterPrimary::CommitOthers => {}
+            AfterPrimary::AbortOthers(err) => {
+                let abort = ServerRequest::Abort {
+                    tx: coordinator.tx(),
+                };
+                self.tell_all(&replicas[1..], abort).await;
+                return Round::Failed(err);
             }
-            Err(Error::Refused(why)) => {
-                // The primary resolved the transaction without us (we were too slow): aborted.
-                self.tell_all(&replicas[1..], coordinator.abort_message())
-                    .await;
-                return Round::Failed(Error::Refused(format!(
-                    "the primary {} no longer accepts the commit: {why}",
-                    primary.addr
-                )));
-            }
-            Err(err) => {
-                return Round::Uncertain(Error::Uncertain(format!(
-                    "the primary {} did not acknowledge the commit ({err}); \
-                     the replicas will settle it among themselves",
-                    primary.addr
-                )))
-            }
+            AfterPrimary::Uncertain(err) => return Round::Uncertain(err),
         }
         if crash_at == Some(CrashPoint::AfterFirstCommit) {
             return Round::Uncertain(Error::Uncertain(
                 "coordinator stopped on purpose after the first commit".into(),
             ));
         }
-        let acks =
-            futures::future::join_all(replicas[1..].iter().map(|r| {
-                self.call_retrying(&r.addr, coordinator.commit_message(), RPC_ATTEMPTS_MAX)
-            }))
-            .await;
-        let committed = 1 + acks
-            .iter()
-            .filter(|a| matches!(a, Ok(ServerReply::Committed)))
-            .count();
+        let acks = futures::future::join_all(
+            replicas[1..]
+                .iter()
+                .map(|r| self.call_retrying(&r.addr, commit.clone(), RPC_ATTEMPTS_MAX)),
+        )
+        .await;
         for (replica, ack) in replicas[1..].iter().zip(&acks) {
             if let Err(err) = ack {
                 tracing::warn!(%err, replica = %replica.addr, "commit not acknowledged; the replica will ask the primary");
             }
         }
-        if committed < coordinator.acks_needed() {
-            return Round::Uncertain(Error::Uncertain(format!(
-                "committed at the primary but only {committed} of {} replicas acknowledged; \
-                 the others will settle it with the primary",
-                replicas.len()
-            )));
+        let others_committed = acks
+            .iter()
+            .filter(|a| matches!(a, Ok(ServerReply::Committed)))
+            .count();
+        if let Err(err) = coordinator.on_commit_acks(others_committed) {
+            return Round::Uncertain(err);
         }
         Round::Done(SetrOutcome {
             version: coordinator.version(),
@@ -375,7 +382,7 @@ impl Client {
     pub async fn getr(&self, key: &str) -> Result<Option<GetrOutcome>> {
         check_key(key)?;
         let mut view = self.settled_view(false).await?;
-        for _ in 0..SETR_ATTEMPTS_MAX {
+        for _ in 0..VIEW_ATTEMPTS_MAX {
             match self.read_quorum(&view, key).await {
                 Err(Error::StaleView(_)) => view = self.settled_view(true).await?,
                 other => return other,
@@ -394,7 +401,7 @@ impl Client {
                 view.view.epoch
             )));
         }
-        let quorum = replicas.len() / 2 + 1;
+        let quorum = majority(replicas.len());
         // A majority is enough: ask that many first (in ring order), the others only if some
         // of them do not answer. That saves a third of the reads on three replicas.
         let (first, others) = replicas.split_at(quorum);
@@ -536,4 +543,26 @@ fn worth_another_view(err: &Error) -> bool {
         err,
         Error::StaleView(_) | Error::Rebalancing(_) | Error::Unreachable(_) | Error::Timeout(_)
     )
+}
+
+/// The wire form of a prepare.
+fn prepare_request(prepare: Prepare) -> ServerRequest {
+    let Prepare {
+        tx,
+        key,
+        op,
+        epoch,
+        expected_server_id,
+        version,
+        participants,
+    } = prepare;
+    ServerRequest::Prepare {
+        tx,
+        key,
+        op,
+        epoch,
+        expected_server_id,
+        version,
+        participants,
+    }
 }

@@ -2,10 +2,8 @@
 //! the server in the view.
 
 pub mod mover;
-pub mod participant;
 pub mod rebalance;
 pub mod service;
-pub mod store;
 
 pub use service::{run, run_until, run_with_http, NodeSnapshot, StorageServer};
 

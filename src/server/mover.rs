@@ -62,7 +62,7 @@ impl StorageServer {
             let Ok(node) = self.node() else { return };
             let settled = Ring::of_servers(&view.settled_servers);
             let new = Ring::of_servers(&view.servers);
-            plan(&node.id, &settled, &new, node.store.keys())
+            plan(&node.id, &settled, &new, node.store.scan(None))
         };
         let addrs = addresses(&view.servers);
         let sends = the_plan.sends.iter().map(|(target, keys)| {
@@ -121,7 +121,7 @@ impl StorageServer {
             let ring = Ring::of_servers(&view.servers);
             let unowned: Vec<(Key, Version, Vec<ServerId>)> = node
                 .store
-                .keys()
+                .scan(None)
                 .filter(|key| !node.participant.is_held(key))
                 .filter_map(|key| {
                     let owners = ring.replicas(key);
@@ -183,8 +183,10 @@ impl StorageServer {
             });
             // Not if it changed since, or a transaction took it meanwhile.
             if all_hold && node.store.version(key) == *version && !node.participant.is_held(key) {
-                node.store.remove(key);
-                dropped += 1;
+                match node.store.remove(key) {
+                    Ok(_) => dropped += 1,
+                    Err(err) => warn!(%key, %err, "cannot drop a key owned elsewhere; keeping it"),
+                }
             }
         }
         node.keys_dropped += dropped;
@@ -218,7 +220,7 @@ impl StorageServer {
         let ring = Ring::of_servers(&view.servers);
         let mut by_owner: BTreeMap<ServerId, Vec<Key>> = BTreeMap::new();
         if let Ok(node) = self.node() {
-            for key in node.store.keys() {
+            for key in node.store.scan(None) {
                 for owner in ring.replicas(key) {
                     by_owner
                         .entry(owner.clone())

@@ -11,8 +11,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::participant::{Context, Overdue, Participant, PrepareArgs, Vote};
-use super::store::Store;
 use super::ServerOptions;
 use crate::error::{Error, Result};
 use crate::net;
@@ -21,6 +19,9 @@ use crate::rpc::message::{
     ServerReply, ServerRequest, ServerStatus, ServiceKind, ViewLeaderReply, ViewLeaderRequest,
 };
 use crate::rpc::server::{serve, Handler, ReplyFault};
+use crate::storage::{self, Engine, Record};
+use crate::twopc::participant::{Context, Overdue, Vote};
+use crate::twopc::{Participant, Prepare};
 use crate::types::{check_key, check_value};
 use crate::types::{Epoch, HeartbeatReply, Op, ServerId, ServerInfo, TxId, TxState, Version, View};
 
@@ -40,7 +41,7 @@ pub(super) struct Node {
     epoch_seen: Epoch,
     /// Every send this server owes for this epoch is acknowledged.
     pub(super) rebalanced_epoch: Epoch,
-    pub(super) store: Store,
+    pub(super) store: Box<dyn Engine>,
     pub(super) participant: Participant,
     /// Stops the running rebalance or drop pass when a newer view supersedes it.
     moving: Option<CancellationToken>,
@@ -372,22 +373,29 @@ impl StorageServer {
             }
             let now_ms = self.now_ms();
             let overdue = {
-                let Ok(mut node) = self.node() else { return };
+                let Ok(mut guard) = self.node() else { return };
+                let node = &mut *guard;
                 let me = node.id.clone();
                 let overdue = node
                     .participant
                     .overdue(&me, now_ms, self.options.tx_timeout_ms);
-                overdue
-                    .into_iter()
-                    .filter(|item| match item {
-                        Overdue::Ask { tx, .. } => node.resolving.insert(*tx),
-                        Overdue::AbortedAsPrimary { .. } => true,
-                    })
-                    .collect::<Vec<_>>()
+                let mut asks = Vec::new();
+                for item in overdue {
+                    match item {
+                        Overdue::Ask { tx, .. } if !node.resolving.insert(tx) => {}
+                        Overdue::Ask { .. } => asks.push(item),
+                        Overdue::AbortAsPrimary { tx, .. } => {
+                            if node.participant.abort(&mut *node.store, tx).is_ok() {
+                                asks.push(item);
+                            }
+                        }
+                    }
+                }
+                asks
             };
             for item in overdue {
                 match item {
-                    Overdue::AbortedAsPrimary { tx, key } => {
+                    Overdue::AbortAsPrimary { tx, key } => {
                         self.metrics.transaction("abort", "primary_timeout");
                         info!(tx = %format!("{tx:x}"), %key, "coordinator silent; aborted as the primary");
                     }
@@ -425,7 +433,7 @@ impl StorageServer {
             .is_some_and(|primary| !node.view.servers.iter().any(|s| s.id == primary.id));
         let state = node
             .participant
-            .resolve(&mut node.store, tx, &answers, primary_gone);
+            .resolve(&mut *node.store, tx, &answers, primary_gone);
         match state {
             TxState::Prepared => return,
             TxState::Committed { .. } => self.metrics.transaction("commit", "termination"),
@@ -528,8 +536,12 @@ impl StorageServer {
                         "{key:?} is held by a pending transaction"
                     )));
                 }
-                let version = node.store.set(key, value);
+                let version = storage::set_local(&mut *node.store, key, value)?;
                 if let Some(id) = request_id {
+                    node.store.record(&Record::Applied {
+                        request_id: id,
+                        version,
+                    })?;
                     node.recent_sets.insert(id, version);
                 }
                 Ok(ServerReply::Stored { version })
@@ -539,10 +551,8 @@ impl StorageServer {
                 Ok(ServerReply::Value(self.node()?.store.get(&key)))
             }
             ServerRequest::QueryAllKeys { after, limit } => {
-                let (keys, more) = self
-                    .node()?
-                    .store
-                    .keys_page(after.as_deref(), limit as usize);
+                let (keys, more) =
+                    storage::keys_page(&*self.node()?.store, after.as_deref(), limit as usize);
                 Ok(ServerReply::Keys { keys, more })
             }
             ServerRequest::Prepare {
@@ -574,7 +584,7 @@ impl StorageServer {
                     rebalancing: node.rebalanced_epoch < node.view.epoch,
                     now_ms,
                 };
-                let args = PrepareArgs {
+                let args = Prepare {
                     tx,
                     key,
                     op,
@@ -583,7 +593,7 @@ impl StorageServer {
                     version,
                     participants,
                 };
-                match node.participant.prepare(&ctx, &node.store, args) {
+                match node.participant.prepare(&ctx, &mut *node.store, args) {
                     Ok(Vote::Yes) => Ok(ServerReply::Prepared),
                     Ok(Vote::Outdated { above }) => {
                         self.metrics.transaction("vote_no", "outdated");
@@ -598,12 +608,14 @@ impl StorageServer {
             ServerRequest::Commit { tx } => {
                 let mut node = self.node()?;
                 let node = &mut *node;
-                node.participant.commit(&mut node.store, tx)?;
+                node.participant.commit(&mut *node.store, tx)?;
                 self.metrics.transaction("commit", "coordinator");
                 Ok(ServerReply::Committed)
             }
             ServerRequest::Abort { tx } => {
-                self.node()?.participant.abort(tx)?;
+                let mut node = self.node()?;
+                let node = &mut *node;
+                node.participant.abort(&mut *node.store, tx)?;
                 self.metrics.transaction("abort", "coordinator");
                 Ok(ServerReply::Aborted)
             }
@@ -630,17 +642,17 @@ impl StorageServer {
                 Ok(ServerReply::Crashed(false))
             }
             ServerRequest::TxStatus { tx } => {
-                Ok(ServerReply::TxState(self.node()?.participant.status(tx)))
+                let mut node = self.node()?;
+                let node = &mut *node;
+                Ok(ServerReply::TxState(
+                    node.participant.status(&mut *node.store, tx)?,
+                ))
             }
             ServerRequest::Transfer { entries, .. } => {
-                let mut node = self.node()?;
-                let mut stored = 0;
-                for (key, versioned) in entries {
-                    check_key(&key)?;
-                    if node.store.merge(key, versioned) {
-                        stored += 1;
-                    }
+                for (key, _) in &entries {
+                    check_key(key)?;
                 }
+                let stored = self.node()?.store.apply_batch(entries)?;
                 Ok(ServerReply::Transferred { stored })
             }
             ServerRequest::Status => Ok(ServerReply::Status(self.status()?)),
@@ -708,7 +720,7 @@ pub async fn run_with_http(
             view: View::default(),
             epoch_seen: 0,
             rebalanced_epoch: 0,
-            store: Store::default(),
+            store: Box::new(storage::Memory::new()),
             participant: Participant::default(),
             moving: None,
             copies_sent: 0,

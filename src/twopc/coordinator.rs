@@ -1,9 +1,9 @@
 //! The 2PC coordinator of `setr` and `append`, as a state machine with no sockets: it says which
-//! prepares to send, takes the votes as they come, decides, and then says in which order the
-//! decision goes out. The driver in [`super::Client`] moves the messages.
+//! prepares to send, takes the votes as they come, decides, and then takes the commit answers and
+//! says whether the write is acknowledged. The driver in the client library moves the messages.
 //!
-//! The rules (the participant's doc, [`crate::server::participant`], has the whole protocol and
-//! the termination that covers a coordinator that dies):
+//! The rules (the module doc of [`super`] has the whole protocol and the termination that covers
+//! a coordinator that dies):
 //! * vote phase: commit only when every replica voted yes; abort at the first no or when the
 //!   votes do not all arrive in time; an `Outdated` vote means "propose a higher version", so
 //!   the round is aborted and retried above it;
@@ -11,8 +11,8 @@
 //!   decision that survivors consult; the others follow. The write is acknowledged once the
 //!   primary and a majority of the participants have committed.
 
+use super::{majority, Prepare};
 use crate::error::Error;
-use crate::rpc::message::ServerRequest;
 use crate::types::{Epoch, Key, Op, ServerInfo, TxId, Version};
 
 /// A participant's answer to a prepare, as the coordinator sees it.
@@ -34,6 +34,27 @@ pub enum Decision {
     Repropose {
         above: Version,
     },
+}
+
+/// The primary's answer to the commit, as the coordinator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitReply {
+    Committed,
+    /// The primary no longer accepts the commit (it resolved the transaction itself).
+    Refused(String),
+    /// No answer, or an unexpected one: the commit may or may not have happened.
+    Failed(Error),
+}
+
+/// What follows the primary's answer to the commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AfterPrimary {
+    /// Committed at the primary: commit at the others.
+    CommitOthers,
+    /// Aborted at the primary: tell the others to abort; the write failed with this error.
+    AbortOthers(Error),
+    /// The outcome is unknown (an [`Error::Uncertain`]): report it, never retry.
+    Uncertain(Error),
 }
 
 /// One replicated write being decided.
@@ -79,9 +100,13 @@ impl Coordinator {
         self.version
     }
 
+    pub fn tx(&self) -> TxId {
+        self.tx
+    }
+
     /// The prepare for participant `index`.
-    pub fn prepare(&self, index: usize) -> ServerRequest {
-        ServerRequest::Prepare {
+    pub fn prepare(&self, index: usize) -> Prepare {
+        Prepare {
             tx: self.tx,
             key: self.key.clone(),
             op: self.op.clone(),
@@ -132,18 +157,42 @@ impl Coordinator {
         self.decision.as_ref()
     }
 
-    pub fn commit_message(&self) -> ServerRequest {
-        ServerRequest::Commit { tx: self.tx }
+    /// Takes the primary's answer to the commit, which is sent before any other.
+    pub fn on_primary_commit(&self, reply: CommitReply) -> AfterPrimary {
+        let primary = &self.participants[0].addr;
+        match reply {
+            CommitReply::Committed => AfterPrimary::CommitOthers,
+            CommitReply::Refused(why) => AfterPrimary::AbortOthers(Error::Refused(format!(
+                "the primary {primary} no longer accepts the commit: {why}"
+            ))),
+            CommitReply::Failed(Error::Protocol(unexpected)) => AfterPrimary::Uncertain(
+                Error::Uncertain(format!("protocol mismatch: {unexpected}")),
+            ),
+            CommitReply::Failed(err) => AfterPrimary::Uncertain(Error::Uncertain(format!(
+                "the primary {primary} did not acknowledge the commit ({err}); \
+                 the replicas will settle it among themselves"
+            ))),
+        }
     }
 
-    pub fn abort_message(&self) -> ServerRequest {
-        ServerRequest::Abort { tx: self.tx }
+    /// Whether the write is acknowledged once the primary and `others_committed` of the other
+    /// participants have committed; `Err` is the [`Error::Uncertain`] to report if not.
+    pub fn on_commit_acks(&self, others_committed: usize) -> Result<(), Error> {
+        let committed = 1 + others_committed;
+        if committed < self.acks_needed() {
+            return Err(Error::Uncertain(format!(
+                "committed at the primary but only {committed} of {} replicas acknowledged; \
+                 the others will settle it with the primary",
+                self.participants.len()
+            )));
+        }
+        Ok(())
     }
 
     /// How many participants must have committed (the primary among them) before the write is
     /// acknowledged: a majority.
     pub fn acks_needed(&self) -> usize {
-        self.participants.len() / 2 + 1
+        majority(self.participants.len())
     }
 }
 
@@ -175,10 +224,7 @@ mod tests {
         assert_eq!(c.on_vote(0, VoteReply::Yes), None);
         assert_eq!(c.on_vote(2, VoteReply::Yes), None);
         assert_eq!(c.on_vote(1, VoteReply::Yes), Some(&Decision::Commit));
-        assert!(matches!(
-            c.commit_message(),
-            ServerRequest::Commit { tx: 1 }
-        ));
+        assert_eq!(c.tx(), 1);
     }
 
     #[test]
@@ -220,21 +266,17 @@ mod tests {
     #[test]
     fn prepares_carry_the_epoch_the_expected_id_the_version_and_every_participant() {
         let c = coordinator(2);
-        match c.prepare(1) {
-            ServerRequest::Prepare {
-                epoch,
-                expected_server_id,
-                version,
-                participants,
-                ..
-            } => {
-                assert_eq!(epoch, 4);
-                assert_eq!(expected_server_id, "s1");
-                assert_eq!(version, 100);
-                assert_eq!(participants.len(), 2);
-            }
-            other => panic!("{other:?}"),
-        }
+        let Prepare {
+            epoch,
+            expected_server_id,
+            version,
+            participants,
+            ..
+        } = c.prepare(1);
+        assert_eq!(epoch, 4);
+        assert_eq!(expected_server_id, "s1");
+        assert_eq!(version, 100);
+        assert_eq!(participants.len(), 2);
     }
 
     #[test]
@@ -242,5 +284,25 @@ mod tests {
         assert_eq!(coordinator(1).acks_needed(), 1);
         assert_eq!(coordinator(2).acks_needed(), 2);
         assert_eq!(coordinator(3).acks_needed(), 2);
+        let c = coordinator(3);
+        assert_eq!(c.on_commit_acks(1), Ok(()));
+        assert!(matches!(c.on_commit_acks(0), Err(Error::Uncertain(_))));
+    }
+
+    #[test]
+    fn the_primarys_answer_to_the_commit_decides_what_the_others_hear() {
+        let c = coordinator(3);
+        assert_eq!(
+            c.on_primary_commit(CommitReply::Committed),
+            AfterPrimary::CommitOthers
+        );
+        assert!(matches!(
+            c.on_primary_commit(CommitReply::Refused("aborted".into())),
+            AfterPrimary::AbortOthers(Error::Refused(msg)) if msg.contains(":0") && msg.contains("aborted")
+        ));
+        assert!(matches!(
+            c.on_primary_commit(CommitReply::Failed(Error::Timeout("slow".into()))),
+            AfterPrimary::Uncertain(Error::Uncertain(msg)) if msg.contains("slow")
+        ));
     }
 }

@@ -1,6 +1,7 @@
 //! Unit tests of the participant: votes, idempotence, and termination without the coordinator.
 
 use super::*;
+use crate::storage::{set_local, Memory};
 
 const ME: &str = "me";
 
@@ -21,13 +22,13 @@ fn ctx() -> Context<'static> {
 }
 
 /// A prepare of `op` on `key` at `version`, with this server as primary unless `primary` says.
-fn args(tx: TxId, key: &str, op: Op, version: Version, primary: &str) -> PrepareArgs {
+fn args(tx: TxId, key: &str, op: Op, version: Version, primary: &str) -> Prepare {
     let mut participants = vec![server(primary)];
     if primary != ME {
         participants.push(server(ME));
     }
     participants.push(server("third"));
-    PrepareArgs {
+    Prepare {
         tx,
         key: key.into(),
         op,
@@ -45,17 +46,17 @@ fn put(s: &str) -> Op {
 #[test]
 fn a_yes_vote_holds_the_key_until_commit() {
     let mut p = Participant::default();
-    let mut store = Store::default();
+    let mut store = Memory::new();
     assert_eq!(
-        p.prepare(&ctx(), &store, args(1, "k", put("a"), 10, ME)),
+        p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 10, ME)),
         Ok(Vote::Yes)
     );
-    let second = p.prepare(&ctx(), &store, args(2, "k", put("b"), 11, ME));
+    let second = p.prepare(&ctx(), &mut store, args(2, "k", put("b"), 11, ME));
     assert!(matches!(second, Err(Error::Conflict(_))), "{second:?}");
     assert_eq!(p.commit(&mut store, 1), Ok(10));
     assert_eq!(store.get("k").map(|v| v.version), Some(10));
     assert_eq!(
-        p.prepare(&ctx(), &store, args(2, "k", put("b"), 11, ME)),
+        p.prepare(&ctx(), &mut store, args(2, "k", put("b"), 11, ME)),
         Ok(Vote::Yes)
     );
 }
@@ -63,12 +64,12 @@ fn a_yes_vote_holds_the_key_until_commit() {
 #[test]
 fn a_version_not_above_the_keys_is_outdated() {
     let mut p = Participant::default();
-    let mut store = Store::default();
-    p.prepare(&ctx(), &store, args(1, "k", put("a"), 10, ME))
+    let mut store = Memory::new();
+    p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 10, ME))
         .unwrap();
     p.commit(&mut store, 1).unwrap();
     assert_eq!(
-        p.prepare(&ctx(), &store, args(2, "k", put("b"), 10, ME)),
+        p.prepare(&ctx(), &mut store, args(2, "k", put("b"), 10, ME)),
         Ok(Vote::Outdated { above: 10 })
     );
     assert!(!p.is_held("k"), "an outdated vote holds nothing");
@@ -77,12 +78,12 @@ fn a_version_not_above_the_keys_is_outdated() {
 #[test]
 fn transactions_on_different_keys_proceed_concurrently() {
     let mut p = Participant::default();
-    let store = Store::default();
+    let mut store = Memory::new();
     assert!(p
-        .prepare(&ctx(), &store, args(1, "a", put("x"), 1, ME))
+        .prepare(&ctx(), &mut store, args(1, "a", put("x"), 1, ME))
         .is_ok());
     assert!(p
-        .prepare(&ctx(), &store, args(2, "b", put("y"), 1, ME))
+        .prepare(&ctx(), &mut store, args(2, "b", put("y"), 1, ME))
         .is_ok());
     assert_eq!(p.pending_count(), 2);
 }
@@ -90,17 +91,17 @@ fn transactions_on_different_keys_proceed_concurrently() {
 #[test]
 fn a_wrong_epoch_or_id_or_rebalancing_votes_no() {
     let mut p = Participant::default();
-    let store = Store::default();
+    let mut store = Memory::new();
     let mut wrong_epoch = args(1, "k", put("a"), 1, ME);
     wrong_epoch.epoch = 2;
     assert!(matches!(
-        p.prepare(&ctx(), &store, wrong_epoch),
+        p.prepare(&ctx(), &mut store, wrong_epoch),
         Err(Error::StaleView(_))
     ));
     let mut wrong_id = args(1, "k", put("a"), 1, ME);
     wrong_id.expected_server_id = "other".into();
     assert!(matches!(
-        p.prepare(&ctx(), &store, wrong_id),
+        p.prepare(&ctx(), &mut store, wrong_id),
         Err(Error::StaleView(_))
     ));
     let busy = Context {
@@ -108,7 +109,7 @@ fn a_wrong_epoch_or_id_or_rebalancing_votes_no() {
         ..ctx()
     };
     assert!(matches!(
-        p.prepare(&busy, &store, args(1, "k", put("a"), 1, ME)),
+        p.prepare(&busy, &mut store, args(1, "k", put("a"), 1, ME)),
         Err(Error::Rebalancing(_))
     ));
     assert_eq!(p.pending_count(), 0, "a no vote holds nothing");
@@ -117,20 +118,20 @@ fn a_wrong_epoch_or_id_or_rebalancing_votes_no() {
 #[test]
 fn commit_and_abort_are_idempotent() {
     let mut p = Participant::default();
-    let mut store = Store::default();
-    p.prepare(&ctx(), &store, args(1, "k", put("a"), 7, ME))
+    let mut store = Memory::new();
+    p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 7, ME))
         .unwrap();
     assert_eq!(p.commit(&mut store, 1), Ok(7));
     assert_eq!(p.commit(&mut store, 1), Ok(7));
     assert!(
-        p.abort(1).is_err(),
+        p.abort(&mut store, 1).is_err(),
         "a committed transaction cannot be aborted"
     );
 
-    p.prepare(&ctx(), &store, args(2, "k", put("b"), 8, ME))
+    p.prepare(&ctx(), &mut store, args(2, "k", put("b"), 8, ME))
         .unwrap();
-    p.abort(2).unwrap();
-    p.abort(2).unwrap();
+    p.abort(&mut store, 2).unwrap();
+    p.abort(&mut store, 2).unwrap();
     assert!(
         p.commit(&mut store, 2).is_err(),
         "an aborted transaction cannot commit"
@@ -142,13 +143,13 @@ fn commit_and_abort_are_idempotent() {
 #[test]
 fn a_retried_prepare_gets_the_same_vote() {
     let mut p = Participant::default();
-    let store = Store::default();
+    let mut store = Memory::new();
     assert_eq!(
-        p.prepare(&ctx(), &store, args(1, "k", put("a"), 1, ME)),
+        p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 1, ME)),
         Ok(Vote::Yes)
     );
     assert_eq!(
-        p.prepare(&ctx(), &store, args(1, "k", put("a"), 1, ME)),
+        p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 1, ME)),
         Ok(Vote::Yes)
     );
     assert_eq!(p.pending_count(), 1);
@@ -157,12 +158,20 @@ fn a_retried_prepare_gets_the_same_vote() {
 #[test]
 fn an_append_extends_the_list_once_however_often_it_is_committed() {
     let mut p = Participant::default();
-    let mut store = Store::default();
-    p.prepare(&ctx(), &store, args(1, "l", Op::Append("a".into()), 1, ME))
-        .unwrap();
+    let mut store = Memory::new();
+    p.prepare(
+        &ctx(),
+        &mut store,
+        args(1, "l", Op::Append("a".into()), 1, ME),
+    )
+    .unwrap();
     p.commit(&mut store, 1).unwrap();
-    p.prepare(&ctx(), &store, args(2, "l", Op::Append("b".into()), 2, ME))
-        .unwrap();
+    p.prepare(
+        &ctx(),
+        &mut store,
+        args(2, "l", Op::Append("b".into()), 2, ME),
+    )
+    .unwrap();
     p.commit(&mut store, 2).unwrap();
     p.commit(&mut store, 2).unwrap();
     assert_eq!(
@@ -174,34 +183,40 @@ fn an_append_extends_the_list_once_however_often_it_is_committed() {
 #[test]
 fn appending_to_a_text_is_refused() {
     let mut p = Participant::default();
-    let mut store = Store::default();
-    store.set("t".into(), Value::Text("x".into()));
-    let vote = p.prepare(&ctx(), &store, args(1, "t", Op::Append("a".into()), 5, ME));
+    let mut store = Memory::new();
+    set_local(&mut store, "t".into(), Value::Text("x".into())).unwrap();
+    let vote = p.prepare(
+        &ctx(),
+        &mut store,
+        args(1, "t", Op::Append("a".into()), 5, ME),
+    );
     assert!(matches!(vote, Err(Error::InvalidRequest(_))), "{vote:?}");
 }
 
 #[test]
 fn an_overdue_transaction_is_aborted_by_its_primary_and_raises_the_floor() {
     let mut p = Participant::default();
-    let mut store = Store::default();
-    p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, ME))
+    let mut store = Memory::new();
+    p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 9, ME))
         .unwrap();
     assert!(p.overdue(ME, 100, 1_000).is_empty(), "not overdue yet");
     let overdue = p.overdue(ME, 1_001, 1_000);
     assert_eq!(
         overdue,
-        vec![Overdue::AbortedAsPrimary {
+        vec![Overdue::AbortAsPrimary {
             tx: 1,
             key: "k".into()
         }]
     );
+    assert!(p.is_held("k"), "asking what is overdue changes nothing");
+    p.abort(&mut store, 1).unwrap();
     assert!(
         p.commit(&mut store, 1).is_err(),
         "the late coordinator's commit is refused"
     );
     // A later write must go above the aborted one's version.
     assert_eq!(
-        p.prepare(&ctx(), &store, args(2, "k", put("b"), 9, ME)),
+        p.prepare(&ctx(), &mut store, args(2, "k", put("b"), 9, ME)),
         Ok(Vote::Outdated { above: 9 })
     );
 }
@@ -209,8 +224,8 @@ fn an_overdue_transaction_is_aborted_by_its_primary_and_raises_the_floor() {
 #[test]
 fn an_overdue_transaction_elsewhere_asks_the_primary_first() {
     let mut p = Participant::default();
-    let store = Store::default();
-    p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, "boss"))
+    let mut store = Memory::new();
+    p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 9, "boss"))
         .unwrap();
     match p.overdue(ME, 5_000, 1_000).as_slice() {
         [Overdue::Ask { tx: 1, others }] => {
@@ -225,8 +240,8 @@ fn an_overdue_transaction_elsewhere_asks_the_primary_first() {
 #[test]
 fn termination_commits_when_any_participant_committed() {
     let mut p = Participant::default();
-    let mut store = Store::default();
-    p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, "boss"))
+    let mut store = Memory::new();
+    p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 9, "boss"))
         .unwrap();
     let answers = [
         (server("boss"), None),
@@ -242,8 +257,8 @@ fn termination_commits_when_any_participant_committed() {
 #[test]
 fn termination_aborts_when_the_primary_aborted() {
     let mut p = Participant::default();
-    let mut store = Store::default();
-    p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, "boss"))
+    let mut store = Memory::new();
+    p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 9, "boss"))
         .unwrap();
     let answers = [
         (server("boss"), Some(TxState::Aborted)),
@@ -257,8 +272,8 @@ fn termination_aborts_when_the_primary_aborted() {
 #[test]
 fn termination_waits_while_the_primary_is_pending_or_silent_but_in_the_view() {
     let mut p = Participant::default();
-    let mut store = Store::default();
-    p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, "boss"))
+    let mut store = Memory::new();
+    p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 9, "boss"))
         .unwrap();
     let pending = [
         (server("boss"), Some(TxState::Prepared)),
@@ -276,8 +291,8 @@ fn termination_waits_while_the_primary_is_pending_or_silent_but_in_the_view() {
 #[test]
 fn termination_aborts_once_the_primary_left_the_view_and_everyone_else_answered() {
     let mut p = Participant::default();
-    let mut store = Store::default();
-    p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, "boss"))
+    let mut store = Memory::new();
+    p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 9, "boss"))
         .unwrap();
     let third_silent = [(server("boss"), None), (server("third"), None)];
     assert_eq!(
@@ -295,8 +310,41 @@ fn termination_aborts_once_the_primary_left_the_view_and_everyone_else_answered(
 #[test]
 fn asking_about_an_unknown_transaction_fences_its_late_prepare() {
     let mut p = Participant::default();
-    let store = Store::default();
-    assert_eq!(p.status(1), TxState::Aborted);
-    let late = p.prepare(&ctx(), &store, args(1, "k", put("a"), 9, ME));
+    let mut store = Memory::new();
+    assert_eq!(p.status(&mut store, 1).unwrap(), TxState::Aborted);
+    let late = p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 9, ME));
     assert!(matches!(late, Err(Error::Refused(_))), "{late:?}");
+}
+
+#[test]
+fn a_committed_append_holds_the_list_computed_at_the_vote_even_if_a_copy_arrived_meanwhile() {
+    let mut p = Participant::default();
+    let mut store = Memory::new();
+    let list = |items: &[&str], version| Versioned {
+        value: Value::List(items.iter().map(|i| i.to_string()).collect()),
+        version,
+    };
+    store.put_if_newer("l".into(), list(&["a"], 1)).unwrap();
+    p.prepare(
+        &ctx(),
+        &mut store,
+        args(1, "l", Op::Append("c".into()), 10, ME),
+    )
+    .unwrap();
+    // A repair brings a copy while the key is held: the vote's list is what commits, as on
+    // every other replica.
+    store
+        .put_if_newer("l".into(), list(&["a", "b"], 2))
+        .unwrap();
+    p.commit(&mut store, 1).unwrap();
+    assert_eq!(store.get("l"), Some(list(&["a", "c"], 10)));
+    // Untouched since the vote, the append lands as one item with the same result.
+    p.prepare(
+        &ctx(),
+        &mut store,
+        args(2, "l", Op::Append("d".into()), 11, ME),
+    )
+    .unwrap();
+    p.commit(&mut store, 2).unwrap();
+    assert_eq!(store.get("l"), Some(list(&["a", "c", "d"], 11)));
 }

@@ -1,12 +1,14 @@
-//! The key/value map of one storage server. Every value carries a version that only grows: a
-//! local `set` bumps it, a 2PC commit brings the version its coordinator chose, and a copy that
-//! arrives by rebalancing is kept only if it is newer than what is here.
+//! The in-memory engine: every key in one ordered map, nothing on disk. A process that dies
+//! loses what it held (the other replicas carry it); the records of [`super::Record`] are not
+//! kept, because the participant's own maps are all a process needs while it lives.
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
-use crate::types::{Key, Value, Version, Versioned, KEYS_PAGE_MAX};
+use super::{Engine, Record};
+use crate::error::{Error, Result};
+use crate::types::{Key, Value, Version, Versioned};
 
 /// A key holding a text, with its value, in one allocation: the key's bytes followed by the
 /// text's. Nearly every key holds a text, and a server holds millions of them: one allocation
@@ -79,58 +81,14 @@ impl Borrow<str> for TextRecord {
 /// What a server holds: texts compactly, lists (appended to, rarely many) as they come. A key
 /// is in one of the two, never both. Ordered, so that listing keys can be paged.
 #[derive(Debug, Default)]
-pub struct Store {
+pub struct Memory {
     texts: BTreeSet<TextRecord>,
     lists: BTreeMap<Key, Versioned>,
 }
 
-impl Store {
-    /// The key's value, copied out.
-    pub fn get(&self, key: &str) -> Option<Versioned> {
-        match self.texts.get(key) {
-            Some(record) => Some(record.versioned()),
-            None => self.lists.get(key).cloned(),
-        }
-    }
-
-    pub fn version(&self, key: &str) -> Version {
-        match self.texts.get(key) {
-            Some(record) => record.version,
-            None => self.lists.get(key).map_or(0, |v| v.version),
-        }
-    }
-
-    /// Whether the key holds a list (an append would extend it) and its items.
-    pub fn list(&self, key: &str) -> Option<&[String]> {
-        match self.lists.get(key).map(|v| &v.value) {
-            Some(Value::List(items)) => Some(items),
-            _ => None,
-        }
-    }
-
-    pub fn contains(&self, key: &str) -> bool {
-        self.texts.contains(key) || self.lists.contains_key(key)
-    }
-
-    /// A local write: the next version after what is here.
-    pub fn set(&mut self, key: Key, value: Value) -> Version {
-        let version = self.version(&key) + 1;
-        self.put(key, Versioned { value, version });
-        version
-    }
-
-    /// Stores `versioned` unless a newer or equal version is already here. Returns whether it
-    /// was stored. This is the only way copies from other servers enter the store.
-    pub fn merge(&mut self, key: Key, versioned: Versioned) -> bool {
-        let held = match self.texts.get(key.as_str()) {
-            Some(record) => Some(record.version),
-            None => self.lists.get(&key).map(|v| v.version),
-        };
-        if held.is_some_and(|version| version >= versioned.version) {
-            return false;
-        }
-        self.put(key, versioned);
-        true
+impl Memory {
+    pub fn new() -> Self {
+        Self::default()
     }
 
     fn put(&mut self, key: Key, versioned: Versioned) {
@@ -146,24 +104,60 @@ impl Store {
             }
         }
     }
+}
 
-    pub fn remove(&mut self, key: &str) -> Option<Versioned> {
-        match self.texts.take(key) {
+impl Engine for Memory {
+    fn get(&self, key: &str) -> Option<Versioned> {
+        match self.texts.get(key) {
             Some(record) => Some(record.versioned()),
-            None => self.lists.remove(key),
+            None => self.lists.get(key).cloned(),
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.texts.len() + self.lists.len()
+    fn version(&self, key: &str) -> Version {
+        match self.texts.get(key) {
+            Some(record) => record.version,
+            None => self.lists.get(key).map_or(0, |v| v.version),
+        }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.texts.is_empty() && self.lists.is_empty()
+    fn put_if_newer(&mut self, key: Key, versioned: Versioned) -> Result<bool> {
+        let held = match self.texts.get(key.as_str()) {
+            Some(record) => Some(record.version),
+            None => self.lists.get(&key).map(|v| v.version),
+        };
+        if held.is_some_and(|version| version >= versioned.version) {
+            return Ok(false);
+        }
+        self.put(key, versioned);
+        Ok(true)
     }
 
-    /// Every key after `after` (exclusive; all with `None`), in order.
-    pub fn keys_after<'a>(&'a self, after: Option<&'a str>) -> impl Iterator<Item = &'a str> {
+    fn append(&mut self, key: Key, item: String, version: Version) -> Result<()> {
+        if self.texts.contains(key.as_str()) {
+            return Err(Error::InvalidRequest(format!(
+                "{key:?} holds a text, not a list: cannot append to it"
+            )));
+        }
+        let entry = self.lists.entry(key).or_insert_with(|| Versioned {
+            value: Value::List(Vec::new()),
+            version,
+        });
+        if let Value::List(items) = &mut entry.value {
+            items.push(item);
+        }
+        entry.version = version;
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &str) -> Result<Option<Versioned>> {
+        Ok(match self.texts.take(key) {
+            Some(record) => Some(record.versioned()),
+            None => self.lists.remove(key),
+        })
+    }
+
+    fn scan<'a>(&'a self, after: Option<&'a str>) -> Box<dyn Iterator<Item = &'a str> + 'a> {
         let from = match after {
             Some(after) => Bound::Excluded(after),
             None => Bound::Unbounded,
@@ -176,24 +170,18 @@ impl Store {
             .lists
             .range::<str, _>((from, Bound::Unbounded))
             .map(|(key, _)| key.as_str());
-        MergeSorted {
+        Box::new(MergeSorted {
             a: texts.peekable(),
             b: lists.peekable(),
-        }
+        })
     }
 
-    /// Every key, in order.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.keys_after(None)
+    fn len(&self) -> usize {
+        self.texts.len() + self.lists.len()
     }
 
-    /// Up to `limit` keys after `after` (exclusive), in order, and whether more follow.
-    pub fn keys_page(&self, after: Option<&str>, limit: usize) -> (Vec<Key>, bool) {
-        let limit = limit.clamp(1, KEYS_PAGE_MAX);
-        let mut iter = self.keys_after(after);
-        let keys: Vec<Key> = iter.by_ref().take(limit).map(str::to_string).collect();
-        let more = iter.next().is_some();
-        (keys, more)
+    fn record(&mut self, _record: &Record<'_>) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -220,6 +208,7 @@ impl<'a, A: Iterator<Item = &'a str>, B: Iterator<Item = &'a str>> Iterator
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{keys_page, set_local};
 
     fn text(s: &str, version: Version) -> Versioned {
         Versioned {
@@ -230,34 +219,40 @@ mod tests {
 
     #[test]
     fn an_older_copy_never_overwrites_a_newer_one() {
-        let mut store = Store::default();
-        assert!(store.merge("k".into(), text("new", 5)));
-        assert!(!store.merge("k".into(), text("old", 3)));
-        assert!(!store.merge("k".into(), text("same", 5)));
+        let mut store = Memory::new();
+        assert!(store.put_if_newer("k".into(), text("new", 5)).unwrap());
+        assert!(!store.put_if_newer("k".into(), text("old", 3)).unwrap());
+        assert!(!store.put_if_newer("k".into(), text("same", 5)).unwrap());
         assert_eq!(store.get("k"), Some(text("new", 5)));
-        assert!(store.merge("k".into(), text("newer", 6)));
+        assert!(store.put_if_newer("k".into(), text("newer", 6)).unwrap());
         assert_eq!(store.get("k"), Some(text("newer", 6)));
     }
 
     #[test]
     fn local_sets_bump_the_version() {
-        let mut store = Store::default();
-        assert_eq!(store.set("k".into(), Value::Text("a".into())), 1);
-        assert_eq!(store.set("k".into(), Value::Text("b".into())), 2);
+        let mut store = Memory::new();
+        assert_eq!(
+            set_local(&mut store, "k".into(), Value::Text("a".into())).unwrap(),
+            1
+        );
+        assert_eq!(
+            set_local(&mut store, "k".into(), Value::Text("b".into())).unwrap(),
+            2
+        );
     }
 
     #[test]
     fn keys_are_paged_in_order() {
-        let mut store = Store::default();
+        let mut store = Memory::new();
         for key in ["c", "a", "b", "d"] {
-            store.set(key.into(), Value::Text(String::new()));
+            set_local(&mut store, key.into(), Value::Text(String::new())).unwrap();
         }
         assert_eq!(
-            store.keys_page(None, 2),
+            keys_page(&store, None, 2),
             (vec!["a".to_string(), "b".to_string()], true)
         );
         assert_eq!(
-            store.keys_page(Some("b"), 2),
+            keys_page(&store, Some("b"), 2),
             (vec!["c".to_string(), "d".to_string()], false)
         );
     }
@@ -271,63 +266,72 @@ mod tests {
 
     #[test]
     fn texts_and_lists_are_paged_together_in_order() {
-        let mut store = Store::default();
-        store.merge("b".into(), list(&["x"], 1));
-        store.merge("d".into(), list(&[], 1));
+        let mut store = Memory::new();
+        store.put_if_newer("b".into(), list(&["x"], 1)).unwrap();
+        store.put_if_newer("d".into(), list(&[], 1)).unwrap();
         for key in ["e", "a", "c"] {
-            store.merge(key.into(), text(key, 1));
+            store.put_if_newer(key.into(), text(key, 1)).unwrap();
         }
-        assert_eq!(store.keys().collect::<Vec<_>>(), ["a", "b", "c", "d", "e"]);
+        assert_eq!(
+            store.scan(None).collect::<Vec<_>>(),
+            ["a", "b", "c", "d", "e"]
+        );
         assert_eq!(store.len(), 5);
         assert_eq!(
-            store.keys_page(Some("a"), 3),
+            keys_page(&store, Some("a"), 3),
             (vec!["b".to_string(), "c".into(), "d".into()], true)
         );
         assert_eq!(
-            store.keys_page(Some("d"), 3),
+            keys_page(&store, Some("d"), 3),
             (vec!["e".to_string()], false)
         );
     }
 
     #[test]
     fn a_key_changes_between_text_and_list_and_is_held_once() {
-        let mut store = Store::default();
-        store.merge("k".into(), text("t", 1));
-        assert!(store.list("k").is_none());
-        store.merge("k".into(), list(&["a", "b"], 2));
-        assert_eq!(
-            store.list("k"),
-            Some(&["a".to_string(), "b".to_string()][..])
-        );
+        let mut store = Memory::new();
+        store.put_if_newer("k".into(), text("t", 1)).unwrap();
+        assert!(!matches!(
+            store.get("k").map(|v| v.value),
+            Some(Value::List(_))
+        ));
+        store
+            .put_if_newer("k".into(), list(&["a", "b"], 2))
+            .unwrap();
         assert_eq!(store.get("k"), Some(list(&["a", "b"], 2)));
         assert_eq!(store.len(), 1);
         // An older text never replaces the newer list.
-        assert!(!store.merge("k".into(), text("old", 1)));
-        store.merge("k".into(), text("back", 3));
+        assert!(!store.put_if_newer("k".into(), text("old", 1)).unwrap());
+        store.put_if_newer("k".into(), text("back", 3)).unwrap();
         assert_eq!((store.get("k"), store.len()), (Some(text("back", 3)), 1));
-        assert!(store.list("k").is_none());
-        assert_eq!(store.remove("k"), Some(text("back", 3)));
-        assert!(store.is_empty() && store.get("k").is_none() && store.version("k") == 0);
+        assert!(!matches!(
+            store.get("k").map(|v| v.value),
+            Some(Value::List(_))
+        ));
+        assert_eq!(store.remove("k").unwrap(), Some(text("back", 3)));
+        assert!(store.len() == 0 && store.get("k").is_none() && store.version("k") == 0);
     }
 
     #[test]
     fn keys_that_prefix_each_other_stay_apart() {
         // The key and its text share one allocation: "ab" + "c" must not be "a" + "bc".
-        let mut store = Store::default();
-        store.merge("a".into(), text("bc", 1));
-        store.merge("ab".into(), text("c", 2));
-        store.merge("".into(), text("abc", 3));
+        let mut store = Memory::new();
+        store.put_if_newer("a".into(), text("bc", 1)).unwrap();
+        store.put_if_newer("ab".into(), text("c", 2)).unwrap();
+        store.put_if_newer("".into(), text("abc", 3)).unwrap();
         assert_eq!(store.get("a"), Some(text("bc", 1)));
         assert_eq!(store.get("ab"), Some(text("c", 2)));
         assert_eq!(store.get(""), Some(text("abc", 3)));
         assert!(store.get("abc").is_none());
-        assert_eq!(store.keys().collect::<Vec<_>>(), ["", "a", "ab"]);
+        assert_eq!(store.scan(None).collect::<Vec<_>>(), ["", "a", "ab"]);
     }
 
     #[test]
     fn unicode_keys_and_texts_round_trip() {
-        let mut store = Store::default();
-        store.merge("ключ".into(), text("значение ✓", 4));
+        let mut store = Memory::new();
+        store
+            .put_if_newer("ключ".into(), text("значение ✓", 4))
+            .unwrap();
         assert_eq!(store.get("ключ"), Some(text("значение ✓", 4)));
         assert_eq!(store.version("ключ"), 4);
     }

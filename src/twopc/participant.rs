@@ -1,60 +1,14 @@
-//! The 2PC participant: a storage server's side of a replicated write, including what it does
-//! when the coordinator (the client) disappears.
-//!
-//! # Protocol
-//! The client coordinates. It proposes a version (above anything it knows of the key) and sends
-//! `Prepare {tx, key, op, epoch, expected_server_id, version, participants}` to every replica of
-//! the key; `participants` lists them in ring order and the first, the **primary**, holds the
-//! transaction's decision. A participant votes yes only if
-//! * the coordinator's epoch is the participant's epoch (both acted on the same view),
-//! * the coordinator expects this server's current id (not a predecessor at the same address),
-//! * the participant is not rebalancing (the key may be about to move),
-//! * no other transaction is pending on that key (transactions on other keys go ahead), and
-//! * the proposed version is above the key's version and above the version of any transaction
-//!   aborted on the key (its *floor*); otherwise it answers `Outdated {above}` and the
-//!   coordinator proposes again.
-//!
-//! A yes vote computes the value the write will produce (an append extends the list as it is
-//! now: the key is held from here on), records it as pending and holds the key. On all yes, the
-//! coordinator commits at the **primary first**, then at the others; on any no, timeout or
-//! unreachable replica before that, it aborts everywhere. The write is acknowledged to the
-//! caller once the primary and a majority of the participants have committed. Commit and abort
-//! are idempotent: recent decisions are remembered, so a repeated message gets the same answer and
-//! never applies twice; a retried prepare gets the same vote.
-//!
-//! # Termination (the coordinator died or went silent)
-//! A transaction pending for longer than the transaction timeout is resolved without it:
-//! * At the **primary**, it is aborted unilaterally. That is safe because the coordinator commits
-//!   nowhere before the primary has committed, and the primary now refuses that commit.
-//! * At another participant, it asks the others (`TxStatus`). Any `Committed {version}` means
-//!   the decision was commit: it commits. The primary answering `Aborted` (or any participant
-//!   answering `Aborted`, which only happens once the primary can no longer commit) means abort.
-//!   A participant asked about a transaction it never prepared records it as aborted, so a late
-//!   prepare cannot revive it. If the primary is still pending, its own timeout settles it soon;
-//!   the participant asks again.
-//! * If the primary cannot be reached, the participant keeps asking. Once the primary has left
-//!   the view (the server shell tells it) and every other participant answered without a
-//!   commit, no acknowledged write can depend on it (an acknowledgement needs the primary and a
-//!   majority), so it aborts.
-//!
-//! Every abort of a pending transaction raises the key's floor to that transaction's version.
-//! If the primary did commit and comes back later (it was paused, say), its copy carries that
-//! version, and every write after the abort was made above it: the late copy can never overwrite
-//! a newer acknowledged value. (It can resurface where nothing newer was written; that write's
-//! caller never got an answer, so it may take effect late.)
-//!
-//! # Deliberately left out
-//! * Durability: pending transactions, decisions and floors live in memory; a server that
-//!   restarts comes back empty under a new id (the coordinator's id check then fails).
-//! * Losing the primary and a majority at once can lose a write that was acknowledged.
+//! The participant: a storage server's side of a replicated write, and the termination rules it
+//! follows when the coordinator goes silent. The protocol is in the module doc of [`super`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
+use super::Prepare;
+use crate::bounded::BoundedMap;
 use crate::error::{Error, Result};
-use crate::server::store::Store;
-use crate::types::check_value;
+use crate::storage::{Engine, Record};
 use crate::types::{
-    Epoch, Key, Op, ServerId, ServerInfo, TxId, TxState, Value, Version, Versioned,
+    check_value, Epoch, Key, Op, ServerInfo, TxId, TxState, Value, Version, Versioned,
 };
 
 /// Transactions pending at once on one server; a prepare beyond it is voted no.
@@ -71,18 +25,6 @@ pub struct Context<'a> {
     pub epoch: Epoch,
     pub rebalancing: bool,
     pub now_ms: u64,
-}
-
-/// A prepare's fields.
-#[derive(Clone, Debug)]
-pub struct PrepareArgs {
-    pub tx: TxId,
-    pub key: Key,
-    pub op: Op,
-    pub epoch: Epoch,
-    pub expected_server_id: ServerId,
-    pub version: Version,
-    pub participants: Vec<ServerInfo>,
 }
 
 /// A vote that is not an error.
@@ -106,32 +48,53 @@ pub struct Pending {
     pub prepared_ms: u64,
     /// A request that differs in nothing but its tx can only be its retry.
     pub op: Op,
+    /// The key's version when the vote was cast: if it is unchanged at commit, an append is
+    /// applied as one item rather than as the whole list.
+    pub base_version: Version,
 }
 
 /// A transaction that outlived the timeout, and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Overdue {
-    /// This server is the primary: it aborted the transaction itself.
-    AbortedAsPrimary { tx: TxId, key: Key },
+    /// This server is the primary: it aborts the transaction itself.
+    AbortAsPrimary { tx: TxId, key: Key },
     /// Ask these other participants (the primary first) where the transaction stands.
     Ask { tx: TxId, others: Vec<ServerInfo> },
 }
 
 /// Pending transactions, recent decisions and key floors of one server.
-#[derive(Debug, Default)]
+///
+/// Pending transactions are kept in tx order, so that scanning them (for overdue ones) visits
+/// them in the same order on every run: the simulation replays a seed only if nothing iterates
+/// in hash order where it reaches behaviour.
+#[derive(Debug)]
 pub struct Participant {
-    pending: HashMap<TxId, Pending>,
+    pending: BTreeMap<TxId, Pending>,
     by_key: HashMap<Key, TxId>,
-    decided: HashMap<TxId, TxState>,
-    decided_order: VecDeque<TxId>,
-    floors: HashMap<Key, Version>,
-    floors_order: VecDeque<Key>,
+    decided: BoundedMap<TxId, TxState>,
+    floors: BoundedMap<Key, Version>,
+}
+
+impl Default for Participant {
+    fn default() -> Self {
+        Self {
+            pending: BTreeMap::new(),
+            by_key: HashMap::new(),
+            decided: BoundedMap::new(DECIDED_MAX),
+            floors: BoundedMap::new(FLOORS_MAX),
+        }
+    }
 }
 
 impl Participant {
-    /// Phase one: the vote.
-    pub fn prepare(&mut self, ctx: &Context<'_>, store: &Store, args: PrepareArgs) -> Result<Vote> {
-        let PrepareArgs {
+    /// Phase one: the vote. A yes vote is recorded in `store` before it is returned.
+    pub fn prepare(
+        &mut self,
+        ctx: &Context<'_>,
+        store: &mut dyn Engine,
+        args: Prepare,
+    ) -> Result<Vote> {
+        let Prepare {
             tx,
             key,
             op,
@@ -183,21 +146,19 @@ impl Participant {
                 ctx.server_id
             )));
         }
-        let above = store
-            .version(&key)
-            .max(self.floors.get(&key).copied().unwrap_or(0));
+        let base_version = store.version(&key);
+        let above = base_version.max(self.floors.get(&key).copied().unwrap_or(0));
         if version <= above {
             return Ok(Vote::Outdated { above });
         }
         let value = match &op {
             Op::Put(value) => value.clone(),
-            Op::Append(item) => match store.list(&key) {
-                Some(items) => {
-                    let mut items = items.to_vec();
+            Op::Append(item) => match store.get(&key).map(|held| held.value) {
+                Some(Value::List(mut items)) => {
                     items.push(item.clone());
                     Value::List(items)
                 }
-                None if store.contains(&key) => {
+                Some(Value::Text(_)) => {
                     return Err(Error::InvalidRequest(format!(
                         "{key:?} holds a text, not a list: cannot append to it"
                     )))
@@ -211,6 +172,15 @@ impl Participant {
                 "vote no on {key:?}: {PENDING_MAX} transactions already pending"
             )));
         }
+        store.record(&Record::Prepared {
+            tx,
+            key: &key,
+            op: &op,
+            value: &value,
+            version,
+            epoch,
+            participants: &participants,
+        })?;
         self.by_key.insert(key.clone(), tx);
         self.pending.insert(
             tx,
@@ -222,13 +192,14 @@ impl Participant {
                 participants,
                 prepared_ms: ctx.now_ms,
                 op,
+                base_version,
             },
         );
         Ok(Vote::Yes)
     }
 
-    /// Phase two, yes: applies the prepared write.
-    pub fn commit(&mut self, store: &mut Store, tx: TxId) -> Result<Version> {
+    /// Phase two, yes: applies the prepared write and records the decision.
+    pub fn commit(&mut self, store: &mut dyn Engine, tx: TxId) -> Result<Version> {
         let Some(pending) = self.pending.remove(&tx) else {
             return match self.decided.get(&tx) {
                 Some(TxState::Committed { version }) => Ok(*version),
@@ -241,69 +212,68 @@ impl Participant {
         self.by_key.remove(&pending.key);
         // The version was checked above the key's at prepare and the key was held since; a copy
         // that arrived meanwhile by rebalancing or read repair can only be this very write.
-        store.merge(
-            pending.key,
-            Versioned {
-                value: pending.value,
-                version: pending.version,
-            },
-        );
-        self.remember(
-            tx,
-            TxState::Committed {
-                version: pending.version,
-            },
-        );
-        Ok(pending.version)
+        let version = pending.version;
+        match pending.op {
+            // Nothing touched the list since the vote: the item alone is the whole change.
+            Op::Append(item) if store.version(&pending.key) == pending.base_version => {
+                store.append(pending.key, item, version)?;
+            }
+            _ => {
+                store.put_if_newer(
+                    pending.key,
+                    Versioned {
+                        value: pending.value,
+                        version,
+                    },
+                )?;
+            }
+        }
+        self.remember(store, tx, TxState::Committed { version })?;
+        Ok(version)
     }
 
     /// Phase two, no: forgets the prepared write. Aborting an unknown transaction is fine (the
     /// coordinator aborts everywhere, including where the prepare never arrived).
-    pub fn abort(&mut self, tx: TxId) -> Result<()> {
+    pub fn abort(&mut self, store: &mut dyn Engine, tx: TxId) -> Result<()> {
         if let Some(pending) = self.pending.remove(&tx) {
             self.by_key.remove(&pending.key);
-            self.raise_floor(pending.key, pending.version);
+            self.raise_floor(store, pending.key, pending.version)?;
         } else if let Some(TxState::Committed { .. }) = self.decided.get(&tx) {
             return Err(Error::Refused(format!(
                 "transaction {tx:x} was already committed"
             )));
         }
-        self.remember(tx, TxState::Aborted);
-        Ok(())
+        self.remember(store, tx, TxState::Aborted)
     }
 
     /// Where `tx` stands here, for another participant's termination. A transaction never
     /// prepared here is aborted here, so a late prepare cannot bring it back.
-    pub fn status(&mut self, tx: TxId) -> TxState {
+    pub fn status(&mut self, store: &mut dyn Engine, tx: TxId) -> Result<TxState> {
         if self.pending.contains_key(&tx) {
-            return TxState::Prepared;
+            return Ok(TxState::Prepared);
         }
         if let Some(state) = self.decided.get(&tx) {
-            return *state;
+            return Ok(*state);
         }
-        self.remember(tx, TxState::Aborted);
-        TxState::Aborted
+        self.remember(store, tx, TxState::Aborted)?;
+        Ok(TxState::Aborted)
     }
 
-    /// Transactions pending longer than `timeout_ms` at `now_ms`. Those this server is the
-    /// primary of are aborted here and now; for the others it says whom to ask.
-    pub fn overdue(&mut self, me: &str, now_ms: u64, timeout_ms: u64) -> Vec<Overdue> {
-        let late: Vec<TxId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| now_ms.saturating_sub(p.prepared_ms) > timeout_ms)
-            .map(|(tx, _)| *tx)
-            .collect();
-        let mut out = Vec::with_capacity(late.len());
-        for tx in late {
-            let Some(pending) = self.pending.get(&tx) else {
+    /// Transactions pending longer than `timeout_ms` at `now_ms`, and what to do about each:
+    /// abort those this server is the primary of, ask about the others. Changes nothing: the
+    /// caller acts on the answer.
+    pub fn overdue(&self, me: &str, now_ms: u64, timeout_ms: u64) -> Vec<Overdue> {
+        let mut out = Vec::new();
+        for (&tx, pending) in &self.pending {
+            if now_ms.saturating_sub(pending.prepared_ms) <= timeout_ms {
                 continue;
-            };
+            }
             let primary_is_me = pending.participants.first().is_some_and(|p| p.id == me);
             if primary_is_me {
-                let key = pending.key.clone();
-                let _ = self.abort(tx);
-                out.push(Overdue::AbortedAsPrimary { tx, key });
+                out.push(Overdue::AbortAsPrimary {
+                    tx,
+                    key: pending.key.clone(),
+                });
             } else {
                 let others = pending
                     .participants
@@ -322,7 +292,7 @@ impl Participant {
     /// in the view. Returns the state reached, or `Prepared` if it must ask again later.
     pub fn resolve(
         &mut self,
-        store: &mut Store,
+        store: &mut dyn Engine,
         tx: TxId,
         answers: &[(ServerInfo, Option<TxState>)],
         primary_gone: bool,
@@ -356,34 +326,29 @@ impl Participant {
         let primary_silent_and_gone =
             primary_answer.is_none() && primary_gone && others_all_answered;
         if primary_answer == Some(TxState::Aborted) || any_aborted || primary_silent_and_gone {
-            let _ = self.abort(tx);
-            return TxState::Aborted;
+            return match self.abort(store, tx) {
+                Ok(()) => TxState::Aborted,
+                // The abort could not be recorded: still pending, ask again later.
+                Err(_) => TxState::Prepared,
+            };
         }
         TxState::Prepared
     }
 
-    fn raise_floor(&mut self, key: Key, version: Version) {
-        let floor = self.floors.entry(key.clone()).or_insert(0);
-        if *floor == 0 {
-            self.floors_order.push_back(key);
-        }
-        *floor = (*floor).max(version);
-        while self.floors_order.len() > FLOORS_MAX {
-            if let Some(oldest) = self.floors_order.pop_front() {
-                self.floors.remove(&oldest);
-            }
-        }
+    fn raise_floor(&mut self, store: &mut dyn Engine, key: Key, version: Version) -> Result<()> {
+        let floor = self.floors.get(&key).copied().unwrap_or(0).max(version);
+        store.record(&Record::Floor {
+            key: &key,
+            version: floor,
+        })?;
+        self.floors.insert(key, floor);
+        Ok(())
     }
 
-    fn remember(&mut self, tx: TxId, state: TxState) {
-        if self.decided.insert(tx, state).is_none() {
-            self.decided_order.push_back(tx);
-        }
-        while self.decided_order.len() > DECIDED_MAX {
-            if let Some(oldest) = self.decided_order.pop_front() {
-                self.decided.remove(&oldest);
-            }
-        }
+    fn remember(&mut self, store: &mut dyn Engine, tx: TxId, state: TxState) -> Result<()> {
+        store.record(&Record::Decided { tx, state })?;
+        self.decided.insert(tx, state);
+        Ok(())
     }
 
     /// Transactions pending now.
