@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, ClientOptions};
 use crate::error::{Error, Result};
+use crate::faults::ReplyFaults;
 use crate::net;
-use crate::server::{self, ReplyFaults, ServerOptions};
+use crate::server::{self, ServerOptions};
 use crate::types::View;
 use crate::viewleader::{self, ViewLeaderOptions};
 
@@ -59,15 +60,16 @@ impl LocalCluster {
     /// Starts a view leader and `servers` storage servers, and waits until all are in the view.
     pub async fn start(servers: usize, options: ClusterOptions) -> Result<Self> {
         options.viewleader.validate()?;
-        let listener = net::bind("127.0.0.1", Some(0), net::VIEWLEADER_PORTS).await?;
-        let viewleader_addr = listener
-            .local_addr()
-            .map_err(|err| Error::Internal(format!("listener has no address: {err}")))?
-            .to_string();
+        let env = net::Env::real();
+        let listener = env
+            .bind("127.0.0.1", Some(0), net::VIEWLEADER_PORTS)
+            .await?;
+        let viewleader_addr = listener.local_addr()?;
         let viewleader_shutdown = CancellationToken::new();
         let viewleader_task = tokio::spawn(viewleader::run(
             listener,
             options.viewleader.clone(),
+            env,
             viewleader_shutdown.clone(),
         ));
         let mut cluster = Self {
@@ -91,11 +93,9 @@ impl LocalCluster {
 
     /// Starts one more storage server; returns its address.
     pub async fn add_server(&mut self) -> Result<String> {
-        let listener = net::bind("127.0.0.1", Some(0), net::SERVER_PORTS).await?;
-        let addr = listener
-            .local_addr()
-            .map_err(|err| Error::Internal(format!("listener has no address: {err}")))?
-            .to_string();
+        let env = net::Env::real();
+        let listener = env.bind("127.0.0.1", Some(0), net::SERVER_PORTS).await?;
+        let addr = listener.local_addr()?;
         let options = ServerOptions {
             viewleader: self.viewleader_addr.clone(),
             advertise: None,
@@ -106,9 +106,10 @@ impl LocalCluster {
         };
         let shutdown = CancellationToken::new();
         let kill = CancellationToken::new();
-        let task = tokio::spawn(server::run_until(
+        let task = tokio::spawn(server::run(
             listener,
             options,
+            env,
             shutdown.clone(),
             kill.clone(),
         ));

@@ -26,6 +26,7 @@ pub mod client;
 pub mod cluster;
 pub mod error;
 pub mod fasthash;
+pub mod faults;
 pub mod http;
 pub mod metrics;
 pub mod net;

@@ -1,8 +1,27 @@
-//! The only place that opens sockets, so a simulated network could stand in for it.
+//! The seam between ringleader and the world: every socket, clock reading and random number the
+//! store uses comes from an [`Env`] handed to each node (view leader, storage server, client) when
+//! it starts. [`Env::real`] is TCP, the system clocks and the operating system's randomness; a
+//! test or a simulation hands in its own (an in-memory network, a clock it drives, a seeded
+//! generator) and the same code runs unchanged, with no cargo feature and no `cfg`.
+//!
+//! Timers (`tokio::time::sleep`, `timeout`, `interval`) are tokio's and are not behind the seam:
+//! tokio's clock can already be paused and driven (`start_paused`, turmoil), and [`Clock::now`]
+//! reads that same clock, so deadlines and timers agree.
+//!
+//! # Deliberately left out
+//! * File systems: the durable storage issue adds its own seam for files.
+//! * Tools (`crate::tools`: the load generator's loopback probe, chaos, the demo) open their own
+//!   sockets and read the real clock: they measure or drive the real thing.
 
+use std::fmt;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
 
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 
@@ -10,41 +29,212 @@ use crate::error::{Error, Result};
 pub const SERVER_PORTS: RangeInclusive<u16> = 38000..=38010;
 /// Ports a view leader tries in turn when not told one.
 pub const VIEWLEADER_PORTS: RangeInclusive<u16> = 39000..=39010;
+/// Pause after a failed accept (out of file descriptors, say) before the next, so that a
+/// listener in trouble does not spin.
+pub const ACCEPT_BACKOFF_MS: u64 = 100;
 
-/// Dials `addr` (`host:port`) with Nagle off: our messages are small and latency-bound.
-pub async fn connect(addr: &str) -> Result<TcpStream> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|err| Error::Unreachable(format!("cannot connect to {addr}: {err}")))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+/// A byte stream to a peer: a TCP connection, or whatever a simulated network offers.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// A connection as every caller sees it.
+pub type Conn = Box<dyn Stream>;
+
+/// Where a service accepts connections.
+pub trait Listener: Send + Sync {
+    /// The next connection and the peer's address.
+    fn accept(&self) -> BoxFuture<'_, std::io::Result<(Conn, String)>>;
+    /// The address peers reach this listener at.
+    fn local_addr(&self) -> Result<String>;
 }
 
-/// Binds `host:port`, or with no port given the first free port of `range`. Port 0 takes any
-/// free port.
-pub async fn bind(
-    host: &str,
-    port: Option<u16>,
-    range: RangeInclusive<u16>,
-) -> Result<TcpListener> {
-    if let Some(port) = port {
-        return TcpListener::bind((host, port))
-            .await
-            .map_err(|err| Error::Unreachable(format!("cannot listen on {host}:{port}: {err}")));
+/// Opens connections and listeners.
+pub trait Transport: Send + Sync {
+    /// Dials `addr` (`host:port`).
+    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<Conn>>;
+    /// Listens on `addr` (`host:port`; port 0 takes any free port).
+    fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<Box<dyn Listener>>>;
+}
+
+/// Reads the time.
+pub trait Clock: Send + Sync {
+    /// Monotonic time, for deadlines and durations (tokio's clock, so timers agree with it).
+    fn now(&self) -> Instant;
+    /// Microseconds since the Unix epoch: where proposed versions start.
+    fn wall_us(&self) -> u64;
+}
+
+/// Draws random numbers: ids of servers, transactions and requests, and jitter.
+pub trait Random: Send + Sync {
+    fn next_u128(&self) -> u128;
+}
+
+/// Everything a node takes from the world. Cheap to clone.
+#[derive(Clone)]
+pub struct Env {
+    pub transport: Arc<dyn Transport>,
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn Random>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Env")
     }
-    let mut last_err = None;
-    for port in range.clone() {
-        match TcpListener::bind((host, port)).await {
-            Ok(listener) => return Ok(listener),
-            Err(err) => last_err = Some(err),
+}
+
+impl Env {
+    /// TCP, the system clocks and the operating system's randomness.
+    pub fn real() -> Self {
+        Self {
+            transport: Arc::new(Tcp),
+            clock: Arc::new(SystemClock),
+            random: Arc::new(OsRandom),
         }
     }
-    Err(Error::Unreachable(format!(
-        "no free port in {}-{} on {host}: {}",
-        range.start(),
-        range.end(),
-        last_err.map(|e| e.to_string()).unwrap_or_default()
-    )))
+
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    pub fn wall_us(&self) -> u64 {
+        self.clock.wall_us()
+    }
+
+    pub fn random_u128(&self) -> u128 {
+        self.random.next_u128()
+    }
+
+    /// A number in `0..bound` (`bound` above 0), for jitter.
+    pub fn random_below(&self, bound: u64) -> u64 {
+        assert!(bound > 0, "no number lies below 0");
+        (self.random.next_u128() % u128::from(bound)) as u64
+    }
+
+    /// A fresh server id: a version-4 UUID drawn from [`Env::random`].
+    pub fn new_id(&self) -> String {
+        uuid::Builder::from_random_bytes(self.random_u128().to_le_bytes())
+            .into_uuid()
+            .to_string()
+    }
+
+    pub async fn connect(&self, addr: &str) -> Result<Conn> {
+        self.transport.connect(addr).await
+    }
+
+    /// Binds `host:port`, or with no port given the first free port of `range`. Port 0 takes
+    /// any free port.
+    pub async fn bind(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        range: RangeInclusive<u16>,
+    ) -> Result<Box<dyn Listener>> {
+        if let Some(port) = port {
+            return self.transport.bind(&join_host_port(host, port)).await;
+        }
+        let mut last_err = None;
+        for port in range.clone() {
+            match self.transport.bind(&join_host_port(host, port)).await {
+                Ok(listener) => return Ok(listener),
+                Err(err) => last_err = Some(err),
+            }
+        }
+        Err(Error::Unreachable(format!(
+            "no free port in {}-{} on {host}: {}",
+            range.start(),
+            range.end(),
+            last_err.map(|e| e.to_string()).unwrap_or_default()
+        )))
+    }
+}
+
+/// `host:port`, with an IPv6 literal in brackets.
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The next connection on `listener`. A failed accept (out of file descriptors and the like) is
+/// logged and retried after [`ACCEPT_BACKOFF_MS`] instead of spinning or ending the service.
+pub async fn accept(listener: &dyn Listener) -> (Conn, String) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(err) => {
+                tracing::warn!(%err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(ACCEPT_BACKOFF_MS)).await;
+            }
+        }
+    }
+}
+
+/// Real TCP with Nagle off: our messages are small and latency-bound.
+pub struct Tcp;
+
+impl Transport for Tcp {
+    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<Conn>> {
+        Box::pin(async move {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|err| Error::Unreachable(format!("cannot connect to {addr}: {err}")))?;
+            let _ = stream.set_nodelay(true);
+            Ok(Box::new(stream) as Conn)
+        })
+    }
+
+    fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<Box<dyn Listener>>> {
+        Box::pin(async move {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|err| Error::Unreachable(format!("cannot listen on {addr}: {err}")))?;
+            Ok(Box::new(listener) as Box<dyn Listener>)
+        })
+    }
+}
+
+impl Listener for TcpListener {
+    fn accept(&self) -> BoxFuture<'_, std::io::Result<(Conn, String)>> {
+        Box::pin(async move {
+            let (stream, peer) = TcpListener::accept(self).await?;
+            let _ = stream.set_nodelay(true);
+            Ok((Box::new(stream) as Conn, peer.to_string()))
+        })
+    }
+
+    fn local_addr(&self) -> Result<String> {
+        TcpListener::local_addr(self)
+            .map(|addr| addr.to_string())
+            .map_err(|err| Error::Internal(format!("listener has no address: {err}")))
+    }
+}
+
+/// tokio's monotonic clock and the system's wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn wall_us(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// The operating system's randomness (through `rand`'s thread-local generator).
+pub struct OsRandom;
+
+impl Random for OsRandom {
+    fn next_u128(&self) -> u128 {
+        rand::random()
+    }
 }
 
 /// The addresses to try for a target given as `host[:port]`: the one address if it has a port,
@@ -80,6 +270,13 @@ mod tests {
             all,
             vec!["localhost:38000", "localhost:38001", "localhost:38002"]
         );
+    }
+
+    #[test]
+    fn an_ipv6_host_is_bracketed_before_its_port() {
+        assert_eq!(join_host_port("::1", 5), "[::1]:5");
+        assert_eq!(join_host_port("[::1]", 5), "[::1]:5");
+        assert_eq!(join_host_port("localhost", 5), "localhost:5");
     }
 
     #[test]

@@ -57,19 +57,22 @@ impl Cluster {
         let vl_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let vl_addr = vl_listener.local_addr().unwrap().to_string();
         let vl = tokio::spawn(ringleader::viewleader::run(
-            vl_listener,
+            Box::new(vl_listener),
             ViewLeaderOptions::default(),
+            ringleader::net::Env::real(),
             token.clone(),
         ));
         let server_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server_addr = server_listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(ringleader::server::run(
-            server_listener,
+            Box::new(server_listener),
             ServerOptions {
                 viewleader: vl_addr.clone(),
                 ..Default::default()
             },
+            ringleader::net::Env::real(),
             token.clone(),
+            CancellationToken::new(),
         ));
 
         let client = client(&vl_addr);

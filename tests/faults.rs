@@ -19,7 +19,7 @@ use common::{
 };
 use ringleader::client::{Client, ClientOptions, CrashPoint};
 use ringleader::cluster::{ClusterOptions, LocalCluster};
-use ringleader::server::ReplyFaults;
+use ringleader::faults::ReplyFaults;
 use ringleader::types::{Op, ServerInfo, Value, Versioned};
 use ringleader::viewleader::ViewLeaderOptions;
 use ringleader::Error;

@@ -99,9 +99,12 @@ impl RawParticipants {
     fn call(&mut self, addr: &str, request: ServerRequest) -> ringleader::Result<ServerReply> {
         let timeout = Duration::from_secs(5);
         if !self.connections.contains_key(addr) {
-            let client =
-                self.runtime
-                    .block_on(RpcClient::connect(addr, ServiceKind::Server, timeout))?;
+            let client = self.runtime.block_on(RpcClient::connect(
+                &ringleader::net::Tcp,
+                addr,
+                ServiceKind::Server,
+                timeout,
+            ))?;
             self.connections.insert(addr.to_string(), client);
         }
         let client = self.connections[addr].clone();

@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringleader::http::HttpOptions;
+use ringleader::http::{self, HttpOptions};
+use ringleader::net::{self, Env};
 use ringleader::server::{self, ServerOptions};
-use ringleader::{net, viewleader, Error};
+use ringleader::{viewleader, Error};
 
 #[derive(Parser, Debug)]
 #[command(name = "server", version, about = "A ringleader storage server")]
@@ -47,6 +48,21 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     ringleader::cli::init_tracing("warn,ringleader=info");
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err @ Error::InvalidRequest(_)) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// Binds, starts the server, wires the HTTP gateway to it when asked, and serves.
+async fn run(args: Args) -> Result<(), Error> {
     let options = ServerOptions {
         viewleader: args.viewleader,
         advertise: args.advertise,
@@ -55,47 +71,37 @@ async fn main() -> ExitCode {
         tx_timeout_ms: args.tx_timeout_ms,
         faults: Default::default(),
     };
-    if let Err(err) = options.validate() {
-        eprintln!("error: {err}");
-        return ExitCode::from(2);
-    }
-    let listener = match net::bind(&args.host, args.port, net::SERVER_PORTS).await {
-        Ok(listener) => listener,
-        Err(err) => return fail(err),
-    };
+    options.validate()?;
+    let env = Env::real();
+    let listener = env.bind(&args.host, args.port, net::SERVER_PORTS).await?;
     let http = match args.http_port {
-        Some(port) => match net::bind(&args.host, Some(port), net::SERVER_PORTS).await {
-            Ok(http_listener) => Some(http_listener),
-            Err(err) => return fail(err),
-        },
+        Some(port) => Some(env.bind(&args.host, Some(port), net::SERVER_PORTS).await?),
         None => None,
     };
     let (shutdown, kill) = ringleader::cli::shutdown_on_signal();
-    if let Err(err) = ringleader::cli::announce(&listener) {
-        return fail(err);
-    }
-    let http = match http {
+    ringleader::cli::announce(&*listener)?;
+    let node = server::start(&*listener, options, env)?;
+    let gateway = match http {
         Some(http_listener) => {
-            if let Err(err) = ringleader::cli::announce_as("http listening on", &http_listener) {
-                return fail(err);
-            }
+            ringleader::cli::announce_as("http listening on", &*http_listener)?;
             let http_options = HttpOptions {
-                viewleader: options.viewleader.clone(),
+                viewleader: node.options().viewleader.clone(),
                 log_key: args.log_key,
                 log_output_id: args.log_output_id,
                 ..HttpOptions::default()
             };
-            Some((http_listener, http_options))
+            let stop = node.stopping();
+            let node = node.clone();
+            let kill = kill.clone();
+            Some(tokio::spawn(async move {
+                http::serve(http_listener, node, http_options, stop, kill).await
+            }))
         }
         None => None,
     };
-    match server::run_with_http(listener, http, options, shutdown, kill).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(err),
+    let served = server::serve(node, listener, shutdown, kill).await;
+    if let Some(gateway) = gateway {
+        let _ = gateway.await;
     }
-}
-
-fn fail(err: Error) -> ExitCode {
-    eprintln!("error: {err}");
-    ExitCode::from(err.exit_code())
+    served
 }

@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use ringleader::net::{self, Env};
 use ringleader::viewleader::{self, ViewLeaderOptions};
-use ringleader::{net, Error};
+use ringleader::{http, Error};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,43 +38,57 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     ringleader::cli::init_tracing("warn,ringleader=info");
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err @ Error::InvalidRequest(_)) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// Binds, starts the view leader, serves its HTTP pages when asked, and serves.
+async fn run(args: Args) -> Result<(), Error> {
     let options = ViewLeaderOptions {
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         lease_ms: args.lease_ms,
         lock_lease_ms: args.lock_lease_ms,
     };
-    if let Err(err) = options.validate() {
-        eprintln!("error: {err}");
-        return ExitCode::from(2);
-    }
-    let listener = match net::bind(&args.host, args.port, net::VIEWLEADER_PORTS).await {
-        Ok(listener) => listener,
-        Err(err) => return fail(err),
-    };
+    options.validate()?;
+    let env = Env::real();
+    let listener = env
+        .bind(&args.host, args.port, net::VIEWLEADER_PORTS)
+        .await?;
     let http = match args.http_port {
-        Some(port) => match net::bind(&args.host, Some(port), net::VIEWLEADER_PORTS).await {
-            Ok(http_listener) => Some(http_listener),
-            Err(err) => return fail(err),
-        },
+        Some(port) => Some(
+            env.bind(&args.host, Some(port), net::VIEWLEADER_PORTS)
+                .await?,
+        ),
         None => None,
     };
     let (shutdown, _) = ringleader::cli::shutdown_on_signal();
-    match ringleader::cli::announce(&listener) {
-        Ok(()) => {}
-        Err(err) => return fail(err),
-    }
-    if let Some(http_listener) = &http {
-        if let Err(err) = ringleader::cli::announce_as("http listening on", http_listener) {
-            return fail(err);
+    ringleader::cli::announce(&*listener)?;
+    let leader = viewleader::start(options, env, shutdown.clone())?;
+    let pages = match http {
+        Some(http_listener) => {
+            ringleader::cli::announce_as("http listening on", &*http_listener)?;
+            let leader = leader.clone();
+            let stop = shutdown.clone();
+            Some(tokio::spawn(http::viewleader::serve(
+                http_listener,
+                leader,
+                stop,
+            )))
         }
+        None => None,
+    };
+    let served = viewleader::serve(leader, listener, shutdown).await;
+    if let Some(pages) = pages {
+        let _ = pages.await;
     }
-    match viewleader::run_with_http(listener, http, options, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(err),
-    }
-}
-
-fn fail(err: Error) -> ExitCode {
-    eprintln!("error: {err}");
-    ExitCode::from(err.exit_code())
+    served
 }

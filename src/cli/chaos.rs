@@ -100,11 +100,12 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
                 lease_ms: args.lease_ms,
                 ..Default::default()
             };
-            let listener =
-                crate::net::bind("127.0.0.1", Some(args.port), crate::net::VIEWLEADER_PORTS)
-                    .await?;
-            super::announce(&listener)?;
-            crate::viewleader::run(listener, options, shutdown).await?;
+            let env = crate::net::Env::real();
+            let listener = env
+                .bind("127.0.0.1", Some(args.port), crate::net::VIEWLEADER_PORTS)
+                .await?;
+            super::announce(&*listener)?;
+            crate::viewleader::run(listener, options, env, shutdown).await?;
         }
         Role::Server => {
             let options = crate::server::ServerOptions {
@@ -113,10 +114,12 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
                 tx_timeout_ms: args.tx_timeout_ms,
                 ..Default::default()
             };
-            let listener =
-                crate::net::bind("127.0.0.1", Some(args.port), crate::net::SERVER_PORTS).await?;
-            super::announce(&listener)?;
-            crate::server::run_until(listener, options, shutdown, kill).await?;
+            let env = crate::net::Env::real();
+            let listener = env
+                .bind("127.0.0.1", Some(args.port), crate::net::SERVER_PORTS)
+                .await?;
+            super::announce(&*listener)?;
+            crate::server::run(listener, options, env, shutdown, kill).await?;
         }
     }
     Ok(0)

@@ -397,16 +397,14 @@ async fn signal() {
 }
 
 /// Prints the one line `listening on ADDR` that scripts and tests wait for.
-pub fn announce(listener: &tokio::net::TcpListener) -> Result<(), Error> {
+pub fn announce(listener: &dyn crate::net::Listener) -> Result<(), Error> {
     announce_as("listening on", listener)
 }
 
 /// Prints `WHAT ADDR` on stdout (the HTTP gateway's `http listening on ADDR`).
-pub fn announce_as(what: &str, listener: &tokio::net::TcpListener) -> Result<(), Error> {
+pub fn announce_as(what: &str, listener: &dyn crate::net::Listener) -> Result<(), Error> {
     use std::io::Write;
-    let addr = listener
-        .local_addr()
-        .map_err(|err| Error::Internal(format!("listener has no address: {err}")))?;
+    let addr = listener.local_addr()?;
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{what} {addr}");
     let _ = stdout.flush();

@@ -15,12 +15,15 @@ mod replicated;
 pub use replicated::CrashPoint;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::net;
+use crate::net::{self, Env};
 use crate::ring::Ring;
 use crate::rpc::client::Pool;
+use crate::rpc::locator::Locator;
 use crate::rpc::message::{
     ServerReply, ServerRequest, ServiceKind, ViewLeaderReply, ViewLeaderRequest,
 };
@@ -138,9 +141,10 @@ pub struct GetrOutcome {
 /// A handle on the cluster; cheap to share behind an `Arc`, safe to use from many tasks.
 pub struct Client {
     options: ClientOptions,
-    viewleaders: Pool<ViewLeaderRequest, ViewLeaderReply>,
+    /// Where ids, jitter, proposed versions and deadlines come from.
+    pub(crate) env: Env,
+    viewleader: Locator<ViewLeaderRequest, ViewLeaderReply>,
     servers: Pool<ServerRequest, ServerReply>,
-    viewleader_addr: Mutex<Option<String>>,
     view: Mutex<Option<Arc<CachedView>>>,
     /// Held while one caller fetches the view, so that the callers who find the cache stale at
     /// the same moment share one query instead of each sending their own. It keeps the last
@@ -152,12 +156,22 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client on the real network, clocks and randomness.
     pub fn new(options: ClientOptions) -> Self {
+        Self::with_env(options, Env::real())
+    }
+
+    /// A client that takes its sockets, clocks and random numbers from `env`.
+    pub fn with_env(options: ClientOptions, env: Env) -> Self {
         let connect = Duration::from_millis(options.timeout_ms);
         Self {
-            viewleaders: Pool::new(ServiceKind::ViewLeader, connect),
-            servers: Pool::new(ServiceKind::Server, connect),
-            viewleader_addr: Mutex::new(None),
+            viewleader: Locator::new(
+                options.viewleader.clone(),
+                net::VIEWLEADER_PORTS,
+                Pool::new(ServiceKind::ViewLeader, connect, env.transport.clone()),
+            ),
+            servers: Pool::new(ServiceKind::Server, connect, env.transport.clone()),
+            env,
             view: Mutex::new(None),
             view_fetch: tokio::sync::Mutex::new(None),
             last_version: std::sync::atomic::AtomicU64::new(0),
@@ -177,27 +191,7 @@ impl Client {
 
     /// One call to the view leader, finding it in its port range the first time.
     async fn viewleader_call(&self, request: ViewLeaderRequest) -> Result<ViewLeaderReply> {
-        let known = self.viewleader_addr.lock().ok().and_then(|a| a.clone());
-        if let Some(addr) = known {
-            match self.viewleaders.call(&addr, &request, self.timeout()).await {
-                Err(Error::Unreachable(_)) => self.viewleaders.forget(&addr),
-                other => return other,
-            }
-        }
-        let mut last = Error::Unreachable(format!("no view leader at {}", self.options.viewleader));
-        for addr in net::candidates(&self.options.viewleader, net::VIEWLEADER_PORTS)? {
-            match self.viewleaders.get(&addr).await {
-                Ok(_) => {
-                    if let Ok(mut known) = self.viewleader_addr.lock() {
-                        *known = Some(addr.clone());
-                    }
-                    return self.viewleaders.call(&addr, &request, self.timeout()).await;
-                }
-                // Something else answers there: keep scanning, but remember why.
-                Err(err) => last = err,
-            }
-        }
-        Err(last)
+        self.viewleader.call(&request, self.timeout()).await
     }
 
     /// The current view, straight from the view leader.
@@ -207,7 +201,7 @@ impl Client {
 
     /// Asks the view leader for the view and caches it.
     async fn fetch_view(&self) -> Result<Arc<CachedView>> {
-        let sent = Instant::now();
+        let sent = self.env.now();
         match self
             .viewleader_call(ViewLeaderRequest::QueryServers)
             .await?
@@ -241,9 +235,9 @@ impl Client {
     /// The cached view if fresh, else a newly fetched one. With `refresh`, only a view whose
     /// query went out after this call is good enough.
     pub async fn view(&self, refresh: bool) -> Result<Arc<CachedView>> {
-        let asked = Instant::now();
+        let asked = self.env.now();
         let fresh = |cached: &CachedView| {
-            cached.fetched.elapsed() < Duration::from_millis(VIEW_CACHE_TTL_MS)
+            self.env.now().duration_since(cached.fetched) < Duration::from_millis(VIEW_CACHE_TTL_MS)
         };
         if !refresh {
             if let Some(cached) = self.cached_view().filter(|c| fresh(c)) {
@@ -262,7 +256,7 @@ impl Client {
                 return Err(err.clone());
             }
         }
-        let sent = Instant::now();
+        let sent = self.env.now();
         let fetched = self.fetch_view().await;
         match &fetched {
             Ok(_) => *last_failure = None,
@@ -275,7 +269,7 @@ impl Client {
     pub async fn settled_view(&self, refresh: bool) -> Result<Arc<CachedView>> {
         self.settled_view_until(
             refresh,
-            Instant::now() + Duration::from_millis(self.options.wait_ms),
+            self.env.now() + Duration::from_millis(self.options.wait_ms),
         )
         .await
     }
@@ -286,14 +280,14 @@ impl Client {
         refresh: bool,
         deadline: Instant,
     ) -> Result<Arc<CachedView>> {
-        let started = Instant::now();
+        let started = self.env.now();
         let mut view = self.view(refresh).await?;
         while view.view.rebalancing {
-            if Instant::now() >= deadline {
+            if self.env.now() >= deadline {
                 return Err(Error::Rebalancing(format!(
                     "the cluster is still rebalancing for epoch {} after waiting {} ms; try again later",
                     view.view.epoch,
-                    started.elapsed().as_millis()
+                    self.env.now().duration_since(started).as_millis()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(REBALANCE_POLL_MS)).await;
@@ -321,7 +315,7 @@ impl Client {
         requester: &str,
         mut on_wait: impl FnMut(&LockReply),
     ) -> Result<FencingToken> {
-        let deadline = Instant::now() + Duration::from_millis(self.options.wait_ms);
+        let deadline = self.env.now() + Duration::from_millis(self.options.wait_ms);
         loop {
             match self.lock_get(lock, requester).await? {
                 LockReply::Granted { token } => return Ok(token),
@@ -332,7 +326,7 @@ impl Client {
                     )))
                 }
                 LockReply::Retry { holder, position } => {
-                    if Instant::now() >= deadline {
+                    if self.env.now() >= deadline {
                         return Err(Error::LockBusy(format!(
                             "{lock:?} is still held by {holder} ({requester} is number {position} in line) \
                              after waiting {} ms",
@@ -405,7 +399,7 @@ impl Client {
     pub async fn set(&self, addr: &str, key: &str, value: Value) -> Result<Version> {
         check_key(key)?;
         check_value(&value)?;
-        let request_id = Some(rand::random::<u128>());
+        let request_id = Some(self.env.random_u128());
         let request = ServerRequest::Set {
             key: key.into(),
             value,

@@ -22,7 +22,9 @@
 //! return an older value.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
@@ -97,7 +99,7 @@ impl Client {
     }
 
     async fn write(&self, key: &str, op: Op, crash_at: Option<CrashPoint>) -> Result<SetrOutcome> {
-        let deadline = Instant::now() + Duration::from_millis(self.options.wait_ms);
+        let deadline = self.env.now() + Duration::from_millis(self.options.wait_ms);
         self.write_by(key, op, crash_at, deadline).await
     }
 
@@ -138,10 +140,10 @@ impl Client {
                 // Another writer holds the key: it is decided within a timeout, so wait (the
                 // same bound as any retry answer), then report the conflict.
                 Round::Failed(err @ Error::Conflict(_)) => {
-                    if Instant::now() >= deadline {
+                    if self.env.now() >= deadline {
                         return Err(err);
                     }
-                    let jitter = rand::random::<u64>() % backoff_ms.max(1);
+                    let jitter = self.env.random_below(backoff_ms.max(1));
                     tokio::time::sleep(Duration::from_millis(backoff_ms + jitter)).await;
                     backoff_ms = (backoff_ms * 2).min(CONFLICT_BACKOFF_MS_MAX);
                     version = self.propose_version(version);
@@ -159,7 +161,7 @@ impl Client {
                     // epoch or id in an unchanged view is reported at once.
                     while fresh.view == view.view
                         && waits_for_view_change(&err)
-                        && Instant::now() < deadline
+                        && self.env.now() < deadline
                     {
                         tokio::time::sleep(Duration::from_millis(VIEW_POLL_MS)).await;
                         fresh = self.settled_view_until(true, deadline).await?;
@@ -180,10 +182,7 @@ impl Client {
     /// A version above `above`, above every earlier proposal of this client, and near the wall
     /// clock (so independent clients rarely collide and need a second round).
     fn propose_version(&self, above: Version) -> Version {
-        let now_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
+        let now_us = self.env.wall_us();
         let mut proposal = 0;
         let _ = self
             .last_version
@@ -210,7 +209,7 @@ impl Client {
                 view.view.epoch
             )));
         }
-        let tx: u128 = rand::random();
+        let tx: u128 = self.env.random_u128();
         let mut coordinator = Coordinator::new(
             tx,
             key.to_string(),
@@ -239,7 +238,7 @@ impl Client {
                 }
             })
             .collect();
-        let deadline = tokio::time::Instant::now() + self.timeout() * RPC_ATTEMPTS_MAX as u32;
+        let deadline = self.env.now() + self.timeout() * RPC_ATTEMPTS_MAX as u32;
         loop {
             match tokio::time::timeout_at(deadline, votes.next()).await {
                 Ok(Some((index, vote))) => {
@@ -265,7 +264,7 @@ impl Client {
         }
         match coordinator.decision().cloned() {
             Some(Decision::Commit)
-                if Instant::now() > commit_by + Duration::from_millis(LATE_COMMIT_GRACE_MS) =>
+                if self.env.now() > commit_by + Duration::from_millis(LATE_COMMIT_GRACE_MS) =>
             {
                 // Out of time: a caller who gave up must never see this write appear.
                 self.tell_all(
@@ -495,7 +494,7 @@ impl Client {
     /// available than [`Client::getr`], but it may return an older value.
     pub async fn getr_stale(&self, key: &str) -> Result<Option<GetrOutcome>> {
         check_key(key)?;
-        let asked = Instant::now();
+        let asked = self.env.now();
         let view = self.settled_view(false).await?;
         let from_cache = view.fetched < asked;
         match self.read_first(&view, key).await {

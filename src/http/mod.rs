@@ -1,5 +1,6 @@
-//! The HTTP gateway of a storage server (`server --http-port`): any node serves any key by acting
-//! as the client (2PC coordinator) on the caller's behalf.
+//! Every HTTP router of ringleader. The gateway of a storage server (`server --http-port`): any
+//! node serves any key by acting as the client (2PC coordinator) on the caller's behalf; and the
+//! view leader's pages ([`viewleader`], `viewleader --http-port`).
 //!
 //! * [`keys`]: the REST key/value API (`GET`/`POST /keys/{key}`, lists of strings), the contract
 //!   of the PySyncObj assignment; `docs/openapi.yaml` publishes it.
@@ -14,11 +15,11 @@
 
 pub mod keys;
 pub mod log;
+pub mod viewleader;
 
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -27,12 +28,12 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::Router;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::client::{Client, ClientOptions};
+use crate::net::{self, Listener};
 use crate::server::StorageServer;
 
 /// Connections the gateway serves at once; the accept loop waits beyond it.
@@ -72,8 +73,8 @@ pub struct Gateway {
     pub server: Arc<StorageServer>,
     pub client: Client,
     pub options: HttpOptions,
-    /// The gateway's own address (the `/exit` file is named after it).
-    pub local_addr: SocketAddr,
+    /// The gateway's own address, `host:port` (the `/exit` file is named after it).
+    pub local_addr: String,
     /// Set by `/exit`: no more log entries are accepted.
     pub exiting: AtomicBool,
     /// Ends the whole process (after `/exit`'s linger).
@@ -91,9 +92,9 @@ pub fn drop_connection() -> Response<Body> {
     response
 }
 
-/// Serves the gateway on `listener` until `stop` fires.
+/// Serves the gateway of `server` on `listener` until `stop` fires; `/exit` fires `kill`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Box<dyn Listener>,
     server: Arc<StorageServer>,
     options: HttpOptions,
     stop: CancellationToken,
@@ -106,21 +107,41 @@ pub async fn serve(
             return;
         }
     };
-    let client = Client::new(ClientOptions {
-        viewleader: options.viewleader.clone(),
-        timeout_ms: log::GATEWAY_RPC_TIMEOUT_MS,
-        wait_ms: options.log_commit_ms,
-    });
+    let client = Client::with_env(
+        ClientOptions {
+            viewleader: options.viewleader.clone(),
+            timeout_ms: log::GATEWAY_RPC_TIMEOUT_MS,
+            wait_ms: options.log_commit_ms,
+        },
+        server.env().clone(),
+    );
     let gateway = Arc::new(Gateway {
         server,
         client,
         options,
-        local_addr,
+        local_addr: local_addr.clone(),
         exiting: AtomicBool::new(false),
         kill,
     });
     let router = router(gateway.clone());
     info!(%local_addr, "HTTP gateway listening");
+    serve_connections(listener, stop, move |request| {
+        answer(router.clone(), gateway.clone(), request)
+    })
+    .await
+}
+
+/// Serves HTTP/1 connections from `listener` until `stop` fires, at most
+/// [`HTTP_CONNECTIONS_MAX`] at once, each request through `answer`. An `Err` from `answer`
+/// closes the connection without a response.
+pub async fn serve_connections<F, Fut>(
+    listener: Box<dyn Listener>,
+    stop: CancellationToken,
+    answer: F,
+) where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Body>, std::io::Error>> + Send + 'static,
+{
     let slots = Arc::new(tokio::sync::Semaphore::new(HTTP_CONNECTIONS_MAX));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -128,24 +149,11 @@ pub async fn serve(
         };
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    warn!(%err, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = net::accept(&*listener) => accepted,
         };
-        let router = router.clone();
-        let gateway = gateway.clone();
+        let answer = answer.clone();
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let router = router.clone();
-                    let gateway = gateway.clone();
-                    async move { answer(router, gateway, request).await }
-                });
+            let service = hyper::service::service_fn(answer);
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(err) = connection.await {

@@ -18,7 +18,7 @@ use super::frame::{codec, decode, encode, write_coalesced};
 use super::message::{Request, Response, ServiceKind, PROTOCOL_VERSION};
 use crate::error::{Error, Result};
 use crate::fasthash::FastBuildHasher;
-use crate::net;
+use crate::net::Transport;
 
 /// Calls waiting for a reply on one connection; a caller beyond it waits for a slot.
 pub const IN_FLIGHT_PER_CONNECTION_MAX: usize = 4096;
@@ -70,9 +70,14 @@ where
     Req: Serialize + Send + 'static,
     Rep: DeserializeOwned + Send + 'static,
 {
-    /// Dials `addr` and does the handshake, all within `timeout`.
-    pub async fn connect(addr: &str, service: ServiceKind, timeout: Duration) -> Result<Self> {
-        tokio::time::timeout(timeout, Self::connect_inner(addr, service))
+    /// Dials `addr` through `transport` and does the handshake, all within `timeout`.
+    pub async fn connect(
+        transport: &dyn Transport,
+        addr: &str,
+        service: ServiceKind,
+        timeout: Duration,
+    ) -> Result<Self> {
+        tokio::time::timeout(timeout, Self::connect_inner(transport, addr, service))
             .await
             .map_err(|_| {
                 Error::Timeout(format!(
@@ -82,8 +87,12 @@ where
             })?
     }
 
-    async fn connect_inner(addr: &str, service: ServiceKind) -> Result<Self> {
-        let stream = net::connect(addr).await?;
+    async fn connect_inner(
+        transport: &dyn Transport,
+        addr: &str,
+        service: ServiceKind,
+    ) -> Result<Self> {
+        let stream = transport.connect(addr).await?;
         let mut framed = Framed::new(stream, codec());
         let hello: Request<Req> = Request::Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -244,16 +253,23 @@ where
     }
 }
 
-/// Addresses a pool keeps connections to; beyond it, the least recently dialled is dropped.
+/// Addresses a pool keeps connections to; beyond it, broken connections are dropped first, then
+/// the least recently used one.
 pub const POOL_CONNECTIONS_MAX: usize = 256;
+
+/// A pooled connection and the pool's use count at its last use.
+type Pooled<Req, Rep> = (RpcClient<Req, Rep>, u64);
 
 /// One shared connection per address, dialled on first use and replaced once broken.
 pub struct Pool<Req, Rep> {
     service: ServiceKind,
     connect_timeout: Duration,
+    transport: Arc<dyn Transport>,
     /// Keyed by address; addresses come from views and options, not peers: see
-    /// [`crate::fasthash`].
-    conns: Mutex<HashMap<String, RpcClient<Req, Rep>, FastBuildHasher>>,
+    /// [`crate::fasthash`]. Each connection carries the use count at its last use.
+    conns: Mutex<HashMap<String, Pooled<Req, Rep>, FastBuildHasher>>,
+    /// Counts uses, to tell the least recently used connection.
+    uses: AtomicU64,
 }
 
 impl<Req, Rep> Pool<Req, Rep>
@@ -261,11 +277,17 @@ where
     Req: Serialize + Send + 'static,
     Rep: DeserializeOwned + Send + 'static,
 {
-    pub fn new(service: ServiceKind, connect_timeout: Duration) -> Self {
+    pub fn new(
+        service: ServiceKind,
+        connect_timeout: Duration,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
         Self {
             service,
             connect_timeout,
+            transport,
             conns: Mutex::new(HashMap::default()),
+            uses: AtomicU64::new(0),
         }
     }
 
@@ -274,31 +296,36 @@ where
         if let Some(client) = self.cached(addr) {
             return Ok(client);
         }
-        let client = RpcClient::connect(addr, self.service, self.connect_timeout).await?;
+        let client =
+            RpcClient::connect(&*self.transport, addr, self.service, self.connect_timeout).await?;
+        let used = self.uses.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut conns) = self.conns.lock() {
             if conns.len() >= POOL_CONNECTIONS_MAX {
-                conns.retain(|_, c| !c.is_closed());
+                conns.retain(|_, (c, _)| !c.is_closed());
                 if conns.len() >= POOL_CONNECTIONS_MAX {
-                    if let Some(victim) = conns.keys().next().cloned() {
+                    let victim = conns
+                        .iter()
+                        .min_by_key(|(_, (_, last_used))| *last_used)
+                        .map(|(addr, _)| addr.clone());
+                    if let Some(victim) = victim {
                         conns.remove(&victim);
                     }
                 }
             }
             // Another caller may have dialled meanwhile; keep theirs so both share one.
-            if let Some(existing) = conns.get(addr).filter(|c| !c.is_closed()) {
+            if let Some((existing, _)) = conns.get(addr).filter(|(c, _)| !c.is_closed()) {
                 return Ok(existing.clone());
             }
-            conns.insert(addr.to_string(), client.clone());
+            conns.insert(addr.to_string(), (client.clone(), used));
         }
         Ok(client)
     }
 
     fn cached(&self, addr: &str) -> Option<RpcClient<Req, Rep>> {
-        let conns = self.conns.lock().ok()?;
-        conns
-            .get(addr)
-            .filter(|client| !client.is_closed())
-            .cloned()
+        let mut conns = self.conns.lock().ok()?;
+        let (client, last_used) = conns.get_mut(addr).filter(|(c, _)| !c.is_closed())?;
+        *last_used = self.uses.fetch_add(1, Ordering::Relaxed);
+        Some(client.clone())
     }
 
     /// One call to `addr` over the pooled connection.

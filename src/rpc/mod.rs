@@ -8,5 +8,6 @@
 
 pub mod client;
 pub mod frame;
+pub mod locator;
 pub mod message;
 pub mod server;

@@ -14,7 +14,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +23,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::frame::{codec, decode, encode, write_coalesced};
 use super::message::{Request, Response, ServiceKind, PROTOCOL_VERSION};
 use crate::error::{Error, Result};
+use crate::net::{self, Conn, Listener};
 
 /// Connections served at once; the accept loop waits for a free slot beyond it.
 pub const CONNECTIONS_MAX: usize = 1024;
@@ -46,45 +46,27 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
         request: Self::Request,
-    ) -> impl Future<Output = Result<Self::Reply>> + Send;
-
-    /// Whether to answer at all. A simulated crash answers nothing: a reply computed when the
-    /// crash began is dropped.
-    fn is_answering(&self) -> bool {
-        true
-    }
-
-    /// Whether to handle this request; if not, the connection is dropped without a reply (a
-    /// simulated crash still handles the request that ends it).
-    fn accepts(&self, _request: &Self::Request) -> bool {
-        self.is_answering()
-    }
-
-    /// Whether this request is answered even by a crashed process (the requests that start and
-    /// end a simulated crash).
-    fn answers_while_crashed(&self, _request: &Self::Request) -> bool {
-        false
-    }
-
-    /// A test hook: what to do with the next reply.
-    fn reply_fault(&self) -> ReplyFault {
-        ReplyFault::None
-    }
+    ) -> impl Future<Output = Answer<Self::Reply>> + Send;
 }
 
-/// What the fault hook does to one reply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplyFault {
-    None,
-    /// Never send it (the caller times out).
-    Drop,
-    /// Send it twice (the caller must ignore the second).
-    Duplicate,
+/// What the connection does with one request's outcome. Besides the plain reply, a handler may
+/// choose silence or a dropped connection: what a crashed or misbehaving peer looks like from
+/// the other end (see [`crate::faults`], which decides when).
+#[derive(Debug)]
+pub enum Answer<R> {
+    /// Send the reply.
+    Reply(Result<R>),
+    /// Send the reply twice: the caller must ignore the second.
+    Twice(Result<R>),
+    /// Send nothing: the caller times out.
+    Silence,
+    /// Close the connection without answering this or any later request on it.
+    Hangup,
 }
 
 /// Serves `listener` until `shutdown` fires, then gives open connections a grace period.
 pub async fn serve<H: Handler>(
-    listener: TcpListener,
+    listener: Box<dyn Listener>,
     handler: Arc<H>,
     shutdown: CancellationToken,
 ) {
@@ -100,17 +82,8 @@ pub async fn serve<H: Handler>(
         };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = net::accept(&*listener) => accepted,
         };
-        let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         let span = tracing::debug_span!("connection", %peer, service = %H::SERVICE);
@@ -131,7 +104,7 @@ pub async fn serve<H: Handler>(
     }
 }
 
-async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, shutdown: CancellationToken) {
+async fn connection<H: Handler>(stream: Conn, handler: Arc<H>, shutdown: CancellationToken) {
     let mut framed = Framed::new(stream, codec());
     let hello = tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), framed.next());
     let first = tokio::select! {
@@ -198,10 +171,13 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, shutdown: Ca
     let (reply_tx, reply_rx) = mpsc::channel::<Bytes>(REPLY_QUEUE_MAX);
     let writer = tokio::spawn(write_coalesced(sink, reply_rx));
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION_MAX));
+    // Fired by a request answered with `Answer::Hangup`, also from a task of its own.
+    let hangup = CancellationToken::new();
 
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = hangup.cancelled() => break,
             next = frames.next() => next,
         };
         let payload = match next {
@@ -263,33 +239,31 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, shutdown: Ca
             }
             Request::Call(request) => request,
         };
-        if !handler.accepts(&request) {
-            break;
-        }
-        let always_answered = handler.answers_while_crashed(&request);
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
         let handler = handler.clone();
         let reply_tx = reply_tx.clone();
+        let hangup_on_answer = hangup.clone();
         let mut task = Box::pin(
             async move {
                 debug!(request_id, ?request, "request");
-                let reply = handler.clone().handle(request).await.map(Response::Reply);
-                if !always_answered && !handler.is_answering() {
-                    return;
-                }
-                match encode(request_id, &reply) {
-                    Ok(bytes) => match handler.reply_fault() {
-                        ReplyFault::None => {
-                            let _ = reply_tx.send(bytes).await;
-                        }
-                        ReplyFault::Drop => debug!(request_id, "fault hook: reply dropped"),
-                        ReplyFault::Duplicate => {
+                let (reply, twice) = match handler.handle(request).await {
+                    Answer::Reply(reply) => (reply, false),
+                    Answer::Twice(reply) => (reply, true),
+                    Answer::Silence => return,
+                    Answer::Hangup => {
+                        hangup_on_answer.cancel();
+                        return;
+                    }
+                };
+                match encode(request_id, &reply.map(Response::Reply)) {
+                    Ok(bytes) => {
+                        if twice {
                             let _ = reply_tx.send(bytes.clone()).await;
-                            let _ = reply_tx.send(bytes).await;
                         }
-                    },
+                        let _ = reply_tx.send(bytes).await;
+                    }
                     Err(err) => warn!(%err, "cannot encode a reply"),
                 }
                 drop(permit);
@@ -302,6 +276,8 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, shutdown: Ca
         let waiting = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx).is_pending()));
         if waiting.await {
             tokio::spawn(task);
+        } else if hangup.is_cancelled() {
+            break;
         }
     }
     drop(reply_tx);
@@ -310,7 +286,7 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>, shutdown: Ca
 }
 
 async fn send_error(
-    framed: &mut Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    framed: &mut Framed<Conn, tokio_util::codec::LengthDelimitedCodec>,
     request_id: u64,
     err: Error,
 ) -> Result<()> {

@@ -1,13 +1,35 @@
-//! The storage server: the store, the 2PC participant, and the shell that serves them and keeps
-//! the server in the view.
+//! The storage server: the network shell around a storage engine ([`crate::storage`]) and a 2PC
+//! participant ([`crate::twopc`]).
+//!
+//! * [`node`]: what a server is and holds, shared by the parts below;
+//! * [`dispatch`]: its answers to requests;
+//! * [`membership`]: heartbeats and following the view;
+//! * [`termination`]: finishing transactions whose coordinator went silent;
+//! * [`mover`]: carrying out rebalancing, planned by the pure [`rebalance`] planner;
+//! * this file: the options and the assembly ([`run`], [`start`], [`serve`]).
+//!
+//! The HTTP gateway is not part of the server: whoever starts a server wires it to
+//! `crate::http` (the `server` binary does).
 
+pub mod dispatch;
+pub mod membership;
 pub mod mover;
+pub mod node;
 pub mod rebalance;
-pub mod service;
+pub mod termination;
 
-pub use service::{run, run_until, run_with_http, NodeSnapshot, StorageServer};
+pub use node::{NodeSnapshot, StorageServer};
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::faults::ReplyFaults;
+use crate::net::{Env, Listener};
+use crate::rpc::server::serve as serve_rpc;
+use crate::storage::Memory;
 use crate::viewleader::HEARTBEAT_INTERVAL_MS_DEFAULT;
 
 /// Default time allowed for one call to another process.
@@ -27,17 +49,8 @@ pub struct ServerOptions {
     pub rpc_timeout_ms: u64,
     /// A transaction pending longer is resolved without its coordinator.
     pub tx_timeout_ms: u64,
-    /// Test hook: drop or duplicate replies (see [`ReplyFaults`]).
+    /// Test hook: drop or duplicate replies (see [`crate::faults`]).
     pub faults: ReplyFaults,
-}
-
-/// A fault hook for tests: drop every `drop_every`-th reply and send every
-/// `duplicate_every`-th reply twice (0 = never), so that retries and duplicate detection can be
-/// tested through the real network path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReplyFaults {
-    pub drop_every: u64,
-    pub duplicate_every: u64,
 }
 
 impl Default for ServerOptions {
@@ -84,4 +97,74 @@ impl ServerOptions {
         }
         Ok(())
     }
+}
+
+/// Runs a storage server on `listener` (see [`serve`] for `shutdown` and `kill`).
+pub async fn run(
+    listener: Box<dyn Listener>,
+    options: ServerOptions,
+    env: Env,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+) -> Result<()> {
+    let server = start(&*listener, options, env)?;
+    serve(server, listener, shutdown, kill).await
+}
+
+/// A server for `listener`, built and ready to [`serve`]: whoever starts it can wire other
+/// services (the HTTP gateway) to it first.
+pub fn start(
+    listener: &dyn Listener,
+    options: ServerOptions,
+    env: Env,
+) -> Result<Arc<StorageServer>> {
+    options.validate()?;
+    let addr = match &options.advertise {
+        Some(advertise) => advertise.clone(),
+        None => listener.local_addr()?,
+    };
+    let server = StorageServer::new(addr, options, env, Box::new(Memory::new()));
+    info!(addr = %server.addr(), id = %server.id(), viewleader = %server.options.viewleader, "storage server starting");
+    Ok(Arc::new(server))
+}
+
+/// Serves `server` on `listener`. When `shutdown` fires it leaves gracefully: it tells the view
+/// leader it is leaving, hands its keys to their new owners, then returns. When `kill` fires (at
+/// any time, also during the handoff) it stops at once, as a crash would.
+pub async fn serve(
+    server: Arc<StorageServer>,
+    listener: Box<dyn Listener>,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+) -> Result<()> {
+    let stopping = server.stopping();
+    // A graceful stop leaves the view and hands the keys over while still serving (clients
+    // with an older view still get answers), then stops everything.
+    let control = {
+        let stopping = stopping.clone();
+        let server = server.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    tokio::select! {
+                        _ = kill.cancelled() => warn!("killed during the handoff"),
+                        _ = mover::Mover::new(server).leave() => {}
+                    }
+                }
+                _ = kill.cancelled() => {}
+            }
+            stopping.cancel();
+        }
+    };
+    let heartbeats = tokio::spawn(membership::heartbeats(server.clone(), stopping.clone()));
+    let views = tokio::spawn(membership::follow_view(server.clone(), stopping.clone()));
+    let terminations = tokio::spawn(termination::resolve_overdue(
+        server.clone(),
+        stopping.clone(),
+    ));
+    tokio::join!(control, serve_rpc(listener, server, stopping));
+    let _ = heartbeats.await;
+    let _ = views.await;
+    let _ = terminations.await;
+    Ok(())
 }

@@ -1,18 +1,19 @@
-//! Carries out the rebalancing plans of [`super::rebalance`]: batched transfers to new owners,
-//! version offers for candidate copies, dropping keys once their new owners hold them, and the
-//! handoff of a server that leaves. Every send is retried until acknowledged or until a newer
-//! view makes it moot.
+//! The mover carries out the rebalancing plans of [`super::rebalance`]: batched transfers to new
+//! owners, version offers for candidate copies, dropping keys once their new owners hold them,
+//! and the handoff of a server that leaves. Every send is retried until acknowledged or until a
+//! newer view makes it moot.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::dispatch::VERSIONS_BATCH_KEYS_MAX;
+use super::node::StorageServer;
 use super::rebalance::plan;
-use super::service::StorageServer;
 use crate::error::{Error, Result};
 use crate::ring::Ring;
 use crate::rpc::message::{ServerReply, ServerRequest, ViewLeaderReply, ViewLeaderRequest};
@@ -22,8 +23,6 @@ use crate::types::{Epoch, Key, ServerId, ServerInfo, Version, Versioned, View};
 pub const TRANSFER_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Keys in one transfer.
 pub const TRANSFER_BATCH_KEYS_MAX: usize = 20_000;
-/// Keys in one versions request.
-pub const VERSIONS_BATCH_KEYS_MAX: usize = 20_000;
 /// Pause before retrying a failed transfer, doubling up to [`MOVE_RETRY_MS_MAX`].
 pub const MOVE_RETRY_MS_MIN: u64 = 50;
 pub const MOVE_RETRY_MS_MAX: u64 = 1_000;
@@ -32,21 +31,34 @@ pub const PENDING_WAIT_MS_MAX: u64 = 10_000;
 /// Longest a leaving server spends handing its keys over.
 pub const LEAVE_HANDOFF_MS_MAX: u64 = 30_000;
 
-impl StorageServer {
+/// Moves one server's keys; cheap to clone (every send of a plan runs on a clone).
+#[derive(Clone)]
+pub(super) struct Mover {
+    server: Arc<StorageServer>,
+}
+
+impl Mover {
+    pub(super) fn new(server: Arc<StorageServer>) -> Self {
+        Self { server }
+    }
+
     /// Rebalances for `view`: waits out older transactions, plans, sends, reports.
-    pub(super) async fn rebalance(self: Arc<Self>, view: View, cancel: CancellationToken) {
+    pub(super) async fn rebalance(self, view: View, cancel: CancellationToken) {
         let epoch = view.epoch;
-        let started = Instant::now();
+        let started = self.server.env.now();
         // A key never moves with a decision pending on it.
         loop {
             let pending = self
+                .server
                 .node()
                 .map(|n| n.participant.has_pending_before(epoch))
                 .unwrap_or(false);
             if !pending {
                 break;
             }
-            if started.elapsed() > Duration::from_millis(PENDING_WAIT_MS_MAX) {
+            if self.server.env.now().duration_since(started)
+                > Duration::from_millis(PENDING_WAIT_MS_MAX)
+            {
                 warn!(
                     epoch,
                     "transactions from an older view are still undecided; planning anyway"
@@ -59,7 +71,7 @@ impl StorageServer {
             }
         }
         let the_plan = {
-            let Ok(node) = self.node() else { return };
+            let Ok(node) = self.server.node() else { return };
             let settled = Ring::of_servers(&view.settled_servers);
             let new = Ring::of_servers(&view.servers);
             plan(&node.id, &settled, &new, node.store.scan(None))
@@ -102,17 +114,17 @@ impl StorageServer {
         info!(
             epoch,
             copies,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = self.server.env.now().duration_since(started).as_millis() as u64,
             "rebalanced"
         );
-        self.report_rebalanced(epoch);
+        self.server.report_rebalanced(epoch);
     }
 
     /// Once `view` has settled: drops every key this server does not own in it, after each new
     /// owner confirmed a version at least as new (sending it first where not).
-    pub(super) async fn drop_unowned(self: Arc<Self>, view: View, cancel: CancellationToken) {
+    pub(super) async fn drop_unowned(self, view: View, cancel: CancellationToken) {
         let (me, unowned) = {
-            let Ok(node) = self.node() else { return };
+            let Ok(node) = self.server.node() else { return };
             let me = node.id.clone();
             // A server outside the view may be about to rejoin: it keeps everything.
             if !view.servers.iter().any(|s| s.id == me) {
@@ -172,7 +184,9 @@ impl StorageServer {
                 Err(err) => warn!(%owner, %err, "cannot confirm copies; keeping them"),
             }
         }
-        let Ok(mut node) = self.node() else { return };
+        let Ok(mut node) = self.server.node() else {
+            return;
+        };
         let mut dropped = 0u64;
         for (key, version, owners) in &unowned {
             let all_hold = owners.iter().all(|owner| {
@@ -195,19 +209,22 @@ impl StorageServer {
     }
 
     /// A graceful stop: leave the view, then offer every key to its owners in the new view.
-    pub(super) async fn leave(self: Arc<Self>) {
-        self.leaving
+    pub(super) async fn leave(self) {
+        self.server
+            .leaving
             .store(true, std::sync::atomic::Ordering::Release);
-        let started = Instant::now();
-        let server_id = self.id();
-        let timeout = Duration::from_millis(self.options.rpc_timeout_ms);
+        let started = self.server.env.now();
+        let server_id = self.server.id();
+        let timeout = Duration::from_millis(self.server.options.rpc_timeout_ms);
         if let Err(err) = self
+            .server
             .call_viewleader(ViewLeaderRequest::Leave { server_id }, timeout)
             .await
         {
             warn!(%err, "could not tell the view leader we are leaving; its lease will expire us");
         }
         let view = match self
+            .server
             .call_viewleader(ViewLeaderRequest::QueryServers, timeout)
             .await
         {
@@ -219,7 +236,7 @@ impl StorageServer {
         };
         let ring = Ring::of_servers(&view.servers);
         let mut by_owner: BTreeMap<ServerId, Vec<Key>> = BTreeMap::new();
-        if let Ok(node) = self.node() {
+        if let Ok(node) = self.server.node() {
             for key in node.store.scan(None) {
                 for owner in ring.replicas(key) {
                     by_owner
@@ -248,7 +265,7 @@ impl StorageServer {
                 info!(
                     offered = keys,
                     sent,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    elapsed_ms = self.server.env.now().duration_since(started).as_millis() as u64,
                     "left the cluster"
                 );
             }
@@ -285,7 +302,7 @@ impl StorageServer {
             };
             self.call_peer_until(addr, request, cancel).await?;
             sent += count;
-            if let Ok(mut node) = self.node() {
+            if let Ok(mut node) = self.server.node() {
                 node.copies_sent += count;
             }
         }
@@ -316,7 +333,7 @@ impl StorageServer {
                 }
             };
             let mine: Vec<Version> = {
-                let node = self.node()?;
+                let node = self.server.node()?;
                 chunk.iter().map(|k| node.store.version(k)).collect()
             };
             let wanted: Vec<Key> = chunk
@@ -339,7 +356,7 @@ impl StorageServer {
     /// The next transfer batch from the front of `keys`: (entries, keys consumed). Keys no
     /// longer held are skipped.
     fn batch(&self, keys: &[Key]) -> Result<(Vec<(Key, Versioned)>, usize)> {
-        let node = self.node()?;
+        let node = self.server.node()?;
         let mut entries = Vec::new();
         let mut bytes = 0;
         let mut used = 0;
@@ -369,22 +386,22 @@ impl StorageServer {
         request: ServerRequest,
         cancel: &CancellationToken,
     ) -> Result<ServerReply> {
-        let timeout = Duration::from_millis(self.options.rpc_timeout_ms);
+        let timeout = Duration::from_millis(self.server.options.rpc_timeout_ms);
         let mut backoff_ms = MOVE_RETRY_MS_MIN;
         loop {
             // A crashed server sends nothing.
             tokio::select! {
                 _ = cancel.cancelled() => return Err(Error::Refused("superseded by a newer view".into())),
-                _ = self.wait_until_up() => {}
+                _ = self.server.wait_until_up() => {}
             }
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => return Err(Error::Refused("superseded by a newer view".into())),
-                outcome = self.peers.call(addr, &request, timeout) => outcome,
+                outcome = self.server.peers.call(addr, &request, timeout) => outcome,
             };
             match outcome {
                 Ok(reply) => return Ok(reply),
                 Err(err) if err.is_retryable() => {
-                    self.peers.forget(addr);
+                    self.server.peers.forget(addr);
                     tracing::debug!(%addr, %err, backoff_ms, "peer call failed; retrying");
                     tokio::select! {
                         _ = cancel.cancelled() => return Err(Error::Refused("superseded by a newer view".into())),

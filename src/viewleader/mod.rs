@@ -6,7 +6,7 @@
 pub mod service;
 pub mod state;
 
-pub use service::{run, run_with_http};
+pub use service::{run, serve, start, ViewLeader};
 
 use crate::error::{Error, Result};
 

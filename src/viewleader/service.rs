@@ -1,20 +1,25 @@
 //! The view leader's network shell: it turns requests into [`Command`]s for the state machine,
-//! stamps them with a monotonic clock, runs the expiry timer, and publishes every new view to the
-//! long polls (`WatchView`) that servers keep open, which is how a view change reaches them at once.
+//! stamps them with the monotonic clock of its [`Env`], runs the expiry timer, and publishes every
+//! new view to the long polls (`WatchView`) that servers keep open, which is how a view change
+//! reaches them at once. Its HTTP pages (`/metrics`, `/admin/status`) are served by
+//! `crate::http` when whoever starts it asks for them.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::state::{Command, Outcome, State, StateConfig};
 use super::ViewLeaderOptions;
 use crate::error::{Error, Result};
+use crate::faults::Faults;
+use crate::metrics::Metrics;
+use crate::net::{Env, Listener};
 use crate::rpc::message::{ServiceKind, ViewLeaderReply, ViewLeaderRequest};
-use crate::rpc::server::{serve, Handler};
+use crate::rpc::server::{serve as serve_rpc, Answer, Handler};
 use crate::types::View;
 
 /// The longest a `WatchView` long poll is held open before it is answered with the current view.
@@ -23,16 +28,18 @@ pub const WATCH_WAIT_MS_MAX: u64 = 30_000;
 /// The running view leader.
 pub struct ViewLeader {
     state: Mutex<State>,
+    env: Env,
     started: Instant,
     view_tx: watch::Sender<View>,
     shutdown: CancellationToken,
-    /// A simulated crash: answer nothing but recover, expire nobody, keep the state.
-    crashed: std::sync::atomic::AtomicBool,
-    metrics: crate::metrics::Metrics,
+    /// A simulated crash answers nothing but recover, expires nobody and keeps the state.
+    faults: Faults,
+    pub metrics: Metrics,
+    tick_ms: u64,
 }
 
 impl ViewLeader {
-    fn new(options: &ViewLeaderOptions, shutdown: CancellationToken) -> Self {
+    fn new(options: &ViewLeaderOptions, env: Env, shutdown: CancellationToken) -> Self {
         let state = State::new(StateConfig {
             lease_ms: options.lease_ms,
             lock_lease_ms: options.lock_lease_ms,
@@ -41,46 +48,28 @@ impl ViewLeader {
         let (view_tx, _) = watch::channel(state.view());
         Self {
             state: Mutex::new(state),
-            started: Instant::now(),
+            started: env.now(),
+            env,
             view_tx,
             shutdown,
-            crashed: std::sync::atomic::AtomicBool::new(false),
-            metrics: crate::metrics::Metrics::new(),
+            faults: Faults::default(),
+            metrics: Metrics::new(),
+            tick_ms: options.tick_ms(),
         }
     }
 
-    /// `/metrics` of the view leader: requests by operation, epoch, live servers, crashed.
-    fn metrics_text(&self) -> String {
-        let view = self.view();
-        self.metrics.epoch.set(view.epoch as i64);
-        self.metrics.servers.set(view.servers.len() as i64);
-        self.metrics.crashed.set(i64::from(!self.is_answering()));
-        self.metrics.encode()
+    /// Whether the view leader is in a simulated crash.
+    pub fn is_crashed(&self) -> bool {
+        self.faults.is_crashed()
     }
 
-    /// `/admin/status` of the view leader.
-    fn status_text(&self) -> String {
-        let view = self.view();
-        let mut out = format!(
-            "role: view leader\nepoch: {}\nrebalancing: {}\nsettled epoch: {}\nmembers: {}\n",
-            view.epoch,
-            view.rebalancing,
-            view.settled_epoch,
-            view.servers.len()
-        );
-        for server in &view.servers {
-            out.push_str(&format!("  {} {}\n", server.addr, server.id));
-        }
-        out.push_str(&format!(
-            "crashed: {}\nuptime: {} s\n",
-            !self.is_answering(),
-            self.started.elapsed().as_secs()
-        ));
-        out
+    /// Time since the view leader started.
+    pub fn uptime(&self) -> Duration {
+        self.env.now().duration_since(self.started)
     }
 
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        self.uptime().as_millis() as u64
     }
 
     /// Applies a command and publishes the view if it changed.
@@ -141,27 +130,20 @@ impl Handler for ViewLeader {
     type Reply = ViewLeaderReply;
     const SERVICE: ServiceKind = ServiceKind::ViewLeader;
 
-    fn is_answering(&self) -> bool {
-        !self.crashed.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn accepts(&self, request: &ViewLeaderRequest) -> bool {
-        self.is_answering() || self.answers_while_crashed(request)
-    }
-
-    fn answers_while_crashed(&self, request: &ViewLeaderRequest) -> bool {
-        matches!(
+    async fn handle(self: Arc<Self>, request: ViewLeaderRequest) -> Answer<ViewLeaderReply> {
+        let ends_crash = matches!(
             request,
-            ViewLeaderRequest::Recover | ViewLeaderRequest::Crash
-        )
-    }
-
-    async fn handle(self: Arc<Self>, request: ViewLeaderRequest) -> Result<ViewLeaderReply> {
+            ViewLeaderRequest::Crash | ViewLeaderRequest::Recover
+        );
+        if !self.faults.admits(ends_crash) {
+            return Answer::Hangup;
+        }
         let op = request.name();
-        let started = Instant::now();
+        let started = self.env.now();
         let reply = self.clone().dispatch(request).await;
-        self.metrics.observe(op, started.elapsed(), reply.is_ok());
-        reply
+        self.metrics
+            .observe(op, self.env.now().duration_since(started), reply.is_ok());
+        self.faults.answer(ends_crash, reply)
     }
 }
 
@@ -195,17 +177,13 @@ impl ViewLeader {
             )),
             ViewLeaderRequest::Leave { server_id } => self.apply(Command::Leave { server_id }),
             ViewLeaderRequest::Crash => {
-                self.crashed
-                    .store(true, std::sync::atomic::Ordering::Release);
-                tracing::info!("simulated crash: answering nothing but recover until then");
+                self.faults.crash();
                 Ok(ViewLeaderReply::Crashed(true))
             }
             ViewLeaderRequest::Recover => {
                 // The expiry timer stood still meanwhile; its next sweep sees the gap as our own
                 // stall and gives every server a full lease.
-                self.crashed
-                    .store(false, std::sync::atomic::Ordering::Release);
-                info!("recovered from a simulated crash");
+                self.faults.recover();
                 Ok(ViewLeaderReply::Crashed(false))
             }
         }
@@ -214,65 +192,35 @@ impl ViewLeader {
 
 /// Runs a view leader on `listener` until `shutdown` fires.
 pub async fn run(
-    listener: TcpListener,
+    listener: Box<dyn Listener>,
     options: ViewLeaderOptions,
+    env: Env,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    run_with_http(listener, None, options, shutdown).await
+    let leader = start(options, env, shutdown.clone())?;
+    serve(leader, listener, shutdown).await
 }
 
-/// [`run`], also serving `/metrics` and `/admin/status` over HTTP on `http` when given.
-pub async fn run_with_http(
-    listener: TcpListener,
-    http: Option<TcpListener>,
+/// A view leader, built and ready to [`serve`]: whoever starts it can wire its HTTP pages first.
+pub fn start(
     options: ViewLeaderOptions,
+    env: Env,
+    shutdown: CancellationToken,
+) -> Result<Arc<ViewLeader>> {
+    options.validate()?;
+    Ok(Arc::new(ViewLeader::new(&options, env, shutdown)))
+}
+
+/// Serves `leader` on `listener` and runs its expiry timer until `shutdown` fires.
+pub async fn serve(
+    leader: Arc<ViewLeader>,
+    listener: Box<dyn Listener>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    options.validate()?;
-    let leader = Arc::new(ViewLeader::new(&options, shutdown.clone()));
-    let gateway = http.map(|http_listener| {
-        let leader = leader.clone();
-        let router = axum::Router::new()
-            .route(
-                "/metrics",
-                axum::routing::get({
-                    let leader = leader.clone();
-                    move || async move {
-                        (
-                            [(
-                                axum::http::header::CONTENT_TYPE,
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            leader.metrics_text(),
-                        )
-                    }
-                }),
-            )
-            .route(
-                "/admin/status",
-                axum::routing::get(move || async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; charset=utf-8",
-                        )],
-                        leader.status_text(),
-                    )
-                }),
-            );
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(http_listener, router)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await });
-            if let Err(err) = served.await {
-                tracing::warn!(%err, "view leader HTTP server failed");
-            }
-        })
-    });
     let ticker = {
         let leader = leader.clone();
         let shutdown = shutdown.clone();
-        let tick = Duration::from_millis(options.tick_ms());
+        let tick = Duration::from_millis(leader.tick_ms);
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);
             // After a stall, one sweep (which notices the gap) rather than a burst of them.
@@ -281,7 +229,7 @@ pub async fn run_with_http(
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = interval.tick() => {
-                        if leader.is_answering() {
+                        if !leader.is_crashed() {
                             let _ = leader.apply(Command::Expire);
                         }
                     }
@@ -289,10 +237,7 @@ pub async fn run_with_http(
             }
         })
     };
-    serve(listener, leader, shutdown).await;
+    serve_rpc(listener, leader, shutdown).await;
     let _ = ticker.await;
-    if let Some(gateway) = gateway {
-        let _ = gateway.await;
-    }
     Ok(())
 }

@@ -1,0 +1,194 @@
+//! A storage server's answers: one `match` over its requests, each turned into calls on the
+//! storage engine and the 2PC participant under the node's lock. Faults ([`crate::faults`])
+//! decide whether a request is handled and whether its reply goes out.
+
+use std::sync::Arc;
+
+use tracing::info;
+
+use super::node::StorageServer;
+use crate::error::{Error, Result};
+use crate::rpc::message::{ServerReply, ServerRequest, ServiceKind};
+use crate::rpc::server::{Answer, Handler};
+use crate::storage::{self, Record};
+use crate::twopc::participant::{Context, Vote};
+use crate::twopc::Prepare;
+use crate::types::{check_key, check_value, Op};
+
+/// Keys in one `Versions` request (a rebalancing sender asks in batches of at most this many).
+pub const VERSIONS_BATCH_KEYS_MAX: usize = 20_000;
+
+impl Handler for StorageServer {
+    type Request = ServerRequest;
+    type Reply = ServerReply;
+    const SERVICE: ServiceKind = ServiceKind::Server;
+
+    async fn handle(self: Arc<Self>, request: ServerRequest) -> Answer<ServerReply> {
+        let ends_crash = matches!(request, ServerRequest::Crash | ServerRequest::Recover);
+        if !self.faults.admits(ends_crash) {
+            return Answer::Hangup;
+        }
+        let op = request.name();
+        let started = self.env.now();
+        let reply = self.clone().dispatch(request).await;
+        self.metrics
+            .observe(op, self.env.now().duration_since(started), reply.is_ok());
+        self.faults.answer(ends_crash, reply)
+    }
+}
+
+impl StorageServer {
+    async fn dispatch(self: Arc<Self>, request: ServerRequest) -> Result<ServerReply> {
+        match request {
+            ServerRequest::Print { text } => {
+                println!("{text}");
+                info!(%text, "print");
+                Ok(ServerReply::Printed)
+            }
+            ServerRequest::Set {
+                key,
+                value,
+                request_id,
+            } => {
+                check_key(&key)?;
+                check_value(&value)?;
+                let mut node = self.node()?;
+                if let Some(version) = request_id.and_then(|id| node.recent_sets.get(&id).copied())
+                {
+                    // A retry of a set already applied: the same answer, applied once.
+                    return Ok(ServerReply::Stored { version });
+                }
+                if node.participant.is_held(&key) {
+                    return Err(Error::Conflict(format!(
+                        "{key:?} is held by a pending transaction"
+                    )));
+                }
+                let version = storage::set_local(&mut *node.store, key, value)?;
+                if let Some(id) = request_id {
+                    node.store.record(&Record::Applied {
+                        request_id: id,
+                        version,
+                    })?;
+                    node.recent_sets.insert(id, version);
+                }
+                Ok(ServerReply::Stored { version })
+            }
+            ServerRequest::Get { key } => {
+                check_key(&key)?;
+                Ok(ServerReply::Value(self.node()?.store.get(&key)))
+            }
+            ServerRequest::QueryAllKeys { after, limit } => {
+                let (keys, more) =
+                    storage::keys_page(&*self.node()?.store, after.as_deref(), limit as usize);
+                Ok(ServerReply::Keys { keys, more })
+            }
+            ServerRequest::Prepare {
+                tx,
+                key,
+                op,
+                epoch,
+                expected_server_id,
+                version,
+                participants,
+            } => {
+                check_key(&key)?;
+                if let Op::Put(value) = &op {
+                    check_value(value)?;
+                }
+                if participants.is_empty() || participants.len() > crate::ring::REPLICATION_COUNT {
+                    return Err(Error::InvalidRequest(format!(
+                        "a transaction has 1 to {} participants, not {}",
+                        crate::ring::REPLICATION_COUNT,
+                        participants.len()
+                    )));
+                }
+                let now_ms = self.now_ms();
+                let mut node = self.node()?;
+                let node = &mut *node;
+                let ctx = Context {
+                    server_id: &node.id,
+                    epoch: node.view.epoch,
+                    rebalancing: node.rebalanced_epoch < node.view.epoch,
+                    now_ms,
+                };
+                let args = Prepare {
+                    tx,
+                    key,
+                    op,
+                    epoch,
+                    expected_server_id,
+                    version,
+                    participants,
+                };
+                match node.participant.prepare(&ctx, &mut *node.store, args) {
+                    Ok(Vote::Yes) => Ok(ServerReply::Prepared),
+                    Ok(Vote::Outdated { above }) => {
+                        self.metrics.transaction("vote_no", "outdated");
+                        Ok(ServerReply::Outdated { above })
+                    }
+                    Err(err) => {
+                        self.metrics.transaction("vote_no", err.kind());
+                        Err(err)
+                    }
+                }
+            }
+            ServerRequest::Commit { tx } => {
+                let mut node = self.node()?;
+                let node = &mut *node;
+                node.participant.commit(&mut *node.store, tx)?;
+                self.metrics.transaction("commit", "coordinator");
+                Ok(ServerReply::Committed)
+            }
+            ServerRequest::Abort { tx } => {
+                let mut node = self.node()?;
+                let node = &mut *node;
+                node.participant.abort(&mut *node.store, tx)?;
+                self.metrics.transaction("abort", "coordinator");
+                Ok(ServerReply::Aborted)
+            }
+            ServerRequest::Read { key } => {
+                check_key(&key)?;
+                let node = self.node()?;
+                Ok(ServerReply::ReadValue {
+                    value: node.store.get(&key),
+                    epoch: node.view.epoch,
+                })
+            }
+            ServerRequest::Crash => {
+                self.set_crashed(true);
+                Ok(ServerReply::Crashed(true))
+            }
+            ServerRequest::Recover => {
+                self.set_crashed(false);
+                Ok(ServerReply::Crashed(false))
+            }
+            ServerRequest::TxStatus { tx } => {
+                let mut node = self.node()?;
+                let node = &mut *node;
+                Ok(ServerReply::TxState(
+                    node.participant.status(&mut *node.store, tx)?,
+                ))
+            }
+            ServerRequest::Transfer { entries, .. } => {
+                for (key, _) in &entries {
+                    check_key(key)?;
+                }
+                let stored = self.node()?.store.apply_batch(entries)?;
+                Ok(ServerReply::Transferred { stored })
+            }
+            ServerRequest::Status => Ok(ServerReply::Status(self.status()?)),
+            ServerRequest::Versions { keys } => {
+                if keys.len() > VERSIONS_BATCH_KEYS_MAX {
+                    return Err(Error::InvalidRequest(format!(
+                        "at most {} keys per versions request",
+                        VERSIONS_BATCH_KEYS_MAX
+                    )));
+                }
+                let node = self.node()?;
+                Ok(ServerReply::Versions(
+                    keys.iter().map(|k| node.store.version(k)).collect(),
+                ))
+            }
+        }
+    }
+}

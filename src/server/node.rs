@@ -1,0 +1,249 @@
+//! What one storage server is and holds, shared by every part of its shell: its identity and
+//! view, the storage engine, the 2PC participant, its connections to the view leader and to its
+//! peers, and the faults it is under. The parts that act on it (dispatch, membership,
+//! termination, the mover) each live in a file of their own and reach it through
+//! [`StorageServer`]; none of them is imported here.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::ServerOptions;
+use crate::bounded::BoundedMap;
+use crate::error::{Error, Result};
+use crate::faults::Faults;
+use crate::metrics::Metrics;
+use crate::net::{self, Env};
+use crate::rpc::client::Pool;
+use crate::rpc::locator::Locator;
+use crate::rpc::message::{
+    ServerReply, ServerRequest, ServerStatus, ServiceKind, ViewLeaderReply, ViewLeaderRequest,
+};
+use crate::storage::Engine;
+use crate::twopc::Participant;
+use crate::types::{Epoch, ServerId, ServerInfo, TxId, Version, View};
+
+/// Request ids remembered for exactly-once single-server writes; a retry arriving after this
+/// many later sets would be applied again.
+pub const RECENT_REQUESTS_MAX: usize = 100_000;
+
+/// What one server knows and holds, under one lock.
+pub(super) struct NodeState {
+    pub(super) id: ServerId,
+    /// The newest view this server has fetched.
+    pub(super) view: View,
+    /// The newest epoch this server has heard of (a heartbeat reply may run ahead of `view`).
+    pub(super) epoch_seen: Epoch,
+    /// Every send this server owes for this epoch is acknowledged.
+    pub(super) rebalanced_epoch: Epoch,
+    pub(super) store: Box<dyn Engine>,
+    pub(super) participant: Participant,
+    /// Stops the running rebalance or drop pass when a newer view supersedes it.
+    pub(super) moving: Option<CancellationToken>,
+    pub(super) copies_sent: u64,
+    pub(super) keys_dropped: u64,
+    /// Request ids of recent single-server sets and the version each produced, so a retried
+    /// set applies once.
+    pub(super) recent_sets: BoundedMap<u128, Version>,
+    /// Overdue transactions whose termination is under way.
+    pub(super) resolving: HashSet<TxId>,
+}
+
+/// What `/admin/status` and `/metrics` show of a server.
+#[derive(Clone, Debug)]
+pub struct NodeSnapshot {
+    pub server_id: ServerId,
+    pub addr: String,
+    pub epoch: Epoch,
+    pub servers: Vec<ServerInfo>,
+    pub cluster_rebalancing: bool,
+    pub rebalanced_epoch: Epoch,
+    pub keys: u64,
+    pub pending_transactions: u64,
+    pub copies_sent: u64,
+    pub keys_dropped: u64,
+    pub crashed: bool,
+    pub uptime: Duration,
+}
+
+/// A running storage server.
+pub struct StorageServer {
+    pub(super) addr: String,
+    pub(super) options: ServerOptions,
+    pub(super) env: Env,
+    state: Mutex<NodeState>,
+    viewleader: Locator<ViewLeaderRequest, ViewLeaderReply>,
+    /// Calls to other storage servers (rebalancing, termination).
+    pub(super) peers: Pool<ServerRequest, ServerReply>,
+    started: Instant,
+    /// Wakes the heartbeat loop to report at once (a new id, a finished rebalance).
+    pub(super) beat_now: Notify,
+    /// Wakes the view follower (a heartbeat reply showed a newer epoch).
+    pub(super) view_stale: Notify,
+    /// Fires when the server stops, for whatever reason: ends background work.
+    pub(super) stopping: CancellationToken,
+    pub(super) faults: Faults,
+    /// Set when a graceful stop begins: no more heartbeats (they would rejoin under a new id).
+    pub(super) leaving: AtomicBool,
+    pub metrics: Arc<Metrics>,
+}
+
+impl StorageServer {
+    /// A server reachable at `addr`, holding `store`, not yet serving.
+    pub(super) fn new(
+        addr: String,
+        options: ServerOptions,
+        env: Env,
+        store: Box<dyn Engine>,
+    ) -> Self {
+        let rpc_timeout = Duration::from_millis(options.rpc_timeout_ms);
+        let viewleader = Locator::new(
+            options.viewleader.clone(),
+            net::VIEWLEADER_PORTS,
+            Pool::new(ServiceKind::ViewLeader, rpc_timeout, env.transport.clone()),
+        );
+        Self {
+            state: Mutex::new(NodeState {
+                id: env.new_id(),
+                view: View::default(),
+                epoch_seen: 0,
+                rebalanced_epoch: 0,
+                store,
+                participant: Participant::default(),
+                moving: None,
+                copies_sent: 0,
+                keys_dropped: 0,
+                recent_sets: BoundedMap::new(RECENT_REQUESTS_MAX),
+                resolving: HashSet::new(),
+            }),
+            viewleader,
+            peers: Pool::new(ServiceKind::Server, rpc_timeout, env.transport.clone()),
+            faults: Faults::new(options.faults),
+            started: env.now(),
+            addr,
+            options,
+            env,
+            beat_now: Notify::new(),
+            view_stale: Notify::new(),
+            stopping: CancellationToken::new(),
+            leaving: AtomicBool::new(false),
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    pub(super) fn node(&self) -> Result<MutexGuard<'_, NodeState>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::Internal("server state poisoned".into()))
+    }
+
+    /// Milliseconds since the server started, on the clock of its [`Env`].
+    pub(super) fn now_ms(&self) -> u64 {
+        self.env.now().duration_since(self.started).as_millis() as u64
+    }
+
+    /// This server's current id.
+    pub fn id(&self) -> ServerId {
+        self.node().map(|n| n.id.clone()).unwrap_or_default()
+    }
+
+    /// The address others reach this server at.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn options(&self) -> &ServerOptions {
+        &self.options
+    }
+
+    /// Where this server's sockets, clocks and random numbers come from.
+    pub fn env(&self) -> &Env {
+        &self.env
+    }
+
+    /// Fires when the server stops, for whatever reason.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stopping.clone()
+    }
+
+    pub(super) async fn call_viewleader(
+        &self,
+        request: ViewLeaderRequest,
+        timeout: Duration,
+    ) -> Result<ViewLeaderReply> {
+        self.viewleader.call(&request, timeout).await
+    }
+
+    /// Marks this server rebalanced for `epoch` (if that is still its view) and reports at once.
+    pub(super) fn report_rebalanced(&self, epoch: Epoch) {
+        if let Ok(mut node) = self.node() {
+            if node.view.epoch == epoch {
+                node.rebalanced_epoch = epoch;
+            }
+        }
+        self.beat_now.notify_one();
+    }
+
+    /// Whether a graceful stop has begun.
+    pub(super) fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
+    }
+
+    /// A consistent picture of this server, for `/admin/status` and `/metrics`.
+    pub fn snapshot(&self) -> Result<NodeSnapshot> {
+        let node = self.node()?;
+        Ok(NodeSnapshot {
+            server_id: node.id.clone(),
+            addr: self.addr.clone(),
+            epoch: node.view.epoch,
+            servers: node.view.servers.clone(),
+            cluster_rebalancing: node.view.rebalancing,
+            rebalanced_epoch: node.rebalanced_epoch,
+            keys: node.store.len() as u64,
+            pending_transactions: node.participant.pending_count() as u64,
+            copies_sent: node.copies_sent,
+            keys_dropped: node.keys_dropped,
+            crashed: self.is_crashed(),
+            uptime: self.env.now().duration_since(self.started),
+        })
+    }
+
+    pub(super) fn status(&self) -> Result<ServerStatus> {
+        let snapshot = self.snapshot()?;
+        Ok(ServerStatus {
+            server_id: snapshot.server_id,
+            addr: snapshot.addr,
+            epoch: snapshot.epoch,
+            rebalanced_epoch: snapshot.rebalanced_epoch,
+            keys: snapshot.keys,
+            pending_transactions: snapshot.pending_transactions,
+            copies_sent: snapshot.copies_sent,
+            keys_dropped: snapshot.keys_dropped,
+        })
+    }
+
+    /// Starts or ends a simulated crash (see [`crate::faults`]).
+    pub fn set_crashed(&self, crashed: bool) {
+        if crashed {
+            self.faults.crash();
+        } else {
+            self.faults.recover();
+            self.beat_now.notify_one();
+        }
+    }
+
+    /// Whether the server is in a simulated crash.
+    pub fn is_crashed(&self) -> bool {
+        self.faults.is_crashed()
+    }
+
+    /// Returns once the server is not crashed (at once if it is not).
+    pub(super) async fn wait_until_up(&self) {
+        self.faults.wait_until_up().await
+    }
+}
