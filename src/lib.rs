@@ -8,21 +8,18 @@
 //!   2PC coordinator for `setr`, `getr`, locks, retries. [`cli`] turns it into the `client` binary.
 //! * [`ring`] is the bucket allocator: key + view → replicas, a pure function.
 //! * [`rpc`] is the wire (frames, messages, serving and calling); [`net`] opens the sockets.
-//! * [`cluster`] starts a whole cluster inside one process, for the demo and the benchmarks.
 //! * [`http`] serves the REST key/value API, the distributed-log endpoints, `/admin/status` and
 //!   `/metrics` over HTTP; [`metrics`] holds the Prometheus metrics.
-//! * [`bench`] is the load generator: closed-loop workloads over any store with a [`bench::Driver`].
 //! * [`fasthash`] is a cheap hasher for request-path tables whose keys no peer chooses.
-//! * [`checker`] decides whether a recorded history of operations is linearizable.
+//! * [`tools`] holds what drives, measures and judges the store from outside: the in-process
+//!   cluster, `client demo`, the load generator and `client bench`, `client chaos` and the
+//!   linearizability checker. The store's modules never import it.
 //!
 //! The three binaries in `src/bin` parse flags, start logging and call [`viewleader::run`],
 //! [`server::run`] or [`cli::run`].
 
-pub mod bench;
-pub mod checker;
 pub mod cli;
 pub mod client;
-pub mod cluster;
 pub mod error;
 pub mod fasthash;
 pub mod http;
@@ -31,6 +28,7 @@ pub mod net;
 pub mod ring;
 pub mod rpc;
 pub mod server;
+pub mod tools;
 pub mod types;
 pub mod viewleader;
 
