@@ -1,8 +1,9 @@
-//! `client bench`: the load generator ([`crate::tools::bench`]) on a cluster it starts in this process
-//! (a view leader and `--servers` storage servers). It preloads keys, then for each workload and
-//! each concurrency runs a closed-loop cell and prints ops/s with p50/p90/p99/p99.9/max latency,
-//! as a table or JSON lines. The `probe` workload measures a plain TCP echo over loopback: the
-//! physical floor under every request. `rebalance` times re-replication after one server dies.
+//! `client bench`: the load generator ([`crate::tools::bench`]) on a cluster it starts in this
+//! process (a view leader and `--servers` storage servers). It preloads keys, then for each
+//! workload and each concurrency runs a closed-loop cell and prints ops/s with
+//! p50/p90/p99/p99.9/max latency, as a table or JSON lines. The `probe` workload measures a plain
+//! TCP echo over loopback: the physical floor under every request. `rebalance` times
+//! re-replication after one server dies.
 //!
 //! Client and servers share this machine's cores, as they would on one host; the figures are for
 //! comparison between runs on the same machine, never pass/fail. The side-by-side comparison
