@@ -18,8 +18,8 @@ use common::{
     holds_for, run_client, wait_for, ClientRun, TestCluster, Timings, ViewDoc, EXPIRY_TIMEOUT,
 };
 use ringleader::client::{Client, ClientOptions, CrashPoint};
-use ringleader::cluster::{ClusterOptions, LocalCluster};
 use ringleader::faults::ReplyFaults;
+use ringleader::tools::cluster::{ClusterOptions, LocalCluster};
 use ringleader::types::{Op, ServerInfo, Value, Versioned};
 use ringleader::viewleader::ViewLeaderOptions;
 use ringleader::Error;

@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use etcd_client::{Client, GetOptions, KvClient};
-use ringleader::bench::Driver;
 use ringleader::error::{Error, Result};
+use ringleader::tools::bench::Driver;
 
 /// gRPC connections the driver spreads its requests over (each is one HTTP/2 connection that
 /// multiplexes many requests, balanced across the endpoints).

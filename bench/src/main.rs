@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ringleader::bench::report::{render, Machine};
 use ringleader::error::{Error, Result};
+use ringleader::tools::bench::report::{render, Machine};
 
 mod etcd;
 mod matrix;

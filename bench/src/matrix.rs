@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use ringleader::bench::ringleader::{Mode, Ringleader};
-use ringleader::bench::{
+use ringleader::client::{Client, ClientOptions};
+use ringleader::error::{Error, Result};
+use ringleader::tools::bench::ringleader::{Mode, Ringleader};
+use ringleader::tools::bench::{
     preload, run_cell, run_probe, validate_common, Cell, CellResult, Distribution, Driver,
     KeySpace, Mix, Stop,
 };
-use ringleader::client::{Client, ClientOptions};
-use ringleader::error::{Error, Result};
 
 use crate::etcd::Etcd;
 use crate::redis::Redis;
@@ -335,7 +335,7 @@ async fn measure<D: Driver>(
     keys: &KeySpace,
     cell: &Cell,
     label: Option<&str>,
-) -> Result<ringleader::bench::Measured> {
+) -> Result<ringleader::tools::bench::Measured> {
     let driver = driver
         .as_ref()
         .ok_or_else(|| Error::Internal("a system was measured without its driver".into()))?;

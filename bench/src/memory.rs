@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use clap::Args;
-use ringleader::bench::key_name;
-use ringleader::bench::ringleader::bulk_load;
 use ringleader::client::{Client, ClientOptions};
 use ringleader::error::{Error, Result};
 use ringleader::ring::Ring;
+use ringleader::tools::bench::key_name;
+use ringleader::tools::bench::ringleader::bulk_load;
 use ringleader::types::Value;
 use serde_json::json;
 
@@ -47,7 +47,7 @@ fn status_bytes(pid: u32, field: &str) -> Result<u64> {
 }
 
 pub async fn run(args: MemoryArgs) -> Result<()> {
-    ringleader::bench::validate_common(&[1], 0, args.keys, args.value_bytes)?;
+    ringleader::tools::bench::validate_common(&[1], 0, args.keys, args.value_bytes)?;
     let mut pids = HashMap::new();
     for server in &args.servers {
         let (addr, pid) = server

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
-use ringleader::bench::Driver;
 use ringleader::error::{Error, Result};
+use ringleader::tools::bench::Driver;
 
 /// Connections the driver spreads its requests over.
 pub const REDIS_CONNECTIONS_MAX: usize = 8;

@@ -1,16 +1,15 @@
 //! The `client` command line: the course's command names, global flags, human or `--json`
 //! output, and exit codes that say what happened (see the README):
 //! 0 ok, 1 not found, 2 usage, 3 unreachable or timed out, 4 refused, 5 invalid request.
-
-pub mod bench;
-pub mod chaos;
-pub mod demo;
+//! `demo`, `bench`, `chaos` and the hidden `serve` hand their flags to [`crate::tools`], which
+//! runs them.
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::client::{Client, ClientOptions, TIMEOUT_MS_DEFAULT, WAIT_MS_DEFAULT};
 use crate::error::Error;
+use crate::tools::{bench, chaos, demo};
 use crate::types::{LockReply, Value, Versioned};
 
 /// Where `--server` and `--viewleader` point when not given (their port ranges are scanned).
@@ -91,7 +90,7 @@ pub enum Command {
     /// Start a local cluster, show what it does, stop it.
     Demo(demo::DemoArgs),
     /// Measure throughput and latency on a local cluster.
-    Bench(bench::BenchArgs),
+    Bench(bench::command::BenchArgs),
     /// Run a local cluster under injected faults, record every operation and check the history
     /// (linearizability, appends, replica agreement); exits 1 on any violation.
     Chaos(chaos::ChaosArgs),
@@ -334,7 +333,7 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
             );
         }
         Command::Demo(demo_args) => return demo::run(demo_args, out).await,
-        Command::Bench(bench_args) => return bench::run(bench_args, out).await,
+        Command::Bench(bench_args) => return bench::command::run(bench_args, out).await,
         Command::Chaos(chaos_args) => return chaos::run(chaos_args, out).await,
         Command::Serve(serve_args) => return chaos::serve(serve_args).await,
     }

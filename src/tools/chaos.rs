@@ -4,7 +4,7 @@
 //! servers, pauses them (SIGSTOP/SIGCONT), simulates crashes and kills coordinators mid-commit,
 //! records every operation with its invocation and completion times, then heals the cluster and
 //! checks:
-//! * linearizability of every key ([`crate::checker`]);
+//! * linearizability of every key ([`crate::tools::checker`]);
 //! * every acknowledged append present exactly once, none duplicated, no failed one present;
 //! * the replicas of every key identical (value and version) after the run.
 //!
@@ -26,10 +26,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::Output;
-use crate::checker::{self, Call, CheckOptions, Operation, Return};
+use crate::cli::Output;
 use crate::client::{Client, ClientOptions, CrashPoint};
 use crate::error::{Error, Result};
+use crate::tools::checker::{self, Call, CheckOptions, Operation, Return};
 use crate::types::{Op, Value};
 
 /// Longest a chaos run may be asked to last.
@@ -92,7 +92,7 @@ pub struct ServeArgs {
 
 /// Runs the hidden `serve` role until a signal.
 pub async fn serve(args: ServeArgs) -> Result<u8> {
-    let (shutdown, kill) = super::shutdown_on_signal();
+    let (shutdown, kill) = crate::cli::shutdown_on_signal();
     match args.role {
         Role::Viewleader => {
             let options = crate::viewleader::ViewLeaderOptions {
@@ -104,7 +104,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
             let listener = env
                 .bind("127.0.0.1", Some(args.port), crate::net::VIEWLEADER_PORTS)
                 .await?;
-            super::announce(&*listener)?;
+            crate::cli::announce(&*listener)?;
             crate::viewleader::run(listener, options, env, shutdown).await?;
         }
         Role::Server => {
@@ -118,7 +118,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
             let listener = env
                 .bind("127.0.0.1", Some(args.port), crate::net::SERVER_PORTS)
                 .await?;
-            super::announce(&*listener)?;
+            crate::cli::announce(&*listener)?;
             crate::server::run(listener, options, env, shutdown, kill).await?;
         }
     }

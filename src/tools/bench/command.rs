@@ -1,8 +1,9 @@
-//! `client bench`: the load generator ([`crate::bench`]) on a cluster it starts in this process
-//! (a view leader and `--servers` storage servers). It preloads keys, then for each workload and
-//! each concurrency runs a closed-loop cell and prints ops/s with p50/p90/p99/p99.9/max latency,
-//! as a table or JSON lines. The `probe` workload measures a plain TCP echo over loopback: the
-//! physical floor under every request. `rebalance` times re-replication after one server dies.
+//! `client bench`: the load generator ([`crate::tools::bench`]) on a cluster it starts in this
+//! process (a view leader and `--servers` storage servers). It preloads keys, then for each
+//! workload and each concurrency runs a closed-loop cell and prints ops/s with
+//! p50/p90/p99/p99.9/max latency, as a table or JSON lines. The `probe` workload measures a plain
+//! TCP echo over loopback: the physical floor under every request. `rebalance` times
+//! re-replication after one server dies.
 //!
 //! Client and servers share this machine's cores, as they would on one host; the figures are for
 //! comparison between runs on the same machine, never pass/fail. The side-by-side comparison
@@ -13,15 +14,12 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
-pub mod rebalance;
-
-use crate::bench::ringleader::{Mode, Ringleader};
-use crate::bench::{
-    self, preload, run_cell, run_probe, Cell, CellResult, Distribution, KeySpace, Mix, Stop,
-};
+use super::rebalance;
+use super::ringleader::{Mode, Ringleader};
+use super::{preload, run_cell, run_probe, Cell, CellResult, Distribution, KeySpace, Mix, Stop};
 use crate::cli::Output;
-use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::error::{Error, Result};
+use crate::tools::cluster::{ClusterOptions, LocalCluster};
 
 /// Tasks that preload the keys.
 pub const PRELOAD_CONCURRENCY: usize = 16;
@@ -114,7 +112,7 @@ pub struct BenchArgs {
 /// Checks the arguments; returns how each cell stops.
 pub fn validate(args: &BenchArgs) -> Result<Stop> {
     let stop = Stop::from_flags(args.ops, args.duration_s)?;
-    bench::validate_common(
+    super::validate_common(
         &args.concurrency,
         args.warmup_ops,
         args.keys,
@@ -279,7 +277,7 @@ fn bench_table_header() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{BENCH_CONCURRENCY_MAX, BENCH_DURATION_S_MAX, BENCH_OPS_MAX};
+    use crate::tools::bench::{BENCH_CONCURRENCY_MAX, BENCH_DURATION_S_MAX, BENCH_OPS_MAX};
     use clap::Parser;
     use std::time::Duration;
 

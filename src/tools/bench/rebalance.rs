@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::BenchArgs;
-use crate::bench::ringleader::bulk_load;
+use super::command::BenchArgs;
+use super::ringleader::bulk_load;
 use crate::cli::Output;
 use crate::client::Client;
-use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::error::{Error, Result};
 use crate::ring::Ring;
 use crate::server::rebalance::minimum_copies;
+use crate::tools::cluster::{ClusterOptions, LocalCluster};
 use crate::types::{Key, Value};
 
 /// Longest the benchmark waits for detection plus re-replication.

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::json;
 
-use super::Output;
+use crate::cli::Output;
 use crate::client::Client;
 use crate::client::CrashPoint;
-use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::error::{Error, Result};
 use crate::ring::REPLICATION_COUNT;
+use crate::tools::cluster::{ClusterOptions, LocalCluster};
 use crate::types::{LockReply, Op, Value};
 
 /// Longest the demo waits for the cluster to settle after a change.
