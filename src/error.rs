@@ -110,14 +110,18 @@ impl Error {
     }
 }
 
+/// An I/O error keeps its kind: a broken or refused connection is `Unreachable` (the peer may
+/// come back), a timeout is `Timeout`, and anything else (a file that cannot be read or written,
+/// a full disk) is `Internal`: retrying the call elsewhere cannot help.
 impl From<std::io::Error> for Error {
     fn from(err: std::io::Error) -> Self {
         use std::io::ErrorKind::*;
         match err.kind() {
             TimedOut | WouldBlock => Error::Timeout(err.to_string()),
             ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected
-            | UnexpectedEof | AddrNotAvailable => Error::Unreachable(err.to_string()),
-            _ => Error::Unreachable(err.to_string()),
+            | UnexpectedEof | AddrNotAvailable | AddrInUse | HostUnreachable
+            | NetworkUnreachable | NetworkDown => Error::Unreachable(err.to_string()),
+            _ => Error::Internal(err.to_string()),
         }
     }
 }
@@ -138,4 +142,26 @@ impl From<tokio::time::error::Elapsed> for Error {
 #[macro_export]
 macro_rules! errinput {
     ($($args:tt)*) => { $crate::error::Error::InvalidRequest(format!($($args)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error as IoError, ErrorKind};
+
+    #[test]
+    fn io_errors_keep_their_kind() {
+        let kind = |k: ErrorKind| Error::from(IoError::from(k)).kind();
+        assert_eq!(kind(ErrorKind::ConnectionRefused), "unreachable");
+        assert_eq!(kind(ErrorKind::BrokenPipe), "unreachable");
+        assert_eq!(kind(ErrorKind::TimedOut), "timeout");
+        assert_eq!(
+            kind(ErrorKind::NotFound),
+            "internal",
+            "a missing file is no network fault"
+        );
+        assert_eq!(kind(ErrorKind::PermissionDenied), "internal");
+        assert_eq!(kind(ErrorKind::StorageFull), "internal");
+        assert!(!Error::from(IoError::from(ErrorKind::StorageFull)).is_retryable());
+    }
 }

@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use crate::errinput;
 use crate::error::{Error, Result};
 
 /// Ports a storage server tries in turn when not told one (the course's range).
@@ -242,7 +243,7 @@ impl Random for OsRandom {
 pub fn candidates(target: &str, range: RangeInclusive<u16>) -> Result<Vec<String>> {
     let target = target.trim();
     if target.is_empty() {
-        return Err(Error::InvalidRequest("empty address".into()));
+        return Err(errinput!("empty address"));
     }
     // A bracketed IPv6 literal, or host:port with a numeric port.
     if let Some((host, port)) = target.rsplit_once(':') {
@@ -251,7 +252,7 @@ pub fn candidates(target: &str, range: RangeInclusive<u16>) -> Result<Vec<String
         if bracketed_v6 || plain {
             let port: u16 = port
                 .parse()
-                .map_err(|_| Error::InvalidRequest(format!("bad port in address {target:?}")))?;
+                .map_err(|_| errinput!("bad port in address {target:?}"))?;
             let host = if host.is_empty() { "localhost" } else { host };
             return Ok(vec![format!("{host}:{port}")]);
         }

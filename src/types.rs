@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::errinput;
+use crate::error::Result;
 
 /// A storage server's identity: a fresh UUID (as text) at every start.
 pub type ServerId = String;
@@ -142,13 +143,13 @@ pub const KEYS_PAGE_MAX: usize = 10_000;
 /// Rejects keys and values outside the limits, naming which and by how much.
 pub fn check_key(key: &str) -> Result<()> {
     if key.is_empty() {
-        return Err(Error::InvalidRequest("the key is empty".into()));
+        return Err(errinput!("the key is empty"));
     }
     if key.len() > KEY_BYTES_MAX {
-        return Err(Error::InvalidRequest(format!(
+        return Err(errinput!(
             "key is {} bytes, over the limit of {KEY_BYTES_MAX}",
             key.len()
-        )));
+        ));
     }
     Ok(())
 }
@@ -156,9 +157,9 @@ pub fn check_key(key: &str) -> Result<()> {
 pub fn check_value(value: &Value) -> Result<()> {
     let len = value.len_bytes();
     if len > VALUE_BYTES_MAX {
-        return Err(Error::InvalidRequest(format!(
+        return Err(errinput!(
             "value is {len} bytes, over the limit of {VALUE_BYTES_MAX}"
-        )));
+        ));
     }
     Ok(())
 }

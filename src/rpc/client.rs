@@ -206,11 +206,17 @@ where
                 inner.addr
             )));
         }
-        let deadline = tokio::time::Instant::now() + timeout;
-        let _slot = tokio::time::timeout_at(deadline, inner.slots.acquire())
-            .await
-            .map_err(|_| Error::Timeout(format!("{} has too many calls in flight", inner.addr)))?
-            .map_err(|_| Error::Unreachable(format!("connection to {} is closed", inner.addr)))?;
+        // One timer bounds the whole call: waiting for a slot, sending and the reply.
+        let expiry = tokio::time::sleep(timeout);
+        tokio::pin!(expiry);
+        let _slot = tokio::select! {
+            _ = &mut expiry => {
+                return Err(Error::Timeout(format!("{} has too many calls in flight", inner.addr)))
+            }
+            slot = inner.slots.acquire() => slot.map_err(|_| {
+                Error::Unreachable(format!("connection to {} is closed", inner.addr))
+            })?,
+        };
         let request_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = encode(request_id, &Request::Call(request))?;
         let (tx, rx) = oneshot::channel();
@@ -219,18 +225,21 @@ where
             .lock()
             .map_err(|_| Error::Internal("pending-call table poisoned".into()))?
             .insert(request_id, tx);
-        let outcome = tokio::time::timeout_at(deadline, async {
+        let exchange = async {
             inner.out_tx.send(bytes).await.map_err(|_| {
                 Error::Unreachable(format!("connection to {} is closed", inner.addr))
             })?;
             rx.await.map_err(|_| {
                 Error::Unreachable(format!("connection to {} is closed", inner.addr))
             })?
-        })
-        .await;
+        };
+        let outcome = tokio::select! {
+            reply = exchange => Some(reply),
+            _ = &mut expiry => None,
+        };
         match outcome {
-            Ok(reply) => reply,
-            Err(_) => {
+            Some(reply) => reply,
+            None => {
                 if let Ok(mut pending) = inner.pending.lock() {
                     pending.remove(&request_id);
                 }

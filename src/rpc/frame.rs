@@ -6,6 +6,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
 use super::message::Envelope;
+use crate::errinput;
 use crate::error::{Error, Result};
 
 /// The largest frame either side accepts. A peer announcing a longer one gets an error and the
@@ -87,12 +88,8 @@ impl postcard::ser_flavors::Flavor for Presized {
 /// Decodes a frame payload in two steps, so that a body that does not decode still yields the
 /// request id its error reply must carry. `Err((Some(id), _))`: the id was readable.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<Envelope<T>, (Option<u64>, Error)> {
-    let (request_id, rest) = postcard::take_from_bytes::<u64>(payload).map_err(|err| {
-        (
-            None,
-            Error::InvalidRequest(format!("undecodable frame: {err}")),
-        )
-    })?;
+    let (request_id, rest) = postcard::take_from_bytes::<u64>(payload)
+        .map_err(|err| (None, errinput!("undecodable frame: {err}")))?;
     let body = postcard::from_bytes::<T>(rest).map_err(|err| {
         let what = match err {
             // postcard reports a variant index past the end as a custom serde error.

@@ -158,7 +158,10 @@ pub enum ServerRequest {
     Commit { tx: TxId },
     /// 2PC phase two: forget a prepared transaction.
     Abort { tx: TxId },
-    /// Rebalancing: store these copies unless a newer version is already here.
+    /// Store these copies unless a newer version is already here. Rebalancing sends them, and
+    /// so do a linearizable read's write-back (read repair) and the load generator's bulk load.
+    /// `epoch` is the sender's epoch; it is not checked yet (the faults issue makes a transfer
+    /// from an older epoch refused).
     Transfer {
         epoch: Epoch,
         entries: Vec<(Key, Versioned)>,
@@ -173,7 +176,7 @@ pub enum ServerRequest {
     /// A replicated read: the value with the epoch this server is at, so a reader can tell
     /// that its view is out of date.
     Read { key: Key },
-    /// Simulated crash: answer nothing but `Recover` (and `Exit`), send nothing, keep memory.
+    /// Simulated crash: answer nothing but `Recover`, send nothing, keep memory.
     Crash,
     /// End a simulated crash.
     Recover,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::node::StorageServer;
+use crate::errinput;
 use crate::error::{Error, Result};
 use crate::rpc::message::{ServerReply, ServerRequest, ServiceKind};
 use crate::rpc::server::{Answer, Handler};
@@ -96,11 +97,11 @@ impl StorageServer {
                     check_value(value)?;
                 }
                 if participants.is_empty() || participants.len() > crate::ring::REPLICATION_COUNT {
-                    return Err(Error::InvalidRequest(format!(
+                    return Err(errinput!(
                         "a transaction has 1 to {} participants, not {}",
                         crate::ring::REPLICATION_COUNT,
                         participants.len()
-                    )));
+                    ));
                 }
                 let now_ms = self.now_ms();
                 let mut node = self.node()?;
@@ -179,10 +180,10 @@ impl StorageServer {
             ServerRequest::Status => Ok(ServerReply::Status(self.status()?)),
             ServerRequest::Versions { keys } => {
                 if keys.len() > VERSIONS_BATCH_KEYS_MAX {
-                    return Err(Error::InvalidRequest(format!(
+                    return Err(errinput!(
                         "at most {} keys per versions request",
                         VERSIONS_BATCH_KEYS_MAX
-                    )));
+                    ));
                 }
                 let node = self.node()?;
                 Ok(ServerReply::Versions(

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::error::{Error, Result};
+use crate::errinput;
+use crate::error::Result;
 use crate::faults::ReplyFaults;
 use crate::net::{Env, Listener};
 use crate::rpc::server::serve as serve_rpc;
@@ -69,30 +70,20 @@ impl Default for ServerOptions {
 impl ServerOptions {
     pub fn validate(&self) -> Result<()> {
         if self.heartbeat_interval_ms == 0 {
-            return Err(Error::InvalidRequest(
-                "heartbeat interval must be above 0 ms".into(),
-            ));
+            return Err(errinput!("heartbeat interval must be above 0 ms"));
         }
         if self.tx_timeout_ms == 0 {
-            return Err(Error::InvalidRequest(
-                "transaction timeout must be above 0 ms".into(),
-            ));
+            return Err(errinput!("transaction timeout must be above 0 ms"));
         }
         if self.rpc_timeout_ms == 0 {
-            return Err(Error::InvalidRequest(
-                "rpc timeout must be above 0 ms".into(),
-            ));
+            return Err(errinput!("rpc timeout must be above 0 ms"));
         }
         if self.viewleader.trim().is_empty() {
-            return Err(Error::InvalidRequest(
-                "the view leader address is empty".into(),
-            ));
+            return Err(errinput!("the view leader address is empty"));
         }
         if let Some(advertise) = &self.advertise {
             if !advertise.contains(':') {
-                return Err(Error::InvalidRequest(format!(
-                    "--advertise needs host:port, got {advertise:?}"
-                )));
+                return Err(errinput!("--advertise needs host:port, got {advertise:?}"));
             }
         }
         Ok(())

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use super::{Engine, Record};
-use crate::error::{Error, Result};
+use crate::errinput;
+use crate::error::Result;
 use crate::types::{Key, Value, Version, Versioned};
 
 /// A key holding a text, with its value, in one allocation: the key's bytes followed by the
@@ -135,9 +136,9 @@ impl Engine for Memory {
 
     fn append(&mut self, key: Key, item: String, version: Version) -> Result<()> {
         if self.texts.contains(key.as_str()) {
-            return Err(Error::InvalidRequest(format!(
+            return Err(errinput!(
                 "{key:?} holds a text, not a list: cannot append to it"
-            )));
+            ));
         }
         let entry = self.lists.entry(key).or_insert_with(|| Versioned {
             value: Value::List(Vec::new()),

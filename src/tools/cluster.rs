@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, ClientOptions};
+use crate::errinput;
 use crate::error::{Error, Result};
 use crate::faults::ReplyFaults;
 use crate::net;
@@ -138,7 +139,7 @@ impl LocalCluster {
             .servers
             .iter()
             .find(|s| s.addr == addr)
-            .ok_or_else(|| Error::InvalidRequest(format!("no local server at {addr}")))?;
+            .ok_or_else(|| errinput!("no local server at {addr}"))?;
         server.kill.cancel();
         Ok(())
     }
@@ -156,7 +157,7 @@ impl LocalCluster {
             .servers
             .iter()
             .position(|s| s.addr == addr)
-            .ok_or_else(|| Error::InvalidRequest(format!("no local server at {addr}")))?;
+            .ok_or_else(|| errinput!("no local server at {addr}"))?;
         Ok(self.servers.remove(index))
     }
 

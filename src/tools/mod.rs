@@ -9,9 +9,12 @@
 //! * [`chaos`] is `client chaos`: real processes under injected faults, every operation recorded
 //!   and the history checked.
 //! * [`checker`] decides whether a recorded history of operations is linearizable.
+//! * [`sim`] is a world inside one process (an in-memory network, a paused clock, seeded
+//!   randomness) that whole clusters run in with no socket opened.
 
 pub mod bench;
 pub mod chaos;
 pub mod checker;
 pub mod cluster;
 pub mod demo;
+pub mod sim;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::Prepare;
 use crate::bounded::BoundedMap;
+use crate::errinput;
 use crate::error::{Error, Result};
 use crate::storage::{Engine, Record};
 use crate::types::{
@@ -113,9 +114,9 @@ impl Participant {
             if pending.key == key && pending.op == op && pending.version == version {
                 return Ok(Vote::Yes);
             }
-            return Err(Error::InvalidRequest(format!(
+            return Err(errinput!(
                 "transaction {tx:x} was prepared for another write"
-            )));
+            ));
         }
         if expected_server_id != ctx.server_id {
             return Err(Error::StaleView(format!(
@@ -124,9 +125,9 @@ impl Participant {
             )));
         }
         if participants.iter().all(|p| p.id != ctx.server_id) {
-            return Err(Error::InvalidRequest(format!(
+            return Err(errinput!(
                 "transaction {tx:x} does not list this server among its participants"
-            )));
+            ));
         }
         if epoch != ctx.epoch {
             return Err(Error::StaleView(format!(
@@ -159,9 +160,9 @@ impl Participant {
                     Value::List(items)
                 }
                 Some(Value::Text(_)) => {
-                    return Err(Error::InvalidRequest(format!(
+                    return Err(errinput!(
                         "{key:?} holds a text, not a list: cannot append to it"
-                    )))
+                    ))
                 }
                 None => Value::List(vec![item.clone()]),
             },

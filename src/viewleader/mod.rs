@@ -8,7 +8,8 @@ pub mod state;
 
 pub use service::{run, serve, start, ViewLeader};
 
-use crate::error::{Error, Result};
+use crate::errinput;
+use crate::error::Result;
 
 /// Default interval between a server's heartbeats.
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
@@ -43,21 +44,17 @@ impl ViewLeaderOptions {
     /// Rejects settings that would expire healthy servers or never expire dead ones.
     pub fn validate(&self) -> Result<()> {
         if self.heartbeat_interval_ms == 0 {
-            return Err(Error::InvalidRequest(
-                "heartbeat interval must be above 0 ms".into(),
-            ));
+            return Err(errinput!("heartbeat interval must be above 0 ms"));
         }
         if self.lease_ms < self.heartbeat_interval_ms * HEARTBEATS_PER_LEASE_MIN {
-            return Err(Error::InvalidRequest(format!(
+            return Err(errinput!(
                 "lease ({} ms) must be at least {HEARTBEATS_PER_LEASE_MIN} heartbeat intervals ({} ms)",
                 self.lease_ms,
                 self.heartbeat_interval_ms * HEARTBEATS_PER_LEASE_MIN
-            )));
+            ));
         }
         if self.lock_lease_ms == 0 {
-            return Err(Error::InvalidRequest(
-                "lock lease must be above 0 ms".into(),
-            ));
+            return Err(errinput!("lock lease must be above 0 ms"));
         }
         Ok(())
     }

@@ -34,11 +34,13 @@
 //!   again) and the membership (servers rejoin with their next heartbeat).
 //! * A requester's identity is whatever string it sends; there is no authentication.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::bounded::BoundedMap;
+use crate::errinput;
+use crate::error::Result;
 use crate::types::{Epoch, FencingToken, HeartbeatReply, LockReply, ServerId, ServerInfo, View};
 
 /// Expired ids remembered for denial; the oldest is forgotten beyond this. An id forgotten this
@@ -129,8 +131,8 @@ pub struct State {
     config: StateConfig,
     epoch: Epoch,
     members: BTreeMap<ServerId, Member>,
-    expired: VecDeque<ServerId>,
-    expired_set: HashSet<ServerId>,
+    /// Ids that expired or left: denied if they beat again.
+    expired: BoundedMap<ServerId, ()>,
     locks: BTreeMap<String, LockQueue>,
     last_token: FencingToken,
     last_sweep_ms: Option<u64>,
@@ -145,8 +147,7 @@ impl State {
             config,
             epoch: 0,
             members: BTreeMap::new(),
-            expired: VecDeque::new(),
-            expired_set: HashSet::new(),
+            expired: BoundedMap::new(EXPIRED_IDS_MAX),
             locks: BTreeMap::new(),
             last_token: 0,
             last_sweep_ms: None,
@@ -242,18 +243,18 @@ impl State {
         now_ms: u64,
     ) -> Result<HeartbeatReply> {
         if server_id.is_empty() || server_id.len() > SERVER_FIELD_BYTES_MAX {
-            return Err(Error::InvalidRequest(format!(
+            return Err(errinput!(
                 "server id must be 1 to {SERVER_FIELD_BYTES_MAX} bytes"
-            )));
+            ));
         }
         if addr.is_empty() || addr.len() > SERVER_FIELD_BYTES_MAX {
-            return Err(Error::InvalidRequest(format!(
+            return Err(errinput!(
                 "server address must be 1 to {SERVER_FIELD_BYTES_MAX} bytes"
-            )));
+            ));
         }
         // A restarted view leader catches up with the epochs its servers have seen.
         self.epoch = self.epoch.max(epoch_seen).max(rebalanced_epoch);
-        if self.expired_set.contains(&server_id) {
+        if self.expired.contains_key(&server_id) {
             return Ok(HeartbeatReply::Denied { epoch: self.epoch });
         }
         if let Some(member) = self.members.get_mut(&server_id) {
@@ -318,14 +319,7 @@ impl State {
     }
 
     fn forget_id(&mut self, id: ServerId) {
-        if self.expired_set.insert(id.clone()) {
-            self.expired.push_back(id);
-        }
-        while self.expired.len() > EXPIRED_IDS_MAX {
-            if let Some(oldest) = self.expired.pop_front() {
-                self.expired_set.remove(&oldest);
-            }
-        }
+        self.expired.insert(id, ());
     }
 
     /// Whether `requester` names a live server: `:PORT` of, or exactly, a member's address.
@@ -372,9 +366,7 @@ impl State {
         check_name("lock", &lock)?;
         check_name("requester", &requester)?;
         if !self.locks.contains_key(&lock) && self.locks.len() >= LOCKS_MAX {
-            return Err(Error::InvalidRequest(format!(
-                "too many locks in use (limit {LOCKS_MAX})"
-            )));
+            return Err(errinput!("too many locks in use (limit {LOCKS_MAX})"));
         }
         if let Some(queue) = self.locks.get_mut(&lock) {
             if let Some(position) = queue.places.iter().position(|p| p.requester == requester) {
@@ -390,9 +382,9 @@ impl State {
             }
             if !queue.places.is_empty() {
                 if queue.places.len() >= LOCK_QUEUE_MAX {
-                    return Err(Error::InvalidRequest(format!(
+                    return Err(errinput!(
                         "lock {lock:?} has too many waiters (limit {LOCK_QUEUE_MAX})"
-                    )));
+                    ));
                 }
                 let ahead: Vec<String> = queue.places.iter().map(|p| p.requester.clone()).collect();
                 if let Some(cycle) = self.cycle_through(&requester, &ahead) {
@@ -494,10 +486,10 @@ impl State {
 
 fn check_name(what: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > LOCK_NAME_BYTES_MAX {
-        return Err(Error::InvalidRequest(format!(
+        return Err(errinput!(
             "{what} name must be 1 to {LOCK_NAME_BYTES_MAX} bytes, got {}",
             name.len()
-        )));
+        ));
     }
     Ok(())
 }

@@ -32,6 +32,7 @@ pub mod workload;
 
 pub use workload::{Distribution, KeyChooser, Mix, Op, Zipfian};
 
+use crate::errinput;
 use crate::error::{Error, Result};
 
 /// Operations one cell may run at most.
@@ -86,15 +87,13 @@ impl Stop {
     /// `--ops` or `--duration-s`, checked against their bounds.
     pub fn from_flags(ops: u64, duration_s: Option<u64>) -> Result<Stop> {
         if ops == 0 || ops > BENCH_OPS_MAX {
-            return Err(Error::InvalidRequest(format!(
-                "--ops must be 1 to {BENCH_OPS_MAX}"
-            )));
+            return Err(errinput!("--ops must be 1 to {BENCH_OPS_MAX}"));
         }
         match duration_s {
             None => Ok(Stop::Ops(ops)),
-            Some(s) if s == 0 || s > BENCH_DURATION_S_MAX => Err(Error::InvalidRequest(format!(
+            Some(s) if s == 0 || s > BENCH_DURATION_S_MAX => Err(errinput!(
                 "--duration-s must be 1 to {BENCH_DURATION_S_MAX}"
-            ))),
+            )),
             Some(s) => Ok(Stop::For(Duration::from_secs(s))),
         }
     }
@@ -108,27 +107,23 @@ pub fn validate_common(
     value_bytes: usize,
 ) -> Result<()> {
     if warmup_ops > BENCH_OPS_MAX {
-        return Err(Error::InvalidRequest(format!(
-            "--warmup-ops must be 0 to {BENCH_OPS_MAX}"
-        )));
+        return Err(errinput!("--warmup-ops must be 0 to {BENCH_OPS_MAX}"));
     }
     if concurrency
         .iter()
         .any(|&c| c == 0 || c > BENCH_CONCURRENCY_MAX)
     {
-        return Err(Error::InvalidRequest(format!(
+        return Err(errinput!(
             "--concurrency must be 1 to {BENCH_CONCURRENCY_MAX}"
-        )));
+        ));
     }
     if keys == 0 || keys > BENCH_KEYS_MAX {
-        return Err(Error::InvalidRequest(format!(
-            "--keys must be 1 to {BENCH_KEYS_MAX}"
-        )));
+        return Err(errinput!("--keys must be 1 to {BENCH_KEYS_MAX}"));
     }
     if value_bytes > BENCH_VALUE_BYTES_MAX {
-        return Err(Error::InvalidRequest(format!(
+        return Err(errinput!(
             "--value-bytes must be 0 to {BENCH_VALUE_BYTES_MAX}"
-        )));
+        ));
     }
     Ok(())
 }

@@ -4,6 +4,9 @@
 //! Time moves in sweeps of [`TICK`] ms (the service's timer resolution) unless a test means to
 //! stall, because two sweeps further apart than [`STALL`] are the view leader's own hiccup.
 use super::*;
+use std::collections::HashSet;
+
+use crate::error::Error;
 
 use proptest::prelude::*;
 
