@@ -11,6 +11,11 @@
 //!   reply (the caller times out and retries) or send it twice (the caller must ignore the
 //!   second), so that retries and exactly-once can be tested through the real network path.
 //!
+//! * **Coordinator crash points** ([`CrashPoint`], `Client::write_then_crash`): a client that
+//!   stops in the middle of a two-phase commit, on purpose, so that the participants' termination
+//!   can be tested. The client library checks for it at the three points it names; nothing else
+//!   in the write path knows about faults.
+//!
 //! A process applies them by turning each request's outcome into an [`Answer`] through
 //! [`Faults::admits`] and [`Faults::answer`]; the RPC layer only carries the answer out.
 
@@ -21,6 +26,17 @@ use tracing::info;
 
 use crate::error::Result;
 use crate::rpc::server::Answer;
+
+/// Where a coordinator stops on purpose, to test what happens when a client dies mid-commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After the first participant voted; the others never hear of the transaction.
+    AfterFirstPrepare,
+    /// After every participant voted yes; nobody hears the decision.
+    AfterAllPrepares,
+    /// After the primary committed; the others never hear the decision.
+    AfterFirstCommit,
+}
 
 /// Drop every `drop_every`-th reply and send every `duplicate_every`-th reply twice (0 = never).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -34,6 +34,7 @@ use super::{
     VIEW_POLL_MS,
 };
 use crate::error::{Error, Result};
+use crate::faults::CrashPoint;
 use crate::rpc::message::{ServerReply, ServerRequest};
 use crate::twopc::coordinator::{AfterPrimary, CommitReply, Coordinator, Decision, VoteReply};
 use crate::twopc::{majority, next_version, Prepare};
@@ -44,17 +45,6 @@ use crate::types::{Op, ServerInfo, Value, Version, Versioned};
 pub const LATE_COMMIT_GRACE_MS: u64 = 200;
 /// Proposals answered `Outdated` before a write gives up (each goes above the last).
 pub const REPROPOSALS_MAX: usize = 5;
-
-/// Where a coordinator stops on purpose, to test what happens when a client dies mid-commit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CrashPoint {
-    /// After the first participant voted; the others never hear of the transaction.
-    AfterFirstPrepare,
-    /// After every participant voted yes; nobody hears the decision.
-    AfterAllPrepares,
-    /// After the primary committed; the others never hear the decision.
-    AfterFirstCommit,
-}
 
 /// How one round of a write ended.
 enum Round {

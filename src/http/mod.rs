@@ -6,13 +6,14 @@
 //!   of the PySyncObj assignment; `docs/openapi.yaml` publishes it.
 //! * [`log`]: the consistent distributed log of INF-3203 (`PUT /` appends an entry, `POST /crash`,
 //!   `/recover`, `/exit`).
-//! * `/admin/status` (text) and `/metrics` (Prometheus text format).
+//! * [`admin`]: `/admin/status` (text) and `/metrics` (Prometheus text format).
 //!
 //! Connections are served by hyper directly rather than `axum::serve`, because two answers of
 //! the log contract are "close the connection without any response" (a crashed node, an entry
 //! that could not be committed in time): the service then returns an error, and hyper drops the
 //! connection unanswered.
 
+pub mod admin;
 pub mod keys;
 pub mod log;
 pub mod viewleader;
@@ -22,7 +23,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{header, Request, Response, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
@@ -192,8 +192,8 @@ fn router(gateway: Arc<Gateway>) -> Router {
         .route("/crash", post(log::crash))
         .route("/recover", post(log::recover))
         .route("/exit", post(log::exit))
-        .route("/admin/status", get(admin_status))
-        .route("/metrics", get(metrics))
+        .route("/admin/status", get(admin::status))
+        .route("/metrics", get(admin::metrics))
         .layer(axum::extract::DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX))
         .with_state(gateway)
 }
@@ -204,74 +204,6 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         body.into(),
-    )
-        .into_response()
-}
-
-async fn admin_status(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
-    let snapshot = match gateway.server.snapshot() {
-        Ok(snapshot) => snapshot,
-        Err(err) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
-    };
-    let rebalancing = if snapshot.rebalanced_epoch < snapshot.epoch {
-        format!("rebalancing for epoch {}", snapshot.epoch)
-    } else if snapshot.cluster_rebalancing {
-        format!(
-            "done for epoch {} (others still rebalancing)",
-            snapshot.epoch
-        )
-    } else {
-        format!("settled at epoch {}", snapshot.epoch)
-    };
-    let mut out = String::new();
-    out.push_str(&format!("node id: {}\n", snapshot.server_id));
-    out.push_str(&format!(
-        "address: {} (http {})\n",
-        snapshot.addr, gateway.local_addr
-    ));
-    out.push_str("role: storage server\n");
-    out.push_str(&format!("epoch: {}\n", snapshot.epoch));
-    out.push_str(&format!("members: {}\n", snapshot.servers.len()));
-    for member in &snapshot.servers {
-        let me = if member.id == snapshot.server_id {
-            " (this node)"
-        } else {
-            ""
-        };
-        out.push_str(&format!("  {} {}{me}\n", member.addr, member.id));
-    }
-    out.push_str(&format!("keys held: {}\n", snapshot.keys));
-    out.push_str(&format!(
-        "pending transactions: {}\n",
-        snapshot.pending_transactions
-    ));
-    out.push_str(&format!("rebalancing: {rebalancing}\n"));
-    out.push_str(&format!(
-        "copies sent by rebalancing: {}\n",
-        snapshot.copies_sent
-    ));
-    out.push_str(&format!("crashed: {}\n", snapshot.crashed));
-    out.push_str(&format!("uptime: {} s\n", snapshot.uptime.as_secs()));
-    text(StatusCode::OK, out)
-}
-
-async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
-    let metrics = &gateway.server.metrics;
-    if let Ok(snapshot) = gateway.server.snapshot() {
-        metrics.keys.set(snapshot.keys as i64);
-        metrics.copies_sent.set(snapshot.copies_sent as i64);
-        metrics.keys_dropped.set(snapshot.keys_dropped as i64);
-        metrics.epoch.set(snapshot.epoch as i64);
-        metrics.servers.set(snapshot.servers.len() as i64);
-        metrics.crashed.set(i64::from(snapshot.crashed));
-    }
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.encode(),
     )
         .into_response()
 }

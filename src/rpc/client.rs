@@ -206,17 +206,15 @@ where
                 inner.addr
             )));
         }
-        // One timer bounds the whole call: waiting for a slot, sending and the reply.
-        let expiry = tokio::time::sleep(timeout);
-        tokio::pin!(expiry);
-        let _slot = tokio::select! {
-            _ = &mut expiry => {
-                return Err(Error::Timeout(format!("{} has too many calls in flight", inner.addr)))
-            }
-            slot = inner.slots.acquire() => slot.map_err(|_| {
-                Error::Unreachable(format!("connection to {} is closed", inner.addr))
-            })?,
-        };
+        // One deadline bounds the whole call: waiting for a slot, sending and the reply. It is
+        // read off a timer (tokio's clock, which a simulation drives) rather than a clock of our
+        // own. Each wait polls its work before the timer, so a request that can go out at once
+        // always does, even if the caller gives up on the reply right after.
+        let deadline = tokio::time::sleep(timeout).deadline();
+        let _slot = tokio::time::timeout_at(deadline, inner.slots.acquire())
+            .await
+            .map_err(|_| Error::Timeout(format!("{} has too many calls in flight", inner.addr)))?
+            .map_err(|_| Error::Unreachable(format!("connection to {} is closed", inner.addr)))?;
         let request_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = encode(request_id, &Request::Call(request))?;
         let (tx, rx) = oneshot::channel();
@@ -225,21 +223,18 @@ where
             .lock()
             .map_err(|_| Error::Internal("pending-call table poisoned".into()))?
             .insert(request_id, tx);
-        let exchange = async {
+        let outcome = tokio::time::timeout_at(deadline, async {
             inner.out_tx.send(bytes).await.map_err(|_| {
                 Error::Unreachable(format!("connection to {} is closed", inner.addr))
             })?;
             rx.await.map_err(|_| {
                 Error::Unreachable(format!("connection to {} is closed", inner.addr))
             })?
-        };
-        let outcome = tokio::select! {
-            reply = exchange => Some(reply),
-            _ = &mut expiry => None,
-        };
+        })
+        .await;
         match outcome {
-            Some(reply) => reply,
-            None => {
+            Ok(reply) => reply,
+            Err(_) => {
                 if let Ok(mut pending) = inner.pending.lock() {
                     pending.remove(&request_id);
                 }

@@ -1,0 +1,175 @@
+//! The view, as a client knows it: fetched from the view leader, cached with its ring for
+//! [`super::VIEW_CACHE_TTL_MS`], fetched once for all the callers who find it stale at the same
+//! moment, and waited on while the cluster rebalances.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{unexpected, Client, REBALANCE_POLL_MS, VIEW_CACHE_TTL_MS};
+use crate::error::{Error, Result};
+use crate::ring::Ring;
+use crate::rpc::message::{ViewLeaderReply, ViewLeaderRequest};
+use crate::types::{ServerInfo, View};
+
+/// A view and its ring, fetched at one time.
+#[derive(Debug)]
+pub struct CachedView {
+    pub view: View,
+    /// Shared with the views before it while the set of servers stays the same: the ring
+    /// depends on nothing else, and building it costs thousands of hashes.
+    pub ring: Arc<Ring>,
+    /// When the query that brought this view went out: nothing older than that is in it.
+    pub(super) fetched: Instant,
+}
+
+impl CachedView {
+    /// The view fetched by a query sent at `fetched`, reusing `previous`'s ring when the
+    /// servers are the same.
+    pub(super) fn new(view: View, fetched: Instant, previous: Option<&CachedView>) -> Self {
+        let ring = match previous {
+            Some(previous) if same_ids(&previous.view.servers, &view.servers) => {
+                previous.ring.clone()
+            }
+            _ => Arc::new(Ring::of_servers(&view.servers)),
+        };
+        Self {
+            view,
+            ring,
+            fetched,
+        }
+    }
+
+    /// The replicas of `key` in ring order, primary first.
+    pub fn replicas(&self, key: &str) -> Vec<ServerInfo> {
+        self.replicas_borrowed(key).into_iter().cloned().collect()
+    }
+
+    /// [`CachedView::replicas`] without copying them, for a caller that only reads them.
+    pub fn replicas_borrowed(&self, key: &str) -> Vec<&ServerInfo> {
+        self.ring
+            .replicas(key)
+            .into_iter()
+            .filter_map(|id| self.view.servers.iter().find(|s| &s.id == id))
+            .collect()
+    }
+}
+
+/// Whether two server lists hold the same ids in the same order (a view lists its servers in a
+/// stable order, so an unchanged membership compares equal).
+fn same_ids(a: &[ServerInfo], b: &[ServerInfo]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.id == y.id)
+}
+
+impl Client {
+    /// One call to the view leader, finding it in its port range the first time.
+    pub(super) async fn viewleader_call(
+        &self,
+        request: ViewLeaderRequest,
+    ) -> Result<ViewLeaderReply> {
+        self.viewleader.call(&request, self.timeout()).await
+    }
+
+    /// The current view, straight from the view leader.
+    pub async fn query_servers(&self) -> Result<View> {
+        Ok(self.fetch_view().await?.view.clone())
+    }
+
+    /// Asks the view leader for the view and caches it.
+    async fn fetch_view(&self) -> Result<Arc<CachedView>> {
+        let sent = self.env.now();
+        match self
+            .viewleader_call(ViewLeaderRequest::QueryServers)
+            .await?
+        {
+            ViewLeaderReply::View(view) => Ok(self.remember_view(view, sent)),
+            other => Err(unexpected("query_servers", &other)),
+        }
+    }
+
+    fn cached_view(&self) -> Option<Arc<CachedView>> {
+        self.view.lock().ok().and_then(|v| v.clone())
+    }
+
+    /// Caches `view` (fetched by a query sent at `sent`) unless a newer one is already cached;
+    /// returns whichever is cached.
+    fn remember_view(&self, view: View, sent: Instant) -> Arc<CachedView> {
+        let Ok(mut slot) = self.view.lock() else {
+            return Arc::new(CachedView::new(view, sent, None));
+        };
+        // Never replace a newer view with an older answer that raced it.
+        if let Some(current) = slot.as_ref() {
+            if current.view.epoch > view.epoch {
+                return current.clone();
+            }
+        }
+        let cached = Arc::new(CachedView::new(view, sent, slot.as_deref()));
+        *slot = Some(cached.clone());
+        cached
+    }
+
+    /// The cached view if fresh, else a newly fetched one. With `refresh`, only a view whose
+    /// query went out after this call is good enough.
+    pub async fn view(&self, refresh: bool) -> Result<Arc<CachedView>> {
+        let asked = self.env.now();
+        let fresh = |cached: &CachedView| {
+            self.env.now().duration_since(cached.fetched) < Duration::from_millis(VIEW_CACHE_TTL_MS)
+        };
+        if !refresh {
+            if let Some(cached) = self.cached_view().filter(|c| fresh(c)) {
+                return Ok(cached);
+            }
+        }
+        let mut last_failure = self.view_fetch.lock().await;
+        // Whoever held the lock before us may have fetched (or failed to) since we asked.
+        if let Some(cached) = self.cached_view() {
+            if cached.fetched >= asked || (!refresh && fresh(&cached)) {
+                return Ok(cached);
+            }
+        }
+        if let Some((sent, err)) = last_failure.as_ref() {
+            if *sent >= asked {
+                return Err(err.clone());
+            }
+        }
+        let sent = self.env.now();
+        let fetched = self.fetch_view().await;
+        match &fetched {
+            Ok(_) => *last_failure = None,
+            Err(err) => *last_failure = Some((sent, err.clone())),
+        }
+        fetched
+    }
+
+    /// A view in which the cluster is not rebalancing, waiting up to `wait_ms` for one.
+    pub async fn settled_view(&self, refresh: bool) -> Result<Arc<CachedView>> {
+        self.settled_view_until(
+            refresh,
+            self.env.now() + Duration::from_millis(self.options.wait_ms),
+        )
+        .await
+    }
+
+    /// A view in which the cluster is not rebalancing, waiting until `deadline` for one.
+    pub async fn settled_view_until(
+        &self,
+        refresh: bool,
+        deadline: Instant,
+    ) -> Result<Arc<CachedView>> {
+        let started = self.env.now();
+        let mut view = self.view(refresh).await?;
+        while view.view.rebalancing {
+            if self.env.now() >= deadline {
+                return Err(Error::Rebalancing(format!(
+                    "the cluster is still rebalancing for epoch {} after waiting {} ms; try again later",
+                    view.view.epoch,
+                    self.env.now().duration_since(started).as_millis()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(REBALANCE_POLL_MS)).await;
+            view = self.view(true).await?;
+        }
+        Ok(view)
+    }
+}
