@@ -17,7 +17,7 @@ use clap::{Args, ValueEnum};
 use super::rebalance;
 use super::ringleader::{Mode, Ringleader};
 use super::{preload, run_cell, run_probe, Cell, CellResult, Distribution, KeySpace, Mix, Stop};
-use crate::cli::Output;
+use crate::cli::output::Output;
 use crate::error::{Error, Result};
 use crate::tools::cluster::{ClusterOptions, LocalCluster};
 
