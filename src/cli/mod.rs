@@ -95,7 +95,7 @@ pub enum Command {
     /// Start a local cluster, show what it does, stop it.
     Demo(demo::DemoArgs),
     /// Measure throughput and latency on a local cluster.
-    Bench(bench::command::BenchArgs),
+    Bench(bench::args::BenchArgs),
     /// Run a local cluster under injected faults, record every operation and check the history
     /// (linearizability, appends, replica agreement); exits 1 on any violation.
     Chaos(chaos::ChaosArgs),
