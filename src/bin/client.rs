@@ -3,11 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringleader::cli::{self, ClientArgs};
+use ringleader::cli::{self, process, ClientArgs};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = ClientArgs::parse();
-    cli::init_tracing("warn");
+    process::init_tracing("warn");
     ExitCode::from(cli::run(args).await)
 }

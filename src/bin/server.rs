@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use ringleader::cli::process;
 use ringleader::http::{self, HttpOptions};
 use ringleader::net::{self, Env};
 use ringleader::server::{self, ServerOptions};
@@ -47,7 +48,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    ringleader::cli::init_tracing("warn,ringleader=info");
+    process::init_tracing("warn,ringleader=info");
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err @ Error::InvalidRequest(_)) => {
@@ -78,12 +79,12 @@ async fn run(args: Args) -> Result<(), Error> {
         Some(port) => Some(env.bind(&args.host, Some(port), net::SERVER_PORTS).await?),
         None => None,
     };
-    let (shutdown, kill) = ringleader::cli::shutdown_on_signal();
-    ringleader::cli::announce(&*listener)?;
+    let (shutdown, kill) = process::shutdown_on_signal();
+    process::announce(&*listener)?;
     let node = server::start(&*listener, options, env)?;
     let gateway = match http {
         Some(http_listener) => {
-            ringleader::cli::announce_as("http listening on", &*http_listener)?;
+            process::announce_as("http listening on", &*http_listener)?;
             let http_options = HttpOptions {
                 viewleader: node.options().viewleader.clone(),
                 log_key: args.log_key,

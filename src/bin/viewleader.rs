@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use ringleader::cli::process;
 use ringleader::net::{self, Env};
 use ringleader::viewleader::{self, ViewLeaderOptions};
 use ringleader::{http, Error};
@@ -37,7 +38,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    ringleader::cli::init_tracing("warn,ringleader=info");
+    process::init_tracing("warn,ringleader=info");
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err @ Error::InvalidRequest(_)) => {
@@ -70,12 +71,12 @@ async fn run(args: Args) -> Result<(), Error> {
         ),
         None => None,
     };
-    let (shutdown, _) = ringleader::cli::shutdown_on_signal();
-    ringleader::cli::announce(&*listener)?;
+    let (shutdown, _) = process::shutdown_on_signal();
+    process::announce(&*listener)?;
     let leader = viewleader::start(options, env, shutdown.clone())?;
     let pages = match http {
         Some(http_listener) => {
-            ringleader::cli::announce_as("http listening on", &*http_listener)?;
+            process::announce_as("http listening on", &*http_listener)?;
             let leader = leader.clone();
             let stop = shutdown.clone();
             Some(tokio::spawn(http::viewleader::serve(

@@ -2,15 +2,20 @@
 //! output, and exit codes that say what happened (see the README):
 //! 0 ok, 1 not found, 2 usage, 3 unreachable or timed out, 4 refused, 5 invalid request.
 //! `demo`, `bench`, `chaos` and the hidden `serve` hand their flags to [`crate::tools`], which
-//! runs them.
+//! runs them. How results are printed is [`output`]; what every binary does to run as a process
+//! (logging, signals, the `listening on` line) is [`process`].
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
+
+pub mod output;
+pub mod process;
 
 use crate::client::{Client, ClientOptions, TIMEOUT_MS_DEFAULT, WAIT_MS_DEFAULT};
 use crate::error::Error;
 use crate::tools::{bench, chaos, demo};
 use crate::types::{LockReply, Value, Versioned};
+use output::Output;
 
 /// Where `--server` and `--viewleader` point when not given (their port ranges are scanned).
 pub const DEFAULT_HOST: &str = "localhost";
@@ -90,50 +95,13 @@ pub enum Command {
     /// Start a local cluster, show what it does, stop it.
     Demo(demo::DemoArgs),
     /// Measure throughput and latency on a local cluster.
-    Bench(bench::command::BenchArgs),
+    Bench(bench::args::BenchArgs),
     /// Run a local cluster under injected faults, record every operation and check the history
     /// (linearizability, appends, replica agreement); exits 1 on any violation.
     Chaos(chaos::ChaosArgs),
     /// Run a view leader or storage server in this process (used by `chaos`).
     #[command(hide = true)]
     Serve(chaos::ServeArgs),
-}
-
-/// How results are printed.
-#[derive(Clone, Copy, Debug)]
-pub struct Output {
-    pub json: bool,
-}
-
-impl Output {
-    /// Prints a success: `human` as text, or `doc` as JSON.
-    pub fn ok(&self, human: impl std::fmt::Display, doc: serde_json::Value) {
-        if self.json {
-            println!("{doc}");
-        } else {
-            println!("{human}");
-        }
-    }
-
-    /// Prints an error on stderr and returns its exit code.
-    pub fn error(&self, err: &Error) -> u8 {
-        if self.json {
-            eprintln!(
-                "{}",
-                json!({"error": {"kind": err.kind(), "message": err.to_string()}})
-            );
-        } else {
-            eprintln!("error: {err}");
-        }
-        err.exit_code()
-    }
-
-    /// A progress line for people; silent with `--json`.
-    pub fn progress(&self, line: impl std::fmt::Display) {
-        if !self.json {
-            eprintln!("{line}");
-        }
-    }
 }
 
 fn value_json(value: &Value) -> serde_json::Value {
@@ -346,66 +314,4 @@ fn not_found(out: Output, key: &str, where_: &str) -> u8 {
     }
     eprintln!("not found: {key:?} {where_}");
     EXIT_NOT_FOUND
-}
-
-/// Logs to stderr, filtered by `RUST_LOG`, else by `default_filter` (the services log their
-/// lifecycle at info; the client only warnings, so its output stays readable).
-pub fn init_tracing(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-/// Shutdown triggers: the first fires on the first Ctrl-C or SIGTERM (stop gracefully), the
-/// second on another one (stop now).
-pub fn shutdown_on_signal() -> (
-    tokio_util::sync::CancellationToken,
-    tokio_util::sync::CancellationToken,
-) {
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let kill = tokio_util::sync::CancellationToken::new();
-    let (first, second) = (shutdown.clone(), kill.clone());
-    tokio::spawn(async move {
-        signal().await;
-        tracing::info!("shutting down (signal again to stop at once)");
-        first.cancel();
-        signal().await;
-        second.cancel();
-    });
-    (shutdown, kill)
-}
-
-async fn signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-/// Prints the one line `listening on ADDR` that scripts and tests wait for.
-pub fn announce(listener: &dyn crate::net::Listener) -> Result<(), Error> {
-    announce_as("listening on", listener)
-}
-
-/// Prints `WHAT ADDR` on stdout (the HTTP gateway's `http listening on ADDR`).
-pub fn announce_as(what: &str, listener: &dyn crate::net::Listener) -> Result<(), Error> {
-    use std::io::Write;
-    let addr = listener.local_addr()?;
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{what} {addr}");
-    let _ = stdout.flush();
-    Ok(())
 }

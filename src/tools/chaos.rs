@@ -26,7 +26,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::cli::Output;
+use crate::cli::output::Output;
 use crate::client::{Client, ClientOptions, CrashPoint};
 use crate::error::{Error, Result};
 use crate::tools::checker::{self, Call, CheckOptions, Operation, Return};
@@ -92,7 +92,7 @@ pub struct ServeArgs {
 
 /// Runs the hidden `serve` role until a signal.
 pub async fn serve(args: ServeArgs) -> Result<u8> {
-    let (shutdown, kill) = crate::cli::shutdown_on_signal();
+    let (shutdown, kill) = crate::cli::process::shutdown_on_signal();
     match args.role {
         Role::Viewleader => {
             let options = crate::viewleader::ViewLeaderOptions {
@@ -104,7 +104,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
             let listener = env
                 .bind("127.0.0.1", Some(args.port), crate::net::VIEWLEADER_PORTS)
                 .await?;
-            crate::cli::announce(&*listener)?;
+            crate::cli::process::announce(&*listener)?;
             crate::viewleader::run(listener, options, env, shutdown).await?;
         }
         Role::Server => {
@@ -118,7 +118,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
             let listener = env
                 .bind("127.0.0.1", Some(args.port), crate::net::SERVER_PORTS)
                 .await?;
-            crate::cli::announce(&*listener)?;
+            crate::cli::process::announce(&*listener)?;
             crate::server::run(listener, options, env, shutdown, kill).await?;
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::json;
 
-use crate::cli::Output;
+use crate::cli::output::Output;
 use crate::client::Client;
 use crate::client::CrashPoint;
 use crate::error::{Error, Result};

@@ -1,8 +1,8 @@
 //! The load generator: closed-loop workers drive a [`Driver`] with a key/value workload and
-//! measure every operation. `client bench` ([`command`]; [`rebalance`] for its rebalancing
-//! workload) uses it on an in-process ringleader cluster; the side-by-side benchmark (`bench/`,
-//! `scripts/bench.sh`) uses the same code on ringleader, etcd and Redis, so the three are
-//! measured by one code path and differ only in their driver.
+//! measure every operation. `client bench` ([`command`], its flags in [`args`]; [`rebalance`] for
+//! its rebalancing workload) uses it on an in-process ringleader cluster; the side-by-side
+//! benchmark (`bench/`, `scripts/bench.sh`) uses the same code on ringleader, etcd and Redis, so
+//! the three are measured by one code path and differ only in their driver.
 //!
 //! A cell is one workload at one concurrency: that many tasks, each issuing its next operation
 //! the moment the last one answered, for a number of operations or a duration (after unmeasured
@@ -23,6 +23,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
 
+pub mod args;
 pub mod command;
 pub mod probe;
 pub mod rebalance;

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::command::BenchArgs;
+use super::args::BenchArgs;
 use super::ringleader::bulk_load;
-use crate::cli::Output;
+use crate::cli::output::Output;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::ring::Ring;

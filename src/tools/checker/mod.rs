@@ -144,7 +144,8 @@
 //! [`check`] takes each key through three files in turn: `model.rs` prepares its operations for
 //! the model (hash-consed states, the reductions above), `precheck.rs` applies the
 //! certain-violation rules, `search.rs` runs the search with its cache, urgency order and
-//! lookahead. `appends.rs` is [`check_appends`]; `report.rs` words the explanations.
+//! lookahead, and explains a violation by the deepest dead end it met. `appends.rs` is
+//! [`check_appends`]; `report.rs` words the operations and values every explanation names.
 
 use std::collections::BTreeMap;
 use std::fmt;

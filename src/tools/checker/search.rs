@@ -1,11 +1,12 @@
 //! The search (Wing–Gong–Lowe) over one key's operations: Lowe's cache of visited
-//! configurations, the urgency order of candidates and the lookahead.
+//! configurations, the urgency order of candidates and the lookahead, and the explanation of a
+//! violation from the deepest dead end the search met.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::model::{apply, Interner, Kind, SearchOp, EMPTY_LIST, MISSING};
-use super::report::explain;
+use super::report::describe;
 use super::Verdict;
 
 /// SplitMix64's finaliser: a good 64-bit mix for Zobrist words and state hashes.
@@ -83,11 +84,11 @@ impl Cache {
 }
 
 /// The deepest dead end met, for the explanation of a violation.
-pub(super) struct DeadEnd {
-    pub(super) prefix: Vec<u32>,
-    pub(super) state: u32,
-    pub(super) blocked: Option<u32>,
-    pub(super) candidates: Vec<u32>,
+struct DeadEnd {
+    prefix: Vec<u32>,
+    state: u32,
+    blocked: Option<u32>,
+    candidates: Vec<u32>,
 }
 
 struct Frame {
@@ -515,6 +516,71 @@ impl<'s, 'a> Search<'s, 'a> {
             explanation: explain(self.ops, self.interner, dead_end.as_ref(), self.steps),
         }
     }
+}
+
+fn explain(
+    ops: &[SearchOp],
+    interner: &Interner,
+    dead_end: Option<&DeadEnd>,
+    steps: u64,
+) -> String {
+    const SHOWN: usize = 6;
+    let completed = ops.iter().filter(|op| !op.unknown).count();
+    let name = |op: u32| {
+        ops.get(op as usize)
+            .map_or_else(|| "?".to_owned(), |op| describe(op.source))
+    };
+    let mut text = format!(
+        "no linearization of the {completed} completed operations on this key exists \
+         ({steps} steps searched)"
+    );
+    let Some(dead_end) = dead_end else {
+        return text;
+    };
+    let prefix = &dead_end.prefix;
+    text.push_str(&format!(
+        "; the longest valid prefix found has {} operations",
+        prefix.len()
+    ));
+    if !prefix.is_empty() {
+        let start = prefix.len().saturating_sub(SHOWN);
+        let shown: Vec<String> = prefix[start..].iter().map(|&op| name(op)).collect();
+        text.push_str(&format!(
+            ", ending {}{}",
+            if start > 0 { "... " } else { "" },
+            shown.join(", ")
+        ));
+    }
+    text.push_str(&format!(
+        ", and leaves the key {}",
+        interner.render(dead_end.state)
+    ));
+    if let Some(blocked) = dead_end.blocked {
+        text.push_str(&format!(
+            "; then {} must take effect before it completes",
+            name(blocked)
+        ));
+    }
+    let candidates: Vec<String> = dead_end
+        .candidates
+        .iter()
+        .take(2 * SHOWN)
+        .map(|&op| name(op))
+        .collect();
+    if candidates.is_empty() {
+        text.push_str(", but no operation may go next");
+    } else {
+        text.push_str(&format!(
+            ", but none of the operations that may go next leads to a linearization: {}{}",
+            candidates.join(", "),
+            if dead_end.candidates.len() > candidates.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        ));
+    }
+    text
 }
 
 fn unlink(next: &mut [usize], prev: &mut [usize], entry: usize) {

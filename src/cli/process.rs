@@ -1,0 +1,69 @@
+//! What every binary does to run as a process: logging, shutdown on signals, and the
+//! `listening on` line that tells scripts it is ready.
+//!
+//! Apart from the command line because the hidden `serve` role of `client chaos` runs a node
+//! exactly as the `viewleader` and `server` binaries do.
+
+use crate::error::Error;
+
+/// Logs to stderr, filtered by `RUST_LOG`, else by `default_filter` (the services log their
+/// lifecycle at info; the client only warnings, so its output stays readable).
+pub fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Shutdown triggers: the first fires on the first Ctrl-C or SIGTERM (stop gracefully), the
+/// second on another one (stop now).
+pub fn shutdown_on_signal() -> (
+    tokio_util::sync::CancellationToken,
+    tokio_util::sync::CancellationToken,
+) {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let kill = tokio_util::sync::CancellationToken::new();
+    let (first, second) = (shutdown.clone(), kill.clone());
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("shutting down (signal again to stop at once)");
+        first.cancel();
+        signal().await;
+        second.cancel();
+    });
+    (shutdown, kill)
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Prints the one line `listening on ADDR` that scripts and tests wait for.
+pub fn announce(listener: &dyn crate::net::Listener) -> Result<(), Error> {
+    announce_as("listening on", listener)
+}
+
+/// Prints `WHAT ADDR` on stdout (the HTTP gateway's `http listening on ADDR`).
+pub fn announce_as(what: &str, listener: &dyn crate::net::Listener) -> Result<(), Error> {
+    use std::io::Write;
+    let addr = listener.local_addr()?;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{what} {addr}");
+    let _ = stdout.flush();
+    Ok(())
+}
