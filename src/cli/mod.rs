@@ -12,6 +12,7 @@ pub mod output;
 pub mod process;
 
 use crate::client::{Client, ClientOptions, TIMEOUT_MS_DEFAULT, WAIT_MS_DEFAULT};
+use crate::errinput;
 use crate::error::Error;
 use crate::tools::{bench, chaos, demo};
 use crate::types::{LockReply, Value, Versioned};
@@ -285,8 +286,8 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                     client.set_viewleader_crashed(crash).await?,
                 ),
                 (None, None) => {
-                    return Err(Error::InvalidRequest(
-                        "name the process: --server HOST:PORT or --viewleader HOST:PORT".into(),
+                    return Err(errinput!(
+                        "name the process: --server HOST:PORT or --viewleader HOST:PORT"
                     ))
                 }
             };

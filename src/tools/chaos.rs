@@ -28,6 +28,7 @@ use serde_json::json;
 
 use crate::cli::output::Output;
 use crate::client::{Client, ClientOptions, CrashPoint};
+use crate::errinput;
 use crate::error::{Error, Result};
 use crate::tools::checker::{self, Call, CheckOptions, Operation, Return};
 use crate::types::{Op, Value};
@@ -234,9 +235,9 @@ impl Recorder {
 /// Runs the chaos test; returns the exit code (0: no violation).
 pub async fn run(args: ChaosArgs, out: Output) -> Result<u8> {
     if args.duration_s == 0 || args.duration_s > CHAOS_DURATION_S_MAX {
-        return Err(Error::InvalidRequest(format!(
+        return Err(errinput!(
             "--duration-s must be 1 to {CHAOS_DURATION_S_MAX}"
-        )));
+        ));
     }
     if args.servers < 3
         || args.servers > 10
@@ -245,8 +246,8 @@ pub async fn run(args: ChaosArgs, out: Output) -> Result<u8> {
         || args.keys == 0
         || args.keys > 100
     {
-        return Err(Error::InvalidRequest(
-            "chaos needs 3 to 10 servers, 1 to 64 clients and 1 to 100 keys".into(),
+        return Err(errinput!(
+            "chaos needs 3 to 10 servers, 1 to 64 clients and 1 to 100 keys"
         ));
     }
     let seed = args.seed.unwrap_or_else(rand::random);

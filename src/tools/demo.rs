@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::cli::output::Output;
 use crate::client::Client;
 use crate::client::CrashPoint;
+use crate::errinput;
 use crate::error::{Error, Result};
 use crate::ring::REPLICATION_COUNT;
 use crate::tools::cluster::{ClusterOptions, LocalCluster};
@@ -33,12 +34,12 @@ pub struct DemoArgs {
 /// Runs the demo; returns the exit code.
 pub async fn run(args: DemoArgs, out: Output) -> Result<u8> {
     if args.servers < 4 {
-        return Err(Error::InvalidRequest(
-            "the demo needs at least 4 servers (it kills two)".into(),
+        return Err(errinput!(
+            "the demo needs at least 4 servers (it kills two)"
         ));
     }
     if args.keys == 0 || args.keys > 1_000_000 {
-        return Err(Error::InvalidRequest("--keys must be 1 to 1000000".into()));
+        return Err(errinput!("--keys must be 1 to 1000000"));
     }
     let demo = Demo {
         started: Instant::now(),

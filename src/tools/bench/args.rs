@@ -6,7 +6,8 @@
 use clap::{Args, ValueEnum};
 
 use super::{Distribution, Mix, Stop};
-use crate::error::{Error, Result};
+use crate::errinput;
+use crate::error::Result;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
@@ -103,7 +104,7 @@ pub fn validate(args: &BenchArgs) -> Result<Stop> {
         args.value_bytes,
     )?;
     if args.servers == 0 {
-        return Err(Error::InvalidRequest("--servers must be above 0".into()));
+        return Err(errinput!("--servers must be above 0"));
     }
     Ok(stop)
 }
