@@ -98,6 +98,21 @@ impl Faults {
         ends_crash || !self.is_crashed()
     }
 
+    /// Handles one request under the faults: hangs up on it during a crash, else runs `work`
+    /// and passes its reply through [`Faults::answer`]. `ends_crash`: the request starts or ends
+    /// a simulated crash, and is handled even then.
+    pub async fn handle<R>(
+        &self,
+        ends_crash: bool,
+        work: impl std::future::Future<Output = Result<R>>,
+    ) -> Answer<R> {
+        if !self.admits(ends_crash) {
+            return Answer::Hangup;
+        }
+        let reply = work.await;
+        self.answer(ends_crash, reply)
+    }
+
     /// What becomes of a reply: dropped if a crash began meanwhile, else subject to the reply
     /// faults.
     pub fn answer<R>(&self, ends_crash: bool, reply: Result<R>) -> Answer<R> {

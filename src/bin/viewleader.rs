@@ -39,17 +39,7 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     process::init_tracing("warn,ringleader=info");
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err @ Error::InvalidRequest(_)) => {
-            eprintln!("error: {err}");
-            ExitCode::from(2)
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::from(err.exit_code())
-        }
-    }
+    process::exit_status(run(args).await)
 }
 
 /// Binds, starts the view leader, serves its HTTP pages when asked, and serves.

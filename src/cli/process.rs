@@ -67,3 +67,19 @@ pub fn announce_as(what: &str, listener: &dyn crate::net::Listener) -> Result<()
     let _ = stdout.flush();
     Ok(())
 }
+
+/// A service binary's exit status: 0 when it stopped cleanly, 2 for settings that do not make
+/// sense (as for a usage error), else the code of the error that stopped it, printed on stderr.
+pub fn exit_status(outcome: Result<(), Error>) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            match err {
+                Error::InvalidRequest(_) => ExitCode::from(2),
+                err => ExitCode::from(err.exit_code()),
+            }
+        }
+    }
+}

@@ -26,15 +26,15 @@ impl Handler for StorageServer {
 
     async fn handle(self: Arc<Self>, request: ServerRequest) -> Answer<ServerReply> {
         let ends_crash = matches!(request, ServerRequest::Crash | ServerRequest::Recover);
-        if !self.faults.admits(ends_crash) {
-            return Answer::Hangup;
-        }
         let op = request.name();
-        let started = self.env.now();
-        let reply = self.clone().dispatch(request).await;
-        self.metrics
-            .observe(op, self.env.now().duration_since(started), reply.is_ok());
-        self.faults.answer(ends_crash, reply)
+        let work = async {
+            let started = self.env.now();
+            let reply = self.clone().dispatch(request).await;
+            let elapsed = self.env.now().duration_since(started);
+            self.metrics.observe(op, elapsed, reply.is_ok());
+            reply
+        };
+        self.faults.handle(ends_crash, work).await
     }
 }
 
