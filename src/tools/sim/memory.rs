@@ -1,28 +1,22 @@
-//! A world for running whole clusters inside one process, with no socket opened: an in-memory
-//! network ([`MemoryNetwork`]), a clock that reads tokio's (paused) clock from a wall time the
-//! caller picks ([`SimClock`]), and a seeded generator of ids and jitter ([`SeededRandom`]).
-//! Each node gets an [`Env`] from [`MemoryNetwork::env`]; the store's code cannot tell it from
-//! the real one.
-//!
-//! Connections are `tokio::io::duplex` pipes: reliable and ordered, like TCP on one host.
+//! An in-memory network for whole clusters inside one tokio runtime, with no socket opened:
+//! connections are `tokio::io::duplex` pipes, reliable and ordered like TCP on one host. Each node
+//! gets an [`Env`] from [`MemoryNetwork::env`]; the store's code cannot tell it from the real one.
 //!
 //! # Deliberately left out
-//! * Faults on the wire (partitions, cut links, delay): the simulation issue brings turmoil for
-//!   those. A node is stopped here by dropping its listener and cancelling its tasks.
+//! * Faults on the wire (partitions, cut links, delay): the turmoil world ([`super::turmoil_net`])
+//!   has them. A node is stopped here by dropping its listener and cancelling its tasks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tokio::io::DuplexStream;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
+use super::{SeededRandom, SimClock};
 use crate::errinput;
 use crate::error::{Error, Result};
-use crate::net::{Clock, Conn, Env, Listener, Random, Transport};
+use crate::net::{Conn, Env, Listener, Transport};
 
 /// Bytes buffered in each direction of one in-memory connection; a writer beyond it waits for
 /// the reader, as with a TCP window.
@@ -167,62 +161,5 @@ impl Listener for MemoryListener {
 
     fn local_addr(&self) -> Result<String> {
         Ok(self.local.clone())
-    }
-}
-
-/// tokio's clock for monotonic time (paused in a simulation, so it moves only when the test
-/// advances it or every task waits), and a wall clock that starts at `wall_start_us` and moves
-/// with it, shifted by `skew_us` for this node.
-pub struct SimClock {
-    wall_start_us: u64,
-    started: Instant,
-    skew_us: i64,
-}
-
-impl SimClock {
-    pub fn new(wall_start_us: u64) -> Arc<Self> {
-        Self::skewed(wall_start_us, 0)
-    }
-
-    /// A clock whose wall time runs `skew_us` ahead (or behind, if negative) of the others'.
-    pub fn skewed(wall_start_us: u64, skew_us: i64) -> Arc<Self> {
-        Arc::new(Self {
-            wall_start_us,
-            started: Instant::now(),
-            skew_us,
-        })
-    }
-}
-
-impl Clock for SimClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-
-    fn wall_us(&self) -> u64 {
-        let elapsed_us = Instant::now().duration_since(self.started).as_micros() as u64;
-        self.wall_start_us
-            .saturating_add(elapsed_us)
-            .saturating_add_signed(self.skew_us)
-    }
-}
-
-/// Random numbers from a seed: one seed, one sequence.
-pub struct SeededRandom(Mutex<StdRng>);
-
-impl SeededRandom {
-    pub fn new(seed: u64) -> Self {
-        Self(Mutex::new(StdRng::seed_from_u64(seed)))
-    }
-}
-
-impl Random for SeededRandom {
-    fn next_u128(&self) -> u128 {
-        // A poisoned lock only means another thread panicked mid-draw; the generator is fine.
-        let mut rng = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        rng.gen()
     }
 }
