@@ -10,7 +10,7 @@
 //!
 //! Virtual points even out the load: one point per server leaves arcs whose lengths vary by a
 //! factor of several; hundreds of points per server average that out (measured in the tests and
-//! the README). A key's replica set changes only when a server whose point lies among the key's
+//! docs/ring.md). A key's replica set changes only when a server whose point lies among the key's
 //! first distinct owners clockwise joins, or one of its replicas leaves; every other key stays.
 
 use sha1::{Digest, Sha1};
@@ -245,7 +245,7 @@ mod tests {
         for n in [3, 5, 10] {
             let ratio = balance(n);
             println!("{n} servers: copies per server max/mean = {ratio:.3}");
-            // The README target is 1.10 at 5 servers; the assertion leaves room only for the
+            // The target in docs/ring.md is 1.10 at 5 servers; the assertion leaves room only for the
             // choice of ids, not for a broken allocator (one point per server gives ~1.5+).
             assert!(ratio <= 1.10, "{n} servers: max/mean {ratio:.3}");
         }

@@ -1,4 +1,4 @@
-//! Issue 4 through real processes (DESIGN.md, "Rebalancing"): after every view change each key
+//! Issue 4 through real processes (docs/rebalancing.md): after every view change each key
 //! ends on exactly its replicas in the new view, nothing is lost and nothing older resurfaces;
 //! the epoch is the view leader's; the copies moved stay within 5 % of the minimum; writes wait
 //! out (or are refused during) a rebalance; a server stopped with SIGTERM hands its keys over;
