@@ -16,6 +16,10 @@
 //!   can be tested. The client library checks for it at the three points it names; nothing else
 //!   in the write path knows about faults.
 //!
+//! * **Planted bugs** ([`PlantedBug`], a storage server's test-only option): a known defect
+//!   switched on at run time, so that a test can prove the simulation and its checks catch it.
+//!   Never set outside tests.
+//!
 //! A process applies them by turning each request's outcome into an [`Answer`] through
 //! [`Faults::admits`] and [`Faults::answer`]; the RPC layer only carries the answer out.
 
@@ -36,6 +40,14 @@ pub enum CrashPoint {
     AfterAllPrepares,
     /// After the primary committed; the others never hear the decision.
     AfterFirstCommit,
+}
+
+/// A defect a test switches on to prove it is caught (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// A participant votes yes on a key that another transaction holds: two writes of one key
+    /// prepare at once, and the later commit overwrites the list the earlier one extended.
+    VoteYesOnHeldKeys,
 }
 
 /// Drop every `drop_every`-th reply and send every `duplicate_every`-th reply twice (0 = never).

@@ -61,6 +61,7 @@ async fn run(args: Args) -> Result<(), Error> {
         rpc_timeout_ms: args.rpc_timeout_ms,
         tx_timeout_ms: args.tx_timeout_ms,
         faults: Default::default(),
+        planted_bug: None,
     };
     options.validate()?;
     let env = Env::real();

@@ -9,6 +9,7 @@ use tracing::info;
 use super::node::StorageServer;
 use crate::errinput;
 use crate::error::{Error, Result};
+use crate::faults::PlantedBug;
 use crate::rpc::message::{ServerReply, ServerRequest, ServiceKind};
 use crate::rpc::server::{Answer, Handler};
 use crate::storage::{self, Record};
@@ -111,6 +112,8 @@ impl StorageServer {
                     epoch: node.view.epoch,
                     rebalancing: node.rebalanced_epoch < node.view.epoch,
                     now_ms,
+                    vote_yes_on_held_keys: self.options.planted_bug
+                        == Some(PlantedBug::VoteYesOnHeldKeys),
                 };
                 let args = Prepare {
                     tx,

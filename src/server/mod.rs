@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use crate::errinput;
 use crate::error::Result;
-use crate::faults::ReplyFaults;
+use crate::faults::{PlantedBug, ReplyFaults};
 use crate::net::{Env, Listener};
 use crate::rpc::server::serve as serve_rpc;
 use crate::storage::Memory;
@@ -52,6 +52,9 @@ pub struct ServerOptions {
     pub tx_timeout_ms: u64,
     /// Test hook: drop or duplicate replies (see [`crate::faults`]).
     pub faults: ReplyFaults,
+    /// Test hook: a known defect switched on, to prove the checks catch it. Never set outside
+    /// tests.
+    pub planted_bug: Option<PlantedBug>,
 }
 
 impl Default for ServerOptions {
@@ -63,6 +66,7 @@ impl Default for ServerOptions {
             rpc_timeout_ms: RPC_TIMEOUT_MS_DEFAULT,
             tx_timeout_ms: TX_TIMEOUT_MS_DEFAULT,
             faults: ReplyFaults::default(),
+            planted_bug: None,
         }
     }
 }

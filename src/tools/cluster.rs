@@ -104,6 +104,7 @@ impl LocalCluster {
             rpc_timeout_ms: self.options.rpc_timeout_ms,
             tx_timeout_ms: self.options.tx_timeout_ms,
             faults: self.options.faults,
+            planted_bug: None,
         };
         let shutdown = CancellationToken::new();
         let kill = CancellationToken::new();

@@ -26,6 +26,9 @@ pub struct Context<'a> {
     pub epoch: Epoch,
     pub rebalancing: bool,
     pub now_ms: u64,
+    /// A planted bug for tests (`crate::faults::PlantedBug::VoteYesOnHeldKeys`): vote yes even
+    /// on a key another transaction holds. Always false outside tests.
+    pub vote_yes_on_held_keys: bool,
 }
 
 /// A vote that is not an error.
@@ -141,7 +144,7 @@ impl Participant {
                 ctx.server_id, ctx.epoch
             )));
         }
-        if let Some(other) = self.by_key.get(&key) {
+        if let Some(other) = self.by_key.get(&key).filter(|_| !ctx.vote_yes_on_held_keys) {
             return Err(Error::Conflict(format!(
                 "vote no on {key:?} by server {}: transaction {other:x} is pending on it",
                 ctx.server_id

@@ -3,7 +3,9 @@
 //! partitions, delays, crashes and restarts, where one seed replays one run ([`run`]). Both hand
 //! each node an [`crate::net::Env`]; the store's code cannot tell them from the real world.
 
+pub mod checks;
 pub mod memory;
+pub mod run;
 pub mod turmoil_net;
 
 pub use memory::MemoryNetwork;

@@ -18,6 +18,7 @@ fn ctx() -> Context<'static> {
         epoch: 3,
         rebalancing: false,
         now_ms: 0,
+        vote_yes_on_held_keys: false,
     }
 }
 

@@ -1,0 +1,256 @@
+//! The promises a simulated run is held to, checked over what its clients recorded: every
+//! `getr` and write linearizable (the checker of [`crate::tools::checker`]); every acknowledged
+//! append exactly once and no failed one present; a stale read never invents a value; fencing
+//! tokens grow with every grant of a lock, in real-time order; an epoch never names two views;
+//! and the liveness the auditor found after healing.
+
+use std::collections::BTreeMap;
+
+use crate::tools::checker::{self, Call, CheckOptions, Operation};
+use crate::types::{Epoch, FencingToken, ServerId, Value};
+
+/// Search steps per key before the checker gives up, which counts as a failure.
+pub const CHECK_STEPS_PER_KEY_MAX: u64 = 2_000_000;
+
+/// One grant of a lock as its client saw it: the lock, the token, and when the `lock_get`
+/// was invoked and answered (simulated µs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub lock: String,
+    pub token: FencingToken,
+    pub invoked_us: u64,
+    pub completed_us: u64,
+}
+
+/// A view as a client saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewSample {
+    pub at_us: u64,
+    pub epoch: Epoch,
+    pub servers: Vec<ServerId>,
+    pub rebalancing: bool,
+}
+
+/// Longest the cluster may report rebalancing without a break before a run fails: far above a
+/// rebalance of the few keys a run writes, so only a stall counts.
+pub const REBALANCE_STUCK_MS: u64 = 10_000;
+
+/// What the clients of one run recorded.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    pub history: Vec<Operation>,
+    /// `getr --stale` answers: key, value, when.
+    pub stale_reads: Vec<(String, Option<Value>, u64)>,
+    pub views: Vec<ViewSample>,
+    pub grants: Vec<Grant>,
+    /// The lists after healing, for the append checks.
+    pub final_lists: BTreeMap<String, Vec<String>>,
+    /// What the auditor found wrong after healing.
+    pub liveness: Vec<String>,
+    /// Whether the auditor finished (a run cut short cannot vouch for liveness).
+    pub audited: bool,
+}
+
+/// Every broken promise of a run, each in a sentence.
+pub fn check(recorded: &Recorded) -> Vec<String> {
+    let mut violations = Vec::new();
+    let report = checker::check(
+        &recorded.history,
+        &CheckOptions {
+            max_steps_per_key: CHECK_STEPS_PER_KEY_MAX,
+        },
+    );
+    for (key, verdict) in &report.keys {
+        if *verdict != checker::Verdict::Linearizable {
+            violations.push(format!("linearizability of {key:?}: {verdict}"));
+        }
+    }
+    if recorded.audited {
+        for problem in checker::check_appends(&recorded.history, &recorded.final_lists) {
+            violations.push(format!("appends: {problem}"));
+        }
+    } else {
+        violations.push("liveness: the audit after healing did not finish".to_string());
+    }
+    violations.extend(stale_reads_invented(recorded));
+    violations.extend(fencing(&recorded.grants));
+    violations.extend(epochs(&recorded.views));
+    violations.extend(stuck_rebalancing(&recorded.views));
+    violations.extend(recorded.liveness.iter().cloned());
+    violations
+}
+
+/// A stale read may be old, never invented: what it returns was written by a write invoked
+/// before the read answered.
+fn stale_reads_invented(recorded: &Recorded) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, value, at_us) in &recorded.stale_reads {
+        let Some(value) = value else { continue };
+        let written = recorded.history.iter().any(|op| {
+            op.key == *key && op.invoked_us <= *at_us && op.call == Call::Write(value.clone())
+        });
+        if !written {
+            problems.push(format!(
+                "a stale read of {key:?} at {} ms returned {value:?}, which no write had written",
+                at_us / 1_000
+            ));
+        }
+    }
+    problems
+}
+
+/// Tokens of one lock grow with every grant: a grant answered before another was asked for
+/// carries the smaller token, and no two grants share one.
+pub fn fencing(grants: &[Grant]) -> Vec<String> {
+    // Per lock: the first pair that breaks the rule, and how many do.
+    let mut broken: BTreeMap<&str, (String, usize)> = BTreeMap::new();
+    for (n, a) in grants.iter().enumerate() {
+        for b in &grants[n + 1..] {
+            if a.lock != b.lock {
+                continue;
+            }
+            let (first, second) = if a.completed_us < b.invoked_us {
+                (a, b)
+            } else if b.completed_us < a.invoked_us {
+                (b, a)
+            } else if a.token == b.token {
+                (a, b)
+            } else {
+                continue;
+            };
+            if first.token >= second.token {
+                let entry = broken.entry(first.lock.as_str()).or_insert_with(|| {
+                    (
+                        format!(
+                            "granted with token {} at {} ms, then with token {} at {} ms",
+                            first.token,
+                            first.completed_us / 1_000,
+                            second.token,
+                            second.completed_us / 1_000
+                        ),
+                        0,
+                    )
+                });
+                entry.1 += 1;
+            }
+        }
+    }
+    broken
+        .into_iter()
+        .map(|(lock, (example, pairs))| {
+            format!("fencing: {lock:?} {example} ({pairs} pairs of grants out of order)")
+        })
+        .collect()
+}
+
+/// One epoch, one view: two different sets of servers under the same epoch mean an epoch was
+/// handed out twice (a restarted view leader counting again, say).
+pub fn epochs(views: &[ViewSample]) -> Vec<String> {
+    let mut seen: BTreeMap<Epoch, &Vec<ServerId>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for view in views {
+        match seen.get(&view.epoch) {
+            Some(earlier) if **earlier != view.servers => problems.push(format!(
+                "epochs: epoch {} named two views: {earlier:?} and {:?}",
+                view.epoch, view.servers
+            )),
+            Some(_) => {}
+            None => {
+                seen.insert(view.epoch, &view.servers);
+            }
+        }
+    }
+    problems
+}
+
+/// No stall of the whole cluster: the views the clients saw never report rebalancing for longer
+/// than [`REBALANCE_STUCK_MS`] without a break (while it does, every read and write waits).
+pub fn stuck_rebalancing(views: &[ViewSample]) -> Vec<String> {
+    let mut samples: Vec<&ViewSample> = views.iter().collect();
+    samples.sort_by_key(|view| view.at_us);
+    let mut since: Option<u64> = None;
+    let mut longest = (0, 0);
+    for view in samples {
+        match (view.rebalancing, since) {
+            (true, None) => since = Some(view.at_us),
+            (true, Some(start)) if view.at_us - start > longest.1 - longest.0 => {
+                longest = (start, view.at_us)
+            }
+            (false, _) => since = None,
+            _ => {}
+        }
+    }
+    let (start, end) = longest;
+    if (end - start) / 1_000 > REBALANCE_STUCK_MS {
+        return vec![format!(
+            "liveness: the cluster reported rebalancing from {} ms to {} ms without a break",
+            start / 1_000,
+            end / 1_000
+        )];
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(lock: &str, token: u64, invoked_us: u64, completed_us: u64) -> Grant {
+        Grant {
+            lock: lock.into(),
+            token,
+            invoked_us,
+            completed_us,
+        }
+    }
+
+    #[test]
+    fn a_token_that_does_not_grow_across_real_time_is_a_violation() {
+        assert!(fencing(&[grant("l", 1, 0, 10), grant("l", 2, 20, 30)]).is_empty());
+        assert_eq!(
+            fencing(&[grant("l", 5, 0, 10), grant("l", 5, 20, 30)]).len(),
+            1,
+            "a token repeated after a restart"
+        );
+        assert!(
+            fencing(&[grant("l", 7, 0, 40), grant("l", 3, 20, 30)]).is_empty(),
+            "overlapping grants may be answered in either order"
+        );
+        assert!(fencing(&[grant("a", 5, 0, 10), grant("b", 1, 20, 30)]).is_empty());
+    }
+
+    fn view(at_ms: u64, epoch: Epoch, servers: &[&str], rebalancing: bool) -> ViewSample {
+        ViewSample {
+            at_us: at_ms * 1_000,
+            epoch,
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            rebalancing,
+        }
+    }
+
+    #[test]
+    fn an_epoch_naming_two_views_is_a_violation() {
+        let views = vec![
+            view(1, 3, &["a", "b"], false),
+            view(2, 3, &["a", "b"], false),
+            view(3, 4, &["a"], false),
+        ];
+        assert!(epochs(&views).is_empty());
+        let twice = vec![view(1, 3, &["a"], false), view(2, 3, &["b"], false)];
+        assert_eq!(epochs(&twice).len(), 1);
+    }
+
+    #[test]
+    fn rebalancing_without_a_break_past_the_bound_is_a_stall() {
+        let short = vec![
+            view(0, 1, &["a"], true),
+            view(5_000, 1, &["a"], true),
+            view(6_000, 1, &["a"], false),
+            view(7_000, 2, &["a"], true),
+            view(16_000, 2, &["a"], true),
+        ];
+        assert!(stuck_rebalancing(&short).is_empty());
+        let stalled = vec![view(16_000, 2, &["a"], true), view(0, 2, &["a"], true)];
+        assert_eq!(stuck_rebalancing(&stalled).len(), 1);
+    }
+}

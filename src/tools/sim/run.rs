@@ -1,0 +1,856 @@
+//! One simulated run: the real view leader, storage servers and clients as the hosts of one
+//! turmoil simulation, a seeded fault schedule against them, a recorded history, and the checks of
+//! [`super::checks`] over it. Everything that varies comes from the seed: the ids of servers,
+//! transactions and requests, the jitter, the clients' clock skews, the operations, the faults
+//! and the network's delays (turmoil's own generator, and tokio's scheduler when built with
+//! `--cfg tokio_unstable`, as `.cargo/config.toml` does). One seed replays one run.
+//!
+//! A run has three phases, all in simulated time: the workload with faults
+//! ([`SimOptions::workload_ms`]), healing (every partition repaired, every held message released,
+//! every crashed host restarted), and the audit, where one more client checks that the cluster
+//! is live again within [`SimOptions::liveness_ms`].
+//!
+//! # Deliberately left out
+//! * A pause of a process is approximated by holding every message to and from its host: its
+//!   timers keep running, as if only its network stalled.
+//! * Disk: nothing is durable yet, so a crash loses a host's memory; faults that can lose every
+//!   replica of a key are outside the fault model and are not drawn together.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio_util::sync::CancellationToken;
+
+use super::checks::{self, Grant, Recorded, ViewSample};
+use super::turmoil_net::TurmoilTransport;
+use super::SeededRandom;
+use crate::client::{Client, ClientOptions};
+use crate::error::Error;
+use crate::faults::PlantedBug;
+use crate::net::{self, Clock, Env};
+use crate::server::{self, ServerOptions};
+use crate::tools::checker::{Call, Operation, Return};
+use crate::types::{LockReply, Value};
+use crate::viewleader::{self, ViewLeaderOptions};
+
+/// Where the simulated wall clock starts (2030-01-01): versions are proposed from it.
+pub const WALL_START_US: u64 = 1_893_456_000_000_000;
+/// The view leader's host and address.
+pub const VIEWLEADER_HOST: &str = "viewleader";
+/// The port every service listens on in the simulation (each host has its own addresses).
+pub const PORT: u16 = 7000;
+/// Simulated time a run may take at most, workload, healing and audit included.
+pub const RUN_MS_MAX: u64 = 300_000;
+/// Pause of a client between two operations, drawn up to this, in simulated ms.
+pub const THINK_MS_MAX: u64 = 50;
+/// Longest a client holds a lock before releasing it, in simulated ms.
+pub const LOCK_HOLD_MS_MAX: u64 = 300;
+/// Largest clock skew drawn for a client, in µs either way.
+pub const CLOCK_SKEW_US_MAX: i64 = 2_000_000;
+
+/// What the fault schedule may draw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// Hold every message between two hosts for a while, then deliver them (delay).
+    Delay,
+    /// Cut a client off from one storage server (a minority of a key's replicas).
+    ClientCut,
+    /// Hold every message of one server for less than a lease (a short pause).
+    ShortPause,
+    /// Cut one server-to-server link, both ways.
+    CutLink,
+    /// Cut one server-to-server link one way only.
+    OneWayCut,
+    /// Partition one server from everyone.
+    Isolate,
+    /// Cut the view leader off from everyone.
+    IsolateViewLeader,
+    /// Hold every message of one server for longer than a lease (a long pause).
+    LongPause,
+    /// Crash a server (its memory is gone) and restart it at the same address.
+    Restart,
+    /// Crash the view leader and restart it.
+    RestartViewLeader,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 10] = [
+        FaultKind::Delay,
+        FaultKind::ClientCut,
+        FaultKind::ShortPause,
+        FaultKind::CutLink,
+        FaultKind::OneWayCut,
+        FaultKind::Isolate,
+        FaultKind::IsolateViewLeader,
+        FaultKind::LongPause,
+        FaultKind::Restart,
+        FaultKind::RestartViewLeader,
+    ];
+
+    /// The faults today's code is meant to survive; the others find the defects the faults
+    /// issue fixes (see `tests/simulation.rs`), and join this list as they are fixed.
+    pub const HANDLED: [FaultKind; 3] = [
+        FaultKind::Delay,
+        FaultKind::ClientCut,
+        FaultKind::ShortPause,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Delay => "delay",
+            FaultKind::ClientCut => "client-cut",
+            FaultKind::ShortPause => "short-pause",
+            FaultKind::CutLink => "cut-link",
+            FaultKind::OneWayCut => "one-way-cut",
+            FaultKind::Isolate => "isolate",
+            FaultKind::IsolateViewLeader => "isolate-viewleader",
+            FaultKind::LongPause => "long-pause",
+            FaultKind::Restart => "restart",
+            FaultKind::RestartViewLeader => "restart-viewleader",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One fault of a schedule: what, on which hosts, from when, for how long (simulated ms).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub hosts: Vec<String>,
+    pub at_ms: u64,
+    pub for_ms: u64,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} at {} ms for {} ms",
+            self.kind,
+            self.hosts.join("/"),
+            self.at_ms,
+            self.for_ms
+        )
+    }
+}
+
+/// How one run goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimOptions {
+    pub seed: u64,
+    pub servers: usize,
+    pub clients: usize,
+    /// Text keys and list keys each; few, so that writes conflict.
+    pub keys: usize,
+    pub locks: usize,
+    /// Simulated time of the workload, faults included.
+    pub workload_ms: u64,
+    /// Bound on the cluster becoming live again after healing, in simulated ms.
+    pub liveness_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub lease_ms: u64,
+    pub tx_timeout_ms: u64,
+    /// The kinds the schedule draws from; empty: no faults.
+    pub faults: Vec<FaultKind>,
+    /// A scripted schedule instead of a drawn one.
+    pub schedule: Option<Vec<Fault>>,
+    /// A defect switched on in every server, to prove the checks catch it.
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl SimOptions {
+    /// The default run of `seed`: four servers, three clients, the handled faults.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            servers: 4,
+            clients: 3,
+            keys: 3,
+            locks: 2,
+            workload_ms: 20_000,
+            liveness_ms: 30_000,
+            heartbeat_interval_ms: 250,
+            lease_ms: 1_000,
+            tx_timeout_ms: 1_500,
+            faults: FaultKind::HANDLED.to_vec(),
+            schedule: None,
+            planted_bug: None,
+        }
+    }
+
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        let faults: Vec<&str> = self.faults.iter().map(|kind| kind.name()).collect();
+        let faults = if faults.is_empty() {
+            "none".to_string()
+        } else {
+            faults.join(",")
+        };
+        format!(
+            "cargo run --release --bin client -- sim --seeds 1 --start {} --faults {faults} --trace",
+            self.seed
+        )
+    }
+}
+
+/// What one run found.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub seed: u64,
+    /// Every event of the run with its simulated time, in order.
+    pub trace: Vec<String>,
+    /// A hash of the trace: two runs of one seed must give the same.
+    pub trace_hash: u64,
+    pub operations: usize,
+    pub faults: BTreeMap<FaultKind, u64>,
+    /// Promises broken; empty when the run passed.
+    pub violations: Vec<String>,
+    pub simulated_ms: u64,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// The simulated time, in µs since the run began.
+fn now_us() -> u64 {
+    turmoil::sim_elapsed()
+        .map(|elapsed| elapsed.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A host's clock: tokio's (which turmoil drives) for deadlines, and the simulation's time since
+/// the run began, shifted by this host's skew, for the wall clock. Unlike tokio's clock it does
+/// not restart when the host does.
+struct SimWallClock {
+    skew_us: i64,
+}
+
+impl Clock for SimWallClock {
+    fn now(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now()
+    }
+
+    fn wall_us(&self) -> u64 {
+        WALL_START_US
+            .saturating_add(now_us())
+            .saturating_add_signed(self.skew_us)
+    }
+}
+
+fn env(seed: u64, skew_us: i64) -> Env {
+    Env {
+        transport: Arc::new(TurmoilTransport),
+        clock: Arc::new(SimWallClock { skew_us }),
+        random: Arc::new(SeededRandom::new(seed)),
+    }
+}
+
+/// A seed for one purpose of one run, so that changing one part of a run (the faults, say)
+/// leaves the others' draws alone.
+fn derive(seed: u64, purpose: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (seed, purpose).hash(&mut hasher);
+    hasher.finish()
+}
+
+fn server_host(i: usize) -> String {
+    format!("server{i}")
+}
+
+fn client_host(i: usize) -> String {
+    format!("client{i}")
+}
+
+/// The schedule a run of `options` draws: one fault every one to three seconds of the workload
+/// (after a quiet start), each lasting up to four seconds, so two may overlap.
+pub fn draw_schedule(options: &SimOptions) -> Vec<Fault> {
+    if let Some(schedule) = &options.schedule {
+        return schedule.clone();
+    }
+    let mut rng = StdRng::seed_from_u64(derive(options.seed, "faults"));
+    let mut schedule = Vec::new();
+    if options.faults.is_empty() {
+        return schedule;
+    }
+    let lease = options.lease_ms;
+    let mut at_ms = 2_000 + rng.gen_range(0..1_000);
+    while at_ms + 1_000 < options.workload_ms {
+        let kind = options.faults[rng.gen_range(0..options.faults.len())];
+        let server = |rng: &mut StdRng| server_host(rng.gen_range(0..options.servers));
+        let (hosts, for_ms) = match kind {
+            FaultKind::Delay => {
+                let a = server(&mut rng);
+                let b = if rng.gen_bool(0.5) {
+                    VIEWLEADER_HOST.to_string()
+                } else {
+                    client_host(rng.gen_range(0..options.clients))
+                };
+                (vec![a, b], rng.gen_range(50..lease / 2))
+            }
+            FaultKind::ClientCut => (
+                vec![
+                    client_host(rng.gen_range(0..options.clients)),
+                    server(&mut rng),
+                ],
+                rng.gen_range(500..4_000),
+            ),
+            FaultKind::ShortPause => (vec![server(&mut rng)], rng.gen_range(50..lease / 2)),
+            FaultKind::LongPause => (vec![server(&mut rng)], rng.gen_range(lease * 2..lease * 4)),
+            FaultKind::CutLink | FaultKind::OneWayCut => {
+                let a = rng.gen_range(0..options.servers);
+                let b = (a + rng.gen_range(1..options.servers)) % options.servers;
+                (
+                    vec![server_host(a), server_host(b)],
+                    rng.gen_range(1_000..4_000),
+                )
+            }
+            FaultKind::Isolate => (vec![server(&mut rng)], rng.gen_range(500..4_000)),
+            FaultKind::IsolateViewLeader => {
+                (vec![VIEWLEADER_HOST.to_string()], rng.gen_range(500..4_000))
+            }
+            FaultKind::Restart => (vec![server(&mut rng)], rng.gen_range(0..500)),
+            FaultKind::RestartViewLeader => {
+                (vec![VIEWLEADER_HOST.to_string()], rng.gen_range(0..500))
+            }
+        };
+        schedule.push(Fault {
+            kind,
+            hosts,
+            at_ms,
+            for_ms,
+        });
+        at_ms += rng.gen_range(1_000..3_000);
+    }
+    schedule
+}
+
+/// Every host, for faults that cut one host from all the others.
+fn all_hosts(options: &SimOptions) -> Vec<String> {
+    let mut hosts = vec![VIEWLEADER_HOST.to_string(), "auditor".to_string()];
+    hosts.extend((0..options.servers).map(server_host));
+    hosts.extend((0..options.clients).map(client_host));
+    hosts
+}
+
+/// Runs one simulation. Never panics on what the system under test does: a broken promise is a
+/// violation in the outcome.
+pub fn run(options: &SimOptions) -> Outcome {
+    let seed = options.seed;
+    let trace = Rc::new(RefCell::new(Vec::<String>::new()));
+    let recorded = Rc::new(RefCell::new(Recorded::default()));
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(derive(seed, "network"))
+        .simulation_duration(Duration::from_millis(RUN_MS_MAX))
+        .epoch(UNIX_EPOCH + Duration::from_micros(WALL_START_US))
+        .min_message_latency(Duration::from_micros(100))
+        .max_message_latency(Duration::from_millis(2))
+        .tcp_capacity(1024)
+        .build();
+    let viewleader_addr = format!("{VIEWLEADER_HOST}:{PORT}");
+
+    // The view leader, restarted with fresh randomness (and empty memory) after a crash.
+    let incarnations = Rc::new(Cell::new(0u64));
+    {
+        let options = options.clone();
+        let incarnations = incarnations.clone();
+        sim.host(VIEWLEADER_HOST, move || {
+            incarnations.set(incarnations.get() + 1);
+            let env = env(
+                derive(seed, &format!("viewleader-{}", incarnations.get())),
+                0,
+            );
+            let vl_options = ViewLeaderOptions {
+                heartbeat_interval_ms: options.heartbeat_interval_ms,
+                lease_ms: options.lease_ms,
+                ..Default::default()
+            };
+            async move {
+                let listener = env
+                    .bind(VIEWLEADER_HOST, Some(PORT), net::VIEWLEADER_PORTS)
+                    .await?;
+                viewleader::run(listener, vl_options, env, CancellationToken::new()).await?;
+                Ok(())
+            }
+        });
+    }
+    for i in 0..options.servers {
+        let host = server_host(i);
+        let options = options.clone();
+        let viewleader_addr = viewleader_addr.clone();
+        let incarnations = Rc::new(Cell::new(0u64));
+        sim.host(host.as_str(), move || {
+            incarnations.set(incarnations.get() + 1);
+            let host = server_host(i);
+            let env = env(derive(seed, &format!("{host}-{}", incarnations.get())), 0);
+            let server_options = ServerOptions {
+                viewleader: viewleader_addr.clone(),
+                advertise: Some(format!("{host}:{PORT}")),
+                heartbeat_interval_ms: options.heartbeat_interval_ms,
+                rpc_timeout_ms: 500,
+                tx_timeout_ms: options.tx_timeout_ms,
+                faults: Default::default(),
+                planted_bug: options.planted_bug,
+            };
+            async move {
+                let listener = env.bind(&host, Some(PORT), net::SERVER_PORTS).await?;
+                server::run(
+                    listener,
+                    server_options,
+                    env,
+                    CancellationToken::new(),
+                    CancellationToken::new(),
+                )
+                .await?;
+                Ok(())
+            }
+        });
+    }
+    for i in 0..options.clients {
+        let client = workload_client(options, i, trace.clone(), recorded.clone());
+        sim.client(client_host(i).as_str(), client);
+    }
+    sim.client(
+        "auditor",
+        auditor(options.clone(), trace.clone(), recorded.clone()),
+    );
+
+    let schedule = draw_schedule(options);
+    let mut faults: BTreeMap<FaultKind, u64> = BTreeMap::new();
+    let mut started = vec![false; schedule.len()];
+    let mut ended = vec![false; schedule.len()];
+    let mut healed = false;
+    let hosts = all_hosts(options);
+    let mut failure = None;
+    loop {
+        let now_ms = sim.elapsed().as_millis() as u64;
+        for (n, fault) in schedule.iter().enumerate() {
+            if !started[n] && now_ms >= fault.at_ms && !healed {
+                started[n] = true;
+                *faults.entry(fault.kind).or_default() += 1;
+                trace
+                    .borrow_mut()
+                    .push(format!("{now_ms:>8} ms  fault   {fault}"));
+                inject(&mut sim, fault, &hosts);
+            }
+            if started[n] && !ended[n] && now_ms >= fault.at_ms + fault.for_ms {
+                ended[n] = true;
+                trace
+                    .borrow_mut()
+                    .push(format!("{now_ms:>8} ms  heal    {fault}"));
+                end(&mut sim, fault, &hosts);
+            }
+        }
+        if !healed && now_ms >= options.workload_ms {
+            healed = true;
+            for (n, fault) in schedule.iter().enumerate() {
+                if started[n] && !ended[n] {
+                    ended[n] = true;
+                    end(&mut sim, fault, &hosts);
+                }
+            }
+            trace
+                .borrow_mut()
+                .push(format!("{now_ms:>8} ms  healed  every fault"));
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(err) => {
+                failure = Some(format!("the simulation stopped: {err}"));
+                break;
+            }
+        }
+    }
+    let simulated_ms = sim.elapsed().as_millis() as u64;
+    drop(sim);
+
+    let recorded = recorded.take();
+    let mut violations = checks::check(&recorded);
+    if let Some(failure) = failure {
+        violations.push(failure);
+    }
+    let trace = trace.take();
+    let mut hasher = std::hash::DefaultHasher::new();
+    trace.hash(&mut hasher);
+    Outcome {
+        seed,
+        trace_hash: hasher.finish(),
+        operations: recorded.history.len(),
+        trace,
+        faults,
+        violations,
+        simulated_ms,
+    }
+}
+
+/// Every host but `host`.
+fn others<'a>(hosts: &'a [String], host: &'a str) -> impl Iterator<Item = &'a String> {
+    hosts.iter().filter(move |h| *h != host)
+}
+
+fn inject(sim: &mut turmoil::Sim<'_>, fault: &Fault, hosts: &[String]) {
+    match fault.kind {
+        FaultKind::Delay => sim.hold(fault.hosts[0].as_str(), fault.hosts[1].as_str()),
+        FaultKind::ClientCut | FaultKind::CutLink => {
+            sim.partition(fault.hosts[0].as_str(), fault.hosts[1].as_str())
+        }
+        FaultKind::OneWayCut => {
+            sim.partition_oneway(fault.hosts[0].as_str(), fault.hosts[1].as_str())
+        }
+        FaultKind::ShortPause | FaultKind::LongPause => {
+            for other in others(hosts, &fault.hosts[0]) {
+                sim.hold(fault.hosts[0].as_str(), other.as_str());
+            }
+        }
+        FaultKind::Isolate | FaultKind::IsolateViewLeader => {
+            for other in others(hosts, &fault.hosts[0]) {
+                sim.partition(fault.hosts[0].as_str(), other.as_str());
+            }
+        }
+        FaultKind::Restart | FaultKind::RestartViewLeader => sim.crash(fault.hosts[0].as_str()),
+    }
+}
+
+fn end(sim: &mut turmoil::Sim<'_>, fault: &Fault, hosts: &[String]) {
+    match fault.kind {
+        FaultKind::Delay => sim.release(fault.hosts[0].as_str(), fault.hosts[1].as_str()),
+        FaultKind::ClientCut | FaultKind::CutLink => {
+            sim.repair(fault.hosts[0].as_str(), fault.hosts[1].as_str())
+        }
+        FaultKind::OneWayCut => sim.repair_oneway(fault.hosts[0].as_str(), fault.hosts[1].as_str()),
+        FaultKind::ShortPause | FaultKind::LongPause => {
+            for other in others(hosts, &fault.hosts[0]) {
+                sim.release(fault.hosts[0].as_str(), other.as_str());
+            }
+        }
+        FaultKind::Isolate | FaultKind::IsolateViewLeader => {
+            for other in others(hosts, &fault.hosts[0]) {
+                sim.repair(fault.hosts[0].as_str(), other.as_str());
+            }
+        }
+        FaultKind::Restart | FaultKind::RestartViewLeader => sim.bounce(fault.hosts[0].as_str()),
+    }
+}
+
+/// The keys of a run: texts are written whole, lists appended to; a few of each, so that
+/// operations conflict.
+fn text_key(k: usize) -> String {
+    format!("t{k}")
+}
+
+fn list_key(k: usize) -> String {
+    format!("l{k}")
+}
+
+/// How a failed write counts: only an uncertain outcome may have taken effect.
+fn write_failure(err: &Error) -> Return {
+    match err {
+        Error::Uncertain(_) => Return::Unknown,
+        _ => Return::Failed,
+    }
+}
+
+fn client_options(viewleader: String) -> ClientOptions {
+    ClientOptions {
+        viewleader,
+        timeout_ms: 500,
+        wait_ms: 2_000,
+    }
+}
+
+/// One client of the workload: random operations on few keys until the workload ends, each
+/// recorded with its simulated invocation and completion times.
+fn workload_client(
+    options: &SimOptions,
+    i: usize,
+    trace: Rc<RefCell<Vec<String>>>,
+    recorded: Rc<RefCell<Recorded>>,
+) -> impl std::future::Future<Output = turmoil::Result> + 'static {
+    let options = options.clone();
+    async move {
+        let mut rng = StdRng::seed_from_u64(derive(options.seed, &client_host(i)));
+        let skew_us = rng.gen_range(-CLOCK_SKEW_US_MAX..=CLOCK_SKEW_US_MAX);
+        let client = Client::with_env(
+            client_options(format!("{VIEWLEADER_HOST}:{PORT}")),
+            env(derive(options.seed, &format!("client{i}-env")), skew_us),
+        );
+        let me = client_host(i);
+        let mut written = 0u64;
+        while now_us() < options.workload_ms * 1_000 {
+            let think = rng.gen_range(0..=THINK_MS_MAX);
+            tokio::time::sleep(Duration::from_millis(think)).await;
+            let roll = rng.gen_range(0..100);
+            let invoked_us = now_us();
+            let (key, call, ret) = if roll < 30 {
+                let key = text_key(rng.gen_range(0..options.keys));
+                written += 1;
+                let value = format!("{me}-{written}");
+                let outcome = client.setr(&key, Value::Text(value.clone())).await;
+                let ret = match &outcome {
+                    Ok(_) => Return::Written,
+                    Err(err) => write_failure(err),
+                };
+                (key, Call::Write(Value::Text(value)), ret)
+            } else if roll < 50 {
+                let key = list_key(rng.gen_range(0..options.keys));
+                written += 1;
+                let item = format!("{me}-{written}");
+                let ret = match client.append(&key, &item).await {
+                    Ok(_) => Return::Appended,
+                    Err(err) => write_failure(&err),
+                };
+                (key, Call::Append(item), ret)
+            } else if roll < 80 {
+                let key = if rng.gen_bool(0.5) {
+                    text_key(rng.gen_range(0..options.keys))
+                } else {
+                    list_key(rng.gen_range(0..options.keys))
+                };
+                let ret = match client.getr(&key).await {
+                    Ok(found) => Return::ReadValue(found.map(|f| f.value.value)),
+                    Err(_) => Return::Failed,
+                };
+                (key, Call::Read, ret)
+            } else if roll < 88 {
+                let key = text_key(rng.gen_range(0..options.keys));
+                if let Ok(found) = client.getr_stale(&key).await {
+                    recorded.borrow_mut().stale_reads.push((
+                        key.clone(),
+                        found.map(|f| f.value.value),
+                        now_us(),
+                    ));
+                }
+                continue;
+            } else if roll < 93 {
+                if let Ok(view) = client.query_servers().await {
+                    recorded.borrow_mut().views.push(ViewSample {
+                        at_us: now_us(),
+                        epoch: view.epoch,
+                        servers: view.servers.iter().map(|s| s.id.clone()).collect(),
+                        rebalancing: view.rebalancing,
+                    });
+                }
+                continue;
+            } else {
+                let lock = format!("lock{}", rng.gen_range(0..options.locks));
+                if let Ok(LockReply::Granted { token }) = client.lock_get(&lock, &me).await {
+                    let granted_us = now_us();
+                    trace.borrow_mut().push(format!(
+                        "{:>8} ms  {me} holds {lock} with token {token}",
+                        granted_us / 1_000
+                    ));
+                    recorded.borrow_mut().grants.push(Grant {
+                        lock: lock.clone(),
+                        token,
+                        invoked_us,
+                        completed_us: granted_us,
+                    });
+                    let hold = rng.gen_range(0..=LOCK_HOLD_MS_MAX);
+                    tokio::time::sleep(Duration::from_millis(hold)).await;
+                    let _ = client.lock_release(&lock, &me).await;
+                }
+                continue;
+            };
+            let completed_us = (ret != Return::Unknown).then(now_us);
+            let mut recorded = recorded.borrow_mut();
+            let id = recorded.history.len() as u64;
+            trace.borrow_mut().push(format!(
+                "{:>8} ms  {me} {call:?} {key:?} -> {ret:?} ({} ms)",
+                invoked_us / 1_000,
+                completed_us.map_or(0, |c| (c - invoked_us) / 1_000)
+            ));
+            recorded.history.push(Operation {
+                id,
+                client: i as u64,
+                key,
+                call,
+                invoked_us,
+                completed_us,
+                ret,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// After healing: waits for the cluster to settle with every server in the view, then checks
+/// that every key is writable, that no transaction stays pending, and that the replicas of each
+/// key agree, each within [`SimOptions::liveness_ms`]; records the final lists.
+async fn auditor(
+    options: SimOptions,
+    trace: Rc<RefCell<Vec<String>>>,
+    recorded: Rc<RefCell<Recorded>>,
+) -> turmoil::Result {
+    let client = Client::with_env(
+        client_options(format!("{VIEWLEADER_HOST}:{PORT}")),
+        env(derive(options.seed, "auditor-env"), 0),
+    );
+    let start_ms = options.workload_ms;
+    tokio::time::sleep(Duration::from_millis(start_ms)).await;
+    let deadline_us = (start_ms + options.liveness_ms) * 1_000;
+    let mut problems = Vec::new();
+    let note = |trace: &Rc<RefCell<Vec<String>>>, what: String| {
+        trace
+            .borrow_mut()
+            .push(format!("{:>8} ms  auditor {what}", now_us() / 1_000));
+    };
+
+    // Settled, with every server back in the view.
+    let mut settled = None;
+    while now_us() < deadline_us {
+        if let Ok(view) = client.query_servers().await {
+            if view.servers.len() == options.servers && !view.rebalancing {
+                settled = Some(view);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Some(view) = settled else {
+        problems.push(format!(
+            "liveness: the view did not settle with all {} servers within {} ms of healing",
+            options.servers, options.liveness_ms
+        ));
+        recorded.borrow_mut().liveness = problems;
+        return Ok(());
+    };
+    note(&trace, format!("view settled at epoch {}", view.epoch));
+
+    // Every key writable again (a text key gets one more write, recorded like any other).
+    for k in 0..options.keys {
+        let key = text_key(k);
+        let value = format!("audit-{k}");
+        let mut done = false;
+        while now_us() < deadline_us {
+            let invoked_us = now_us();
+            match client.setr(&key, Value::Text(value.clone())).await {
+                Ok(_) => {
+                    let mut recorded = recorded.borrow_mut();
+                    let id = recorded.history.len() as u64;
+                    recorded.history.push(Operation {
+                        id,
+                        client: u64::MAX,
+                        key: key.clone(),
+                        call: Call::Write(Value::Text(value.clone())),
+                        invoked_us,
+                        completed_us: Some(now_us()),
+                        ret: Return::Written,
+                    });
+                    done = true;
+                    break;
+                }
+                Err(err) => {
+                    let ret = write_failure(&err);
+                    let completed_us = (ret != Return::Unknown).then(now_us);
+                    {
+                        let mut recorded = recorded.borrow_mut();
+                        let id = recorded.history.len() as u64;
+                        recorded.history.push(Operation {
+                            id,
+                            client: u64::MAX,
+                            key: key.clone(),
+                            call: Call::Write(Value::Text(value.clone())),
+                            invoked_us,
+                            completed_us,
+                            ret,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        if !done {
+            problems.push(format!(
+                "liveness: {key:?} was not writable within {} ms of healing",
+                options.liveness_ms
+            ));
+        }
+    }
+
+    // Nothing pending on any replica.
+    for server in &view.servers {
+        let mut idle = false;
+        while now_us() < deadline_us {
+            if let Ok(status) = client.status(&server.addr).await {
+                if status.pending_transactions == 0 {
+                    idle = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !idle {
+            problems.push(format!(
+                "liveness: {} still holds pending transactions {} ms after healing",
+                server.addr, options.liveness_ms
+            ));
+        }
+    }
+
+    // The replicas of every key agree, and the final lists for the append checks.
+    let cached = client.view(true).await;
+    let mut final_lists = BTreeMap::new();
+    for key in (0..options.keys)
+        .map(text_key)
+        .chain((0..options.keys).map(list_key))
+    {
+        let Ok(cached) = &cached else { break };
+        let mut copies = Vec::new();
+        for replica in cached.replicas(&key) {
+            match client.get(&replica.addr, &key).await {
+                Ok(copy) => copies.push((replica.addr.clone(), copy)),
+                Err(err) => problems.push(format!(
+                    "liveness: replica {} of {key:?} did not answer: {err}",
+                    replica.addr
+                )),
+            }
+        }
+        if let Some((_, first)) = copies.first() {
+            if copies.iter().any(|(_, copy)| copy != first) {
+                let shown: Vec<String> = copies
+                    .iter()
+                    .map(|(addr, copy)| {
+                        format!("{addr}: {:?}", copy.as_ref().map(|c| (&c.value, c.version)))
+                    })
+                    .collect();
+                problems.push(format!(
+                    "replicas of {key:?} disagree: {}",
+                    shown.join("; ")
+                ));
+            }
+            if let Some(Some(copy)) = copies.first().map(|(_, copy)| copy) {
+                if let Value::List(items) = &copy.value {
+                    final_lists.insert(key.clone(), items.clone());
+                }
+            }
+        }
+    }
+    if let Err(err) = &cached {
+        problems.push(format!("liveness: no view for the audit: {err}"));
+    }
+    note(&trace, format!("done, {} problems", problems.len()));
+    let mut recorded = recorded.borrow_mut();
+    recorded.final_lists = final_lists;
+    recorded.liveness = problems;
+    recorded.audited = true;
+    Ok(())
+}
