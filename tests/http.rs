@@ -1025,6 +1025,12 @@ fn admin_status_and_metrics() {
         "holds a text",
         "APPEND to a text",
     );
+    // A request every node refuses, so each has an error to count. The refused APPEND above
+    // does not guarantee that: its coordinator aborts at the first "no" and may never send
+    // its prepare to the last replica.
+    for node in &cluster.nodes {
+        refuse_a_request(&node.rpc);
+    }
     let writes = keys.len() * 2 + 1; // committed: the PUTs, the APPENDs, the setr
     let held = keys.len() as u64 + 1;
     let all: Vec<usize> = (0..3).collect();
@@ -1139,6 +1145,10 @@ fn admin_status_and_metrics() {
                 node,
             );
         }
+        assert!(
+            expect_sample(&text, "ringleader_request_errors_total{op=\"get\"}", node) >= 1.0,
+            "node {node}: the refused get is counted as an error"
+        );
         for op in ["prepare", "commit"] {
             let requests = expect_sample(
                 &text,
@@ -1560,5 +1570,24 @@ fn the_view_leader_serves_metrics_and_status() {
     assert!(
         sample(&text, "ringleader_requests_total{op=\"heartbeat\"}").is_some_and(|v| v > 0.0),
         "{text}"
+    );
+}
+
+/// Sends the storage server at `addr` a `get` of the empty key, which it refuses as invalid
+/// (the client library refuses it before sending, so it goes out raw).
+fn refuse_a_request(addr: &str) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => panic!("no runtime for a raw request: {err}"),
+    };
+    let client = ringleader::Client::new(ringleader::client::ClientOptions::default());
+    let request = ringleader::rpc::message::ServerRequest::Get { key: String::new() };
+    let reply = runtime.block_on(client.server_call(addr, request));
+    assert!(
+        matches!(reply, Err(ringleader::Error::InvalidRequest(_))),
+        "{addr} should refuse the empty key, got {reply:?}"
     );
 }
