@@ -1,7 +1,7 @@
 //! The `client` command line: the course's command names, global flags, human or `--json`
 //! output, and exit codes that say what happened (see the README):
 //! 0 ok, 1 not found, 2 usage, 3 unreachable or timed out, 4 refused, 5 invalid request.
-//! `demo`, `bench`, `chaos` and the hidden `serve` hand their flags to [`crate::tools`], which
+//! `demo`, `bench`, `chaos`, `sim` and the hidden `serve` hand their flags to [`crate::tools`], which
 //! runs them. How results are printed is [`output`]; what every binary does to run as a process
 //! (logging, signals, the `listening on` line) is [`process`].
 
@@ -14,6 +14,7 @@ pub mod process;
 use crate::client::{Client, ClientOptions, TIMEOUT_MS_DEFAULT, WAIT_MS_DEFAULT};
 use crate::errinput;
 use crate::error::Error;
+use crate::tools::sim::campaign;
 use crate::tools::{bench, chaos, demo};
 use crate::types::{LockReply, Value, Versioned};
 use output::Output;
@@ -100,6 +101,9 @@ pub enum Command {
     /// Run a local cluster under injected faults, record every operation and check the history
     /// (linearizability, appends, replica agreement); exits 1 on any violation.
     Chaos(chaos::ChaosArgs),
+    /// Run seeds of the deterministic simulation under seeded faults, many at once, check every
+    /// run and sum them up; exits 1 if any seed broke a promise (each printed with its replay).
+    Sim(campaign::SimArgs),
     /// Run a view leader or storage server in this process (used by `chaos`).
     #[command(hide = true)]
     Serve(chaos::ServeArgs),
@@ -304,6 +308,7 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
         Command::Demo(demo_args) => return demo::run(demo_args, out).await,
         Command::Bench(bench_args) => return bench::command::run(bench_args, out).await,
         Command::Chaos(chaos_args) => return chaos::run(chaos_args, out).await,
+        Command::Sim(sim_args) => return campaign::run(sim_args, out).await,
         Command::Serve(serve_args) => return chaos::serve(serve_args).await,
     }
     Ok(EXIT_OK)

@@ -194,7 +194,10 @@ impl SimOptions {
         }
     }
 
-    /// The command that replays this run.
+    /// The command that replays this run: `client sim` for this one seed and these faults,
+    /// writing its trace. The command line gives only the seed and the faults; when this run
+    /// differs from `client sim`'s in anything else (a scripted schedule, a planted bug, other
+    /// sizes or timings), a shell comment after the command says so.
     pub fn replay_command(&self) -> String {
         let faults: Vec<&str> = self.faults.iter().map(|kind| kind.name()).collect();
         let faults = if faults.is_empty() {
@@ -202,10 +205,31 @@ impl SimOptions {
         } else {
             faults.join(",")
         };
-        format!(
+        let mut command = format!(
             "cargo run --release --bin client -- sim --seeds 1 --start {} --faults {faults} --trace",
             self.seed
-        )
+        );
+        let mut cli_run = SimOptions::new(self.seed);
+        cli_run.faults = self.faults.clone();
+        let mut unsaid = Vec::new();
+        if self.schedule.is_some() {
+            unsaid.push("its scripted schedule");
+        }
+        if self.planted_bug.is_some() {
+            unsaid.push("its planted bug");
+        }
+        cli_run.schedule = self.schedule.clone();
+        cli_run.planted_bug = self.planted_bug;
+        if *self != cli_run {
+            unsaid.push("its sizes and timings");
+        }
+        if !unsaid.is_empty() {
+            command.push_str(&format!(
+                "  # not this run exactly: the command line cannot give {}",
+                unsaid.join(", ")
+            ));
+        }
+        command
     }
 }
 
