@@ -17,6 +17,7 @@ pub const CHECK_STEPS_PER_KEY_MAX: u64 = 2_000_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
     pub lock: String,
+    pub requester: String,
     pub token: FencingToken,
     pub invoked_us: u64,
     pub completed_us: u64,
@@ -49,6 +50,8 @@ pub struct Recorded {
     pub liveness: Vec<String>,
     /// Whether the auditor finished (a run cut short cannot vouch for liveness).
     pub audited: bool,
+    /// Workload clients that have finished.
+    pub clients_done: usize,
 }
 
 /// Every broken promise of a run, each in a sentence.
@@ -100,13 +103,14 @@ fn stale_reads_invented(recorded: &Recorded) -> Vec<String> {
 }
 
 /// Tokens of one lock grow with every grant: a grant answered before another was asked for
-/// carries the smaller token, and no two grants share one.
+/// carries the smaller token, and no two grants share one. A holder that asks again keeps its
+/// grant and its token (a `lock_get` by the holder renews it): that is no new grant.
 pub fn fencing(grants: &[Grant]) -> Vec<String> {
     // Per lock: the first pair that breaks the rule, and how many do.
     let mut broken: BTreeMap<&str, (String, usize)> = BTreeMap::new();
     for (n, a) in grants.iter().enumerate() {
         for b in &grants[n + 1..] {
-            if a.lock != b.lock {
+            if a.lock != b.lock || (a.requester == b.requester && a.token == b.token) {
                 continue;
             }
             let (first, second) = if a.completed_us < b.invoked_us {
@@ -198,6 +202,7 @@ mod tests {
     fn grant(lock: &str, token: u64, invoked_us: u64, completed_us: u64) -> Grant {
         Grant {
             lock: lock.into(),
+            requester: format!("client-{token}-{invoked_us}"),
             token,
             invoked_us,
             completed_us,
@@ -217,6 +222,12 @@ mod tests {
             "overlapping grants may be answered in either order"
         );
         assert!(fencing(&[grant("a", 5, 0, 10), grant("b", 1, 20, 30)]).is_empty());
+        let mut renewed = grant("l", 5, 20, 30);
+        renewed.requester = grant("l", 5, 0, 10).requester;
+        assert!(
+            fencing(&[grant("l", 5, 0, 10), renewed]).is_empty(),
+            "a holder asking again keeps its token"
+        );
     }
 
     fn view(at_ms: u64, epoch: Epoch, servers: &[&str], rebalancing: bool) -> ViewSample {

@@ -619,9 +619,14 @@ fn workload_client(
         );
         let me = client_host(i);
         let mut written = 0u64;
-        while now_us() < options.workload_ms * 1_000 {
+        loop {
             let think = rng.gen_range(0..=THINK_MS_MAX);
             tokio::time::sleep(Duration::from_millis(think)).await;
+            // The workload ends on time: the auditor checks the replicas once every client
+            // is done, and an operation begun later could still be on its way to them.
+            if now_us() >= options.workload_ms * 1_000 {
+                break;
+            }
             let roll = rng.gen_range(0..100);
             let invoked_us = now_us();
             let (key, call, ret) = if roll < 30 {
@@ -684,6 +689,7 @@ fn workload_client(
                     ));
                     recorded.borrow_mut().grants.push(Grant {
                         lock: lock.clone(),
+                        requester: me.clone(),
                         token,
                         invoked_us,
                         completed_us: granted_us,
@@ -712,6 +718,7 @@ fn workload_client(
                 ret,
             });
         }
+        recorded.borrow_mut().clients_done += 1;
         Ok(())
     }
 }
@@ -731,6 +738,11 @@ async fn auditor(
     let start_ms = options.workload_ms;
     tokio::time::sleep(Duration::from_millis(start_ms)).await;
     let deadline_us = (start_ms + options.liveness_ms) * 1_000;
+    // Every workload client finishes its last operation first (each is bounded by the
+    // client's wait), so that what the audit reads is final.
+    while recorded.borrow().clients_done < options.clients && now_us() < deadline_us {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut problems = Vec::new();
     let note = |trace: &Rc<RefCell<Vec<String>>>, what: String| {
         trace
