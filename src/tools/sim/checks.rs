@@ -2,11 +2,12 @@
 //! `getr` and write linearizable (the checker of [`crate::tools::checker`]); every acknowledged
 //! append exactly once and no failed one present; a stale read never invents a value; fencing
 //! tokens grow with every grant of a lock, in real-time order; an epoch never names two views;
-//! and the liveness the auditor found after healing.
+//! no key stays refused by a pending transaction past a bound, even while faults go on; and the
+//! liveness the auditor found after healing.
 
 use std::collections::BTreeMap;
 
-use crate::tools::checker::{self, Call, CheckOptions, Operation};
+use crate::tools::checker::{self, Call, CheckOptions, Operation, Return};
 use crate::types::{Epoch, FencingToken, ServerId, Value};
 
 /// Search steps per key before the checker gives up, which counts as a failure.
@@ -36,6 +37,31 @@ pub struct ViewSample {
 /// rebalance of the few keys a run writes, so only a stall counts.
 pub const REBALANCE_STUCK_MS: u64 = 10_000;
 
+/// A write refused because another transaction held its key ([`crate::error::Error::Conflict`],
+/// after the client's backoff ran out), as its client saw it: the key and when the refusal was
+/// answered (simulated µs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub key: String,
+    pub at_us: u64,
+}
+
+/// Transaction timeouts a key may stay refused by a pending transaction, counted from when the
+/// view stopped containing the participant that blocks it (the faults issue's promise).
+pub const KEY_BLOCKED_TX_TIMEOUTS: u64 = 2;
+/// Slack on top of [`key_blocked_bound_ms`]'s protocol times, in ms: a refusal is answered at
+/// the end of a client's backoff, and termination polls on a timer of its own.
+pub const KEY_BLOCKED_SLACK_MS: u64 = 1_000;
+
+/// How long a key may be refused without a break before a run fails, in ms, for a cluster with
+/// `lease_ms` and `tx_timeout_ms`: the transaction may be prepared a transaction timeout before
+/// its blocking participant goes silent (nobody acts before the timeout), the view drops that
+/// participant a lease after it went silent, and from then on the promise is
+/// [`KEY_BLOCKED_TX_TIMEOUTS`] transaction timeouts; plus [`KEY_BLOCKED_SLACK_MS`].
+pub fn key_blocked_bound_ms(lease_ms: u64, tx_timeout_ms: u64) -> u64 {
+    tx_timeout_ms + lease_ms + KEY_BLOCKED_TX_TIMEOUTS * tx_timeout_ms + KEY_BLOCKED_SLACK_MS
+}
+
 /// What the clients of one run recorded.
 #[derive(Clone, Debug, Default)]
 pub struct Recorded {
@@ -44,6 +70,8 @@ pub struct Recorded {
     pub stale_reads: Vec<(String, Option<Value>, u64)>,
     pub views: Vec<ViewSample>,
     pub grants: Vec<Grant>,
+    /// Writes of the workload refused because their key was held.
+    pub refusals: Vec<Refusal>,
     /// The lists after healing, for the append checks.
     pub final_lists: BTreeMap<String, Vec<String>>,
     /// What the auditor found wrong after healing.
@@ -54,8 +82,9 @@ pub struct Recorded {
     pub clients_done: usize,
 }
 
-/// Every broken promise of a run, each in a sentence.
-pub fn check(recorded: &Recorded) -> Vec<String> {
+/// Every broken promise of a run, each in a sentence. `key_blocked_ms`: the bound of
+/// [`blocked_keys`] ([`key_blocked_bound_ms`] of the run's options).
+pub fn check(recorded: &Recorded, key_blocked_ms: u64) -> Vec<String> {
     let mut violations = Vec::new();
     let report = checker::check(
         &recorded.history,
@@ -79,6 +108,11 @@ pub fn check(recorded: &Recorded) -> Vec<String> {
     violations.extend(fencing(&recorded.grants));
     violations.extend(epochs(&recorded.views));
     violations.extend(stuck_rebalancing(&recorded.views));
+    violations.extend(blocked_keys(
+        &recorded.history,
+        &recorded.refusals,
+        key_blocked_ms,
+    ));
     violations.extend(recorded.liveness.iter().cloned());
     violations
 }
@@ -167,8 +201,9 @@ pub fn epochs(views: &[ViewSample]) -> Vec<String> {
     problems
 }
 
-/// No stall of the whole cluster: the views the clients saw never report rebalancing for longer
-/// than [`REBALANCE_STUCK_MS`] without a break (while it does, every read and write waits).
+/// No stall of the whole cluster: the views the clients and the auditor sampled never report
+/// rebalancing for longer than [`REBALANCE_STUCK_MS`] without a break (while it does, every read
+/// and write waits).
 pub fn stuck_rebalancing(views: &[ViewSample]) -> Vec<String> {
     let mut samples: Vec<&ViewSample> = views.iter().collect();
     samples.sort_by_key(|view| view.at_us);
@@ -193,6 +228,60 @@ pub fn stuck_rebalancing(views: &[ViewSample]) -> Vec<String> {
         )];
     }
     Vec::new()
+}
+
+/// No key blocked for good while the faults go on: the writes of one key are never all refused
+/// with a conflict (another transaction holds the key) for longer than `bound_ms` without a
+/// break. A write that succeeded breaks the run if it may have taken effect anywhere between two
+/// refusals (its invocation-to-completion interval meets the gap between them; an uncertain one
+/// counts from its invocation); failures of any other kind (timeouts, rebalancing) neither
+/// break it nor extend it. The auditor checks writability after healing; this finds a key that
+/// stays blocked only as long as a fault lasts. Under the handled faults no write is refused
+/// at all (a conflict clears well within the client's wait).
+pub fn blocked_keys(history: &[Operation], refusals: &[Refusal], bound_ms: u64) -> Vec<String> {
+    let mut refused: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for refusal in refusals {
+        refused.entry(&refusal.key).or_default().push(refusal.at_us);
+    }
+    let mut problems = Vec::new();
+    for (key, mut times) in refused {
+        times.sort_unstable();
+        // When a write of this key got through, or may have: (from, to). An uncertain write
+        // had every vote, so the key was free at some time after its invocation; the client
+        // gave up on it long before `bound_ms` passed.
+        let through: Vec<(u64, u64)> = history
+            .iter()
+            .filter(|op| op.key == key)
+            .filter_map(|op| match (&op.ret, op.completed_us) {
+                (Return::Written | Return::Appended, Some(done)) => Some((op.invoked_us, done)),
+                (Return::Unknown, _) => Some((op.invoked_us, op.invoked_us + bound_ms * 1_000)),
+                _ => None,
+            })
+            .collect();
+        let mut start = times[0];
+        let mut longest = (start, start);
+        for pair in times.windows(2) {
+            let (previous, next) = (pair[0], pair[1]);
+            if through
+                .iter()
+                .any(|&(invoked, done)| done >= previous && invoked <= next)
+            {
+                start = next;
+            }
+            if next - start > longest.1 - longest.0 {
+                longest = (start, next);
+            }
+        }
+        let (from, to) = longest;
+        if (to - from) / 1_000 > bound_ms {
+            problems.push(format!(
+                "liveness: writes to {key:?} were refused by a pending transaction from {} ms to {} ms without one getting through (bound {bound_ms} ms)",
+                from / 1_000,
+                to / 1_000
+            ));
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -249,6 +338,47 @@ mod tests {
         assert!(epochs(&views).is_empty());
         let twice = vec![view(1, 3, &["a"], false), view(2, 3, &["b"], false)];
         assert_eq!(epochs(&twice).len(), 1);
+    }
+
+    fn write(key: &str, invoked_ms: u64, completed_ms: Option<u64>, ret: Return) -> Operation {
+        Operation {
+            id: invoked_ms,
+            client: 0,
+            key: key.into(),
+            call: Call::Write(Value::Text(format!("v{invoked_ms}"))),
+            invoked_us: invoked_ms * 1_000,
+            completed_us: completed_ms.map(|ms| ms * 1_000),
+            ret,
+        }
+    }
+
+    fn refusals(key: &str, at_ms: &[u64]) -> Vec<Refusal> {
+        at_ms
+            .iter()
+            .map(|ms| Refusal {
+                key: key.into(),
+                at_us: ms * 1_000,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_key_refused_without_a_break_past_the_bound_is_blocked() {
+        let refused = refusals("k", &[1_000, 4_000, 8_000]);
+        assert_eq!(blocked_keys(&[], &refused, 5_000).len(), 1);
+        assert!(blocked_keys(&[], &refused, 7_000).is_empty());
+        let failed = vec![write("k", 5_000, Some(5_010), Return::Failed)];
+        assert_eq!(
+            blocked_keys(&failed, &refused, 5_000).len(),
+            1,
+            "a write that failed otherwise does not break the run"
+        );
+        let through = vec![write("k", 5_000, Some(5_010), Return::Written)];
+        assert!(blocked_keys(&through, &refused, 5_000).is_empty());
+        let uncertain = vec![write("k", 5_000, None, Return::Unknown)];
+        assert!(blocked_keys(&uncertain, &refused, 5_000).is_empty());
+        let elsewhere = vec![write("j", 5_000, Some(5_010), Return::Written)];
+        assert_eq!(blocked_keys(&elsewhere, &refused, 5_000).len(), 1);
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //!
 //! A run has three phases, all in simulated time: the workload with faults
 //! ([`SimOptions::workload_ms`]), healing (every partition repaired, every held message released,
-//! every crashed host restarted), and the audit, where one more client checks that the cluster
-//! is live again within [`SimOptions::liveness_ms`].
+//! every crashed host restarted), and the audit, where one more client (which sampled the view
+//! all through the workload) checks that the cluster is live again within
+//! [`SimOptions::liveness_ms`].
 //!
 //! # Deliberately left out
 //! * A pause of a process is approximated by holding every message to and from its host: its
@@ -28,7 +29,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
-use super::checks::{self, Grant, Recorded, ViewSample};
+use super::checks::{self, Grant, Recorded, Refusal, ViewSample};
 use super::turmoil_net::TurmoilTransport;
 use super::SeededRandom;
 use crate::client::{Client, ClientOptions};
@@ -37,7 +38,7 @@ use crate::faults::PlantedBug;
 use crate::net::{self, Clock, Env};
 use crate::server::{self, ServerOptions};
 use crate::tools::checker::{Call, Operation, Return};
-use crate::types::{LockReply, Value};
+use crate::types::{LockReply, Value, View};
 use crate::viewleader::{self, ViewLeaderOptions};
 
 /// Where the simulated wall clock starts (2030-01-01): versions are proposed from it.
@@ -54,6 +55,17 @@ pub const THINK_MS_MAX: u64 = 50;
 pub const LOCK_HOLD_MS_MAX: u64 = 300;
 /// Largest clock skew drawn for a client, in µs either way.
 pub const CLOCK_SKEW_US_MAX: i64 = 2_000_000;
+/// Time a client of the simulation allows one call, in simulated ms (a fraction of the lease, so
+/// that a write retries within one).
+pub const CLIENT_TIMEOUT_MS: u64 = 500;
+/// Bound on a client's waits for a busy key or a rebalance, in simulated ms: short, so that the
+/// workload keeps moving through faults.
+pub const CLIENT_WAIT_MS: u64 = 2_000;
+/// How often the auditor samples the view during the workload, in simulated ms. The workload
+/// clients sample it too, but only between operations, and while the cluster stalls each of
+/// their operations waits out the client's whole wait: the stuck-rebalancing check needs samples
+/// on both sides of its bound whatever the clients are doing.
+pub const VIEW_SAMPLE_MS: u64 = 250;
 
 /// What the fault schedule may draw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -508,7 +520,10 @@ pub fn run(options: &SimOptions) -> Outcome {
     drop(sim);
 
     let recorded = recorded.take();
-    let mut violations = checks::check(&recorded);
+    let mut violations = checks::check(
+        &recorded,
+        checks::key_blocked_bound_ms(options.lease_ms, options.tx_timeout_ms),
+    );
     if let Some(failure) = failure {
         violations.push(failure);
     }
@@ -596,8 +611,29 @@ fn write_failure(err: &Error) -> Return {
 fn client_options(viewleader: String) -> ClientOptions {
     ClientOptions {
         viewleader,
-        timeout_ms: 500,
-        wait_ms: 2_000,
+        timeout_ms: CLIENT_TIMEOUT_MS,
+        wait_ms: CLIENT_WAIT_MS,
+    }
+}
+
+/// A view as seen now.
+fn view_sample(view: &View) -> ViewSample {
+    ViewSample {
+        at_us: now_us(),
+        epoch: view.epoch,
+        servers: view.servers.iter().map(|s| s.id.clone()).collect(),
+        rebalancing: view.rebalancing,
+    }
+}
+
+/// Records a write refused because another transaction held its key, for the check that no key
+/// stays blocked while the faults go on.
+fn note_refusal(recorded: &Rc<RefCell<Recorded>>, key: &str, err: &Error) {
+    if let Error::Conflict(_) = err {
+        recorded.borrow_mut().refusals.push(Refusal {
+            key: key.to_string(),
+            at_us: now_us(),
+        });
     }
 }
 
@@ -636,7 +672,10 @@ fn workload_client(
                 let outcome = client.setr(&key, Value::Text(value.clone())).await;
                 let ret = match &outcome {
                     Ok(_) => Return::Written,
-                    Err(err) => write_failure(err),
+                    Err(err) => {
+                        note_refusal(&recorded, &key, err);
+                        write_failure(err)
+                    }
                 };
                 (key, Call::Write(Value::Text(value)), ret)
             } else if roll < 50 {
@@ -645,7 +684,10 @@ fn workload_client(
                 let item = format!("{me}-{written}");
                 let ret = match client.append(&key, &item).await {
                     Ok(_) => Return::Appended,
-                    Err(err) => write_failure(&err),
+                    Err(err) => {
+                        note_refusal(&recorded, &key, &err);
+                        write_failure(&err)
+                    }
                 };
                 (key, Call::Append(item), ret)
             } else if roll < 80 {
@@ -671,12 +713,7 @@ fn workload_client(
                 continue;
             } else if roll < 93 {
                 if let Ok(view) = client.query_servers().await {
-                    recorded.borrow_mut().views.push(ViewSample {
-                        at_us: now_us(),
-                        epoch: view.epoch,
-                        servers: view.servers.iter().map(|s| s.id.clone()).collect(),
-                        rebalancing: view.rebalancing,
-                    });
+                    recorded.borrow_mut().views.push(view_sample(&view));
                 }
                 continue;
             } else {
@@ -723,9 +760,10 @@ fn workload_client(
     }
 }
 
-/// After healing: waits for the cluster to settle with every server in the view, then checks
-/// that every key is writable, that no transaction stays pending, and that the replicas of each
-/// key agree, each within [`SimOptions::liveness_ms`]; records the final lists.
+/// During the workload: samples the view every [`VIEW_SAMPLE_MS`]. After healing: waits for the
+/// cluster to settle with every server in the view, then checks that every key is writable, that
+/// no transaction stays pending, and that the replicas of each key agree, each within
+/// [`SimOptions::liveness_ms`]; records the final lists.
 async fn auditor(
     options: SimOptions,
     trace: Rc<RefCell<Vec<String>>>,
@@ -736,7 +774,14 @@ async fn auditor(
         env(derive(options.seed, "auditor-env"), 0),
     );
     let start_ms = options.workload_ms;
-    tokio::time::sleep(Duration::from_millis(start_ms)).await;
+    while now_us() < start_ms * 1_000 {
+        if let Ok(view) = client.query_servers().await {
+            recorded.borrow_mut().views.push(view_sample(&view));
+        }
+        let left_ms = start_ms.saturating_sub(now_us() / 1_000);
+        // At least a millisecond: a query refused at once must not spin without time passing.
+        tokio::time::sleep(Duration::from_millis(VIEW_SAMPLE_MS.min(left_ms).max(1))).await;
+    }
     let deadline_us = (start_ms + options.liveness_ms) * 1_000;
     // Every workload client finishes its last operation first (each is bounded by the
     // client's wait), so that what the audit reads is final.
