@@ -53,6 +53,9 @@ pub const RUN_MS_MAX: u64 = 300_000;
 pub const THINK_MS_MAX: u64 = 50;
 /// Longest a client holds a lock before releasing it, in simulated ms.
 pub const LOCK_HOLD_MS_MAX: u64 = 300;
+/// Pause between two reads of a key's replicas while the audit waits for them to agree, in
+/// simulated ms.
+pub const AGREEMENT_POLL_MS: u64 = 50;
 /// Largest clock skew drawn for a client, in µs either way.
 pub const CLOCK_SKEW_US_MAX: i64 = 2_000_000;
 /// Time a client of the simulation allows one call, in simulated ms (a fraction of the lease, so
@@ -895,15 +898,27 @@ async fn auditor(
         .chain((0..options.keys).map(list_key))
     {
         let Ok(cached) = &cached else { break };
+        // A write is acknowledged once a majority committed; the last replica may still be
+        // applying it. Read again until the copies agree, within the liveness bound.
         let mut copies = Vec::new();
-        for replica in cached.replicas(&key) {
-            match client.get(&replica.addr, &key).await {
-                Ok(copy) => copies.push((replica.addr.clone(), copy)),
-                Err(err) => problems.push(format!(
-                    "liveness: replica {} of {key:?} did not answer: {err}",
-                    replica.addr
-                )),
+        loop {
+            copies.clear();
+            let mut unanswered = Vec::new();
+            for replica in cached.replicas(&key) {
+                match client.get(&replica.addr, &key).await {
+                    Ok(copy) => copies.push((replica.addr.clone(), copy)),
+                    Err(err) => unanswered.push(format!(
+                        "liveness: replica {} of {key:?} did not answer: {err}",
+                        replica.addr
+                    )),
+                }
             }
+            let agree = copies.windows(2).all(|pair| pair[0].1 == pair[1].1);
+            if (agree && unanswered.is_empty()) || now_us() >= deadline_us {
+                problems.extend(unanswered);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(AGREEMENT_POLL_MS)).await;
         }
         if let Some((_, first)) = copies.first() {
             if copies.iter().any(|(_, copy)| copy != first) {
