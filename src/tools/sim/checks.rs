@@ -22,6 +22,8 @@ pub struct Grant {
     pub token: FencingToken,
     pub invoked_us: u64,
     pub completed_us: u64,
+    /// When the holder asked to release it: it held the lock from `completed_us` until then.
+    pub released_us: u64,
 }
 
 /// A view as a client saw it.
@@ -106,6 +108,7 @@ pub fn check(recorded: &Recorded, key_blocked_ms: u64) -> Vec<String> {
     }
     violations.extend(stale_reads_invented(recorded));
     violations.extend(fencing(&recorded.grants));
+    violations.extend(two_holders(&recorded.grants));
     violations.extend(epochs(&recorded.views));
     violations.extend(stuck_rebalancing(&recorded.views));
     violations.extend(blocked_keys(
@@ -177,6 +180,44 @@ pub fn fencing(grants: &[Grant]) -> Vec<String> {
         .into_iter()
         .map(|(lock, (example, pairs))| {
             format!("fencing: {lock:?} {example} ({pairs} pairs of grants out of order)")
+        })
+        .collect()
+}
+
+/// A lock has at most one holder: two requesters never hold one lock over the same stretch of
+/// time (each from the answer granting it until it asks to release it). The view leader grants
+/// the next holder only after it handled the release, which comes after the release was asked for.
+pub fn two_holders(grants: &[Grant]) -> Vec<String> {
+    let mut broken: BTreeMap<&str, (String, usize)> = BTreeMap::new();
+    for (n, a) in grants.iter().enumerate() {
+        for b in &grants[n + 1..] {
+            if a.lock != b.lock || a.requester == b.requester {
+                continue;
+            }
+            let overlap = a.completed_us < b.released_us && b.completed_us < a.released_us;
+            if overlap {
+                let entry = broken.entry(a.lock.as_str()).or_insert_with(|| {
+                    (
+                        format!(
+                            "held by {} from {} ms to {} ms and by {} from {} ms to {} ms",
+                            a.requester,
+                            a.completed_us / 1_000,
+                            a.released_us / 1_000,
+                            b.requester,
+                            b.completed_us / 1_000,
+                            b.released_us / 1_000
+                        ),
+                        0,
+                    )
+                });
+                entry.1 += 1;
+            }
+        }
+    }
+    broken
+        .into_iter()
+        .map(|(lock, (example, pairs))| {
+            format!("two holders: {lock:?} {example} ({pairs} overlapping pairs)")
         })
         .collect()
 }
@@ -295,7 +336,24 @@ mod tests {
             token,
             invoked_us,
             completed_us,
+            released_us: completed_us + 1,
         }
+    }
+
+    #[test]
+    fn two_requesters_holding_one_lock_at_once_is_a_violation() {
+        let mut first = grant("l", 1, 0, 10);
+        first.released_us = 50;
+        let after = grant("l", 2, 40, 60);
+        assert!(two_holders(&[first.clone(), after]).is_empty());
+        let during = grant("l", 3, 20, 30);
+        assert_eq!(two_holders(&[first.clone(), during.clone()]).len(), 1);
+        let mut same = during;
+        same.requester = first.requester.clone();
+        assert!(
+            two_holders(&[first, same]).is_empty(),
+            "a renewal is one holder"
+        );
     }
 
     #[test]

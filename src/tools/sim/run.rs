@@ -727,15 +727,17 @@ fn workload_client(
                         "{:>8} ms  {me} holds {lock} with token {token}",
                         granted_us / 1_000
                     ));
+                    let hold = rng.gen_range(0..=LOCK_HOLD_MS_MAX);
+                    tokio::time::sleep(Duration::from_millis(hold)).await;
+                    // The client holds the lock until it asks to release it.
                     recorded.borrow_mut().grants.push(Grant {
                         lock: lock.clone(),
                         requester: me.clone(),
                         token,
                         invoked_us,
                         completed_us: granted_us,
+                        released_us: now_us(),
                     });
-                    let hold = rng.gen_range(0..=LOCK_HOLD_MS_MAX);
-                    tokio::time::sleep(Duration::from_millis(hold)).await;
                     let _ = client.lock_release(&lock, &me).await;
                 }
                 continue;
