@@ -8,6 +8,7 @@ pub mod campaign;
 pub mod checks;
 pub mod memory;
 pub mod run;
+pub mod trace;
 pub mod turmoil_net;
 
 pub use memory::MemoryNetwork;

@@ -30,6 +30,7 @@ use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use super::checks::{self, Grant, Recorded, Refusal, ViewSample};
+use super::trace::NodeEvents;
 use super::turmoil_net::TurmoilTransport;
 use super::SeededRandom;
 use crate::client::{Client, ClientOptions};
@@ -391,8 +392,31 @@ fn all_hosts(options: &SimOptions) -> Vec<String> {
 }
 
 /// Runs one simulation. Never panics on what the system under test does: a broken promise is a
-/// violation in the outcome.
+/// violation in the outcome. The nodes' own events join the trace, tagged with their host.
 pub fn run(options: &SimOptions) -> Outcome {
+    use tracing_subscriber::layer::SubscriberExt;
+    let events = NodeEvents::default();
+    let subscriber = tracing_subscriber::registry().with(events.clone());
+    let mut outcome = tracing::subscriber::with_default(subscriber, || run_hosts(options));
+    let mut lines = events.take();
+    if !lines.is_empty() {
+        lines.append(&mut outcome.trace);
+        // Every line opens with its simulated time: one timeline, stable for equal times.
+        lines.sort_by_key(|line| {
+            line.split_whitespace()
+                .next()
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .unwrap_or(0)
+        });
+        outcome.trace = lines;
+        let mut hasher = std::hash::DefaultHasher::new();
+        outcome.trace.hash(&mut hasher);
+        outcome.trace_hash = hasher.finish();
+    }
+    outcome
+}
+
+fn run_hosts(options: &SimOptions) -> Outcome {
     let seed = options.seed;
     let trace = Rc::new(RefCell::new(Vec::<String>::new()));
     let recorded = Rc::new(RefCell::new(Recorded::default()));
