@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
+use crate::error::Result;
 use crate::fasthash::FastBuildHasher;
+use crate::net::Clock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -140,6 +142,19 @@ impl Metrics {
             );
         }
         metrics
+    }
+
+    /// Runs `work`, one request of `op`, and counts it with the time it took on `clock`.
+    pub async fn observed<R>(
+        &self,
+        op: &'static str,
+        clock: &dyn Clock,
+        work: impl std::future::Future<Output = Result<R>>,
+    ) -> Result<R> {
+        let started = clock.now();
+        let reply = work.await;
+        self.observe(op, clock.now().duration_since(started), reply.is_ok());
+        reply
     }
 
     /// Counts one request of `op` that took `elapsed`.

@@ -28,13 +28,9 @@ impl Handler for StorageServer {
     async fn handle(self: Arc<Self>, request: ServerRequest) -> Answer<ServerReply> {
         let ends_crash = matches!(request, ServerRequest::Crash | ServerRequest::Recover);
         let op = request.name();
-        let work = async {
-            let started = self.env.now();
-            let reply = self.clone().dispatch(request).await;
-            let elapsed = self.env.now().duration_since(started);
-            self.metrics.observe(op, elapsed, reply.is_ok());
-            reply
-        };
+        let work = self
+            .metrics
+            .observed(op, &*self.env.clock, self.clone().dispatch(request));
         self.faults.handle(ends_crash, work).await
     }
 }
