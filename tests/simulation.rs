@@ -79,6 +79,12 @@ fn every_kind_of_fault() -> Vec<Fault> {
 
 #[test]
 fn one_seed_replays_one_run_exactly_with_every_kind_of_fault() {
+    if !cfg!(tokio_unstable) {
+        panic!(
+            "the simulation replays a seed only when built with --cfg tokio_unstable, which \
+             .cargo/config.toml sets; a RUSTFLAGS in the environment replaces it"
+        );
+    }
     let mut options = SimOptions::new(7);
     options.schedule = Some(every_kind_of_fault());
     let first = run(&options);
