@@ -132,6 +132,19 @@ pub enum TxState {
     Aborted,
 }
 
+/// Two-phase commit's first message (see `crate::twopc`); the wire carries it as it is: vote on applying `op` to `key` at `version`. `participants` are all the
+/// transaction's replicas in ring order; the first, the primary, holds the decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    pub tx: TxId,
+    pub key: Key,
+    pub op: Op,
+    pub epoch: Epoch,
+    pub expected_server_id: ServerId,
+    pub version: Version,
+    pub participants: Vec<ServerInfo>,
+}
+
 /// Longest key accepted, in bytes.
 pub const KEY_BYTES_MAX: usize = 4 * 1024;
 /// Largest value accepted, in bytes (a list counts each item plus one). Keeps any one value,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{BackgroundClient, TestCluster, Timings, ViewDoc, EXPIRY_TIMEOUT};
 use ringleader::rpc::client::RpcClient;
 use ringleader::rpc::message::{ServerReply, ServerRequest, ServiceKind};
-use ringleader::types::{Op, ServerInfo, TxId, Value};
+use ringleader::types::{Op, Prepare, ServerInfo, TxId, Value};
 
 /// The replicas `setr --json` reports having stored `key` on, in ring order.
 fn setr_replicas(cluster: &TestCluster, key: &str, value: &str) -> Vec<String> {
@@ -130,7 +130,7 @@ impl RawParticipants {
             .collect();
         let reply = self.call(
             addr,
-            ServerRequest::Prepare {
+            ServerRequest::Prepare(Prepare {
                 tx,
                 key: key.into(),
                 op: Op::Put(Value::Text(value.into())),
@@ -138,7 +138,7 @@ impl RawParticipants {
                 expected_server_id,
                 version: 1,
                 participants,
-            },
+            }),
         );
         assert!(
             matches!(reply, Ok(ServerReply::Prepared)),

@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::faults::CrashPoint;
 use crate::rpc::message::{ServerReply, ServerRequest};
 use crate::twopc::coordinator::{AfterPrimary, CommitReply, Coordinator, Decision, VoteReply};
-use crate::twopc::{majority, next_version, Prepare};
+use crate::twopc::{majority, next_version};
 use crate::types::{check_key, check_value};
 use crate::types::{Op, ServerInfo, Value, Version, Versioned};
 
@@ -215,7 +215,7 @@ impl Client {
         };
         let mut votes: FuturesUnordered<_> = (0..voters)
             .map(|index| {
-                let request = prepare_request(coordinator.prepare(index));
+                let request = ServerRequest::Prepare(coordinator.prepare(index));
                 let addr = replicas[index].addr.as_str();
                 async move {
                     let vote = match self.call_retrying(addr, request, RPC_ATTEMPTS_MAX).await {
@@ -532,26 +532,4 @@ fn worth_another_view(err: &Error) -> bool {
         err,
         Error::StaleView(_) | Error::Rebalancing(_) | Error::Unreachable(_) | Error::Timeout(_)
     )
-}
-
-/// The wire form of a prepare.
-fn prepare_request(prepare: Prepare) -> ServerRequest {
-    let Prepare {
-        tx,
-        key,
-        op,
-        epoch,
-        expected_server_id,
-        version,
-        participants,
-    } = prepare;
-    ServerRequest::Prepare {
-        tx,
-        key,
-        op,
-        epoch,
-        expected_server_id,
-        version,
-        participants,
-    }
 }

@@ -119,6 +119,30 @@ mod tests {
     }
 
     #[test]
+    fn a_prepare_carried_whole_is_encoded_as_its_fields_after_the_variant() {
+        // The same bytes as the struct variant it replaced: no protocol version bump needed.
+        use crate::types::{Op, Prepare, ServerInfo, Value};
+        let prepare = Prepare {
+            tx: 9,
+            key: "k".into(),
+            op: Op::Put(Value::Text("v".into())),
+            epoch: 3,
+            expected_server_id: "s".into(),
+            version: 7,
+            participants: vec![ServerInfo {
+                id: "s".into(),
+                addr: "a:1".into(),
+            }],
+        };
+        let mut expected = vec![4u8]; // Prepare is variant 4 (after Print, Set, Get, QueryAllKeys)
+        expected.extend(postcard::to_stdvec(&prepare).unwrap());
+        assert_eq!(
+            postcard::to_stdvec(&ServerRequest::Prepare(prepare)).unwrap(),
+            expected
+        );
+    }
+
+    #[test]
     fn an_encoded_envelope_decodes_to_itself() {
         let body = Request::Call(ServerRequest::Get { key: "k".into() });
         let bytes = encode(42, &body).unwrap();

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    Epoch, HeartbeatReply, Key, LockReply, Op, ServerId, ServerInfo, TxId, TxState, Value, Version,
+    Epoch, HeartbeatReply, Key, LockReply, Prepare, ServerId, TxId, TxState, Value, Version,
     Versioned, View,
 };
 
@@ -145,15 +145,7 @@ pub enum ServerRequest {
     QueryAllKeys { after: Option<Key>, limit: u32 },
     /// 2PC phase one: vote on applying `op` to `key` at `version`. `participants` are all the
     /// transaction's replicas in ring order; the first, the primary, holds the decision.
-    Prepare {
-        tx: TxId,
-        key: Key,
-        op: Op,
-        epoch: Epoch,
-        expected_server_id: ServerId,
-        version: Version,
-        participants: Vec<ServerInfo>,
-    },
+    Prepare(Prepare),
     /// 2PC phase two: apply a prepared transaction.
     Commit { tx: TxId },
     /// 2PC phase two: forget a prepared transaction.
@@ -190,7 +182,7 @@ impl ServerRequest {
             ServerRequest::Set { .. } => "set",
             ServerRequest::Get { .. } => "get",
             ServerRequest::QueryAllKeys { .. } => "query_all_keys",
-            ServerRequest::Prepare { .. } => "prepare",
+            ServerRequest::Prepare(_) => "prepare",
             ServerRequest::Commit { .. } => "commit",
             ServerRequest::Abort { .. } => "abort",
             ServerRequest::Transfer { .. } => "transfer",

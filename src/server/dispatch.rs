@@ -14,7 +14,6 @@ use crate::rpc::message::{ServerReply, ServerRequest, ServiceKind};
 use crate::rpc::server::{Answer, Handler};
 use crate::storage::{self, Record};
 use crate::twopc::participant::{Context, Vote};
-use crate::twopc::Prepare;
 use crate::types::{check_key, check_value, Op};
 
 /// Keys in one `Versions` request (a rebalancing sender asks in batches of at most this many).
@@ -80,24 +79,16 @@ impl StorageServer {
                     storage::keys_page(&*self.node()?.store, after.as_deref(), limit as usize);
                 Ok(ServerReply::Keys { keys, more })
             }
-            ServerRequest::Prepare {
-                tx,
-                key,
-                op,
-                epoch,
-                expected_server_id,
-                version,
-                participants,
-            } => {
-                check_key(&key)?;
-                if let Op::Put(value) = &op {
+            ServerRequest::Prepare(args) => {
+                check_key(&args.key)?;
+                if let Op::Put(value) = &args.op {
                     check_value(value)?;
                 }
-                if participants.is_empty() || participants.len() > crate::ring::REPLICATION_COUNT {
+                let participants = args.participants.len();
+                if participants == 0 || participants > crate::ring::REPLICATION_COUNT {
                     return Err(errinput!(
-                        "a transaction has 1 to {} participants, not {}",
-                        crate::ring::REPLICATION_COUNT,
-                        participants.len()
+                        "a transaction has 1 to {} participants, not {participants}",
+                        crate::ring::REPLICATION_COUNT
                     ));
                 }
                 let now_ms = self.now_ms();
@@ -110,15 +101,6 @@ impl StorageServer {
                     now_ms,
                     vote_yes_on_held_keys: self.options.planted_bug
                         == Some(PlantedBug::VoteYesOnHeldKeys),
-                };
-                let args = Prepare {
-                    tx,
-                    key,
-                    op,
-                    epoch,
-                    expected_server_id,
-                    version,
-                    participants,
                 };
                 match node.participant.prepare(&ctx, &mut *node.store, args) {
                     Ok(Vote::Yes) => Ok(ServerReply::Prepared),

@@ -65,20 +65,9 @@ pub mod participant;
 pub use coordinator::Coordinator;
 pub use participant::Participant;
 
-use crate::types::{Epoch, Key, Op, ServerId, ServerInfo, TxId, Version};
+pub use crate::types::Prepare;
 
-/// Phase one's message: vote on applying `op` to `key` at `version`. `participants` are all the
-/// transaction's replicas in ring order; the first, the primary, holds the decision.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Prepare {
-    pub tx: TxId,
-    pub key: Key,
-    pub op: Op,
-    pub epoch: Epoch,
-    pub expected_server_id: ServerId,
-    pub version: Version,
-    pub participants: Vec<ServerInfo>,
-}
+use crate::types::Version;
 
 /// How many of `n` replicas make a majority: the acknowledgement of a write and the answers of
 /// a linearizable read both need this many, so any two such sets meet.
