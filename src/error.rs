@@ -45,6 +45,11 @@ pub enum Error {
     /// the primary's answer was lost. The replicas settle it; it may or may not have happened.
     #[error("outcome unknown: {0}")]
     Uncertain(String),
+    /// The key's every replica left the view before the cluster could settle without them: its
+    /// data may have been lost with them (rather than never written). A server that comes back
+    /// with a copy brings it back.
+    #[error("data may be lost: {0}")]
+    DataLoss(String),
 }
 
 /// Results in ringleader.
@@ -73,6 +78,8 @@ impl Error {
             Error::Conflict(_) => true,
             // Retrying under a new transaction could apply the write twice.
             Error::Uncertain(_) => false,
+            // Only a server that held the copies coming back can help, and nobody knows when.
+            Error::DataLoss(_) => false,
         }
     }
 
@@ -88,6 +95,7 @@ impl Error {
             | Error::Conflict(_) => 4,
             Error::InvalidRequest(_) | Error::Protocol(_) => 5,
             Error::Internal(_) => 3,
+            Error::DataLoss(_) => 6,
         }
     }
 
@@ -106,6 +114,7 @@ impl Error {
             Error::Internal(_) => "internal",
             Error::Conflict(_) => "conflict",
             Error::Uncertain(_) => "uncertain",
+            Error::DataLoss(_) => "data_loss",
         }
     }
 }

@@ -15,7 +15,7 @@
 
 use sha1::{Digest, Sha1};
 
-use crate::types::{ServerId, ServerInfo};
+use crate::types::{Loss, ServerId, ServerInfo, View};
 
 /// How many servers hold each key when the view has that many.
 pub const REPLICATION_COUNT: usize = 3;
@@ -113,6 +113,19 @@ impl Ring {
     /// The replicas of `key`, primary first.
     pub fn replicas(&self, key: &str) -> Vec<&ServerId> {
         self.replicas_at(position(key.as_bytes()))
+    }
+
+    /// Whether some range of the ring has none of its replicas among those `alive` accepts:
+    /// the keys there have no copy left in the view.
+    pub fn has_range_without(&self, alive: impl Fn(&ServerId) -> bool) -> bool {
+        if self.servers.iter().all(&alive) {
+            return false;
+        }
+        // Every key's replica set is that of the first point at or after it, so checking the
+        // replica set at each point covers every range.
+        self.points
+            .iter()
+            .any(|(pos, _)| self.replicas_at(*pos).into_iter().all(|id| !alive(id)))
     }
 }
 
@@ -284,4 +297,16 @@ mod balance_with_random_ids {
         println!("5 random servers, worst of 10 draws: copies per server max/mean = {worst:.3}");
         assert!(worst <= 1.10, "worst max/mean {worst:.3}");
     }
+}
+
+/// Whether `key`'s copies may have gone with `loss`: none of its replicas in the settled view
+/// before the loss survived it.
+pub fn lost_with(loss: &Loss, key: &str) -> bool {
+    let replicas = replicas(key, &loss.settled_servers);
+    !replicas.is_empty() && replicas.iter().all(|id| !loss.survivors.contains(id))
+}
+
+/// The newest loss of `view` that may have taken `key`'s copies, if any.
+pub fn loss_of<'v>(view: &'v View, key: &str) -> Option<&'v Loss> {
+    view.losses.iter().rev().find(|loss| lost_with(loss, key))
 }

@@ -73,7 +73,40 @@ pub struct View {
     /// `settled_servers`. Rebalancing plans against it (see `server::rebalance`).
     pub settled_epoch: Epoch,
     pub settled_servers: Vec<ServerInfo>,
+    /// The ranges of the ring whose every replica left the view before the cluster could settle
+    /// without them: data there may be lost. Newest last, at most [`LOSSES_MAX`].
+    pub losses: Vec<Loss>,
 }
+
+/// A settled view that lost every replica of some range of the ring: keys whose replicas in
+/// `settled_servers` are none of `survivors` may have been lost (their copies went with those
+/// servers, unless one comes back).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loss {
+    /// The epoch settled without them.
+    pub epoch: Epoch,
+    /// The settled view before the loss.
+    pub settled_servers: Vec<ServerInfo>,
+    /// The servers of `settled_servers` (or their successors) still in the view when it settled.
+    pub survivors: Vec<ServerId>,
+}
+
+impl Loss {
+    /// The addresses of the servers whose copies were lost.
+    pub fn lost_addrs(&self) -> Vec<&str> {
+        self.settled_servers
+            .iter()
+            .filter(|s| !self.survivors.contains(&s.id))
+            .map(|s| s.addr.as_str())
+            .collect()
+    }
+}
+
+/// Former ids a server reports in its heartbeat; a process keeps only its most recent ones.
+pub const FORMER_IDS_MAX: usize = 8;
+
+/// Losses a view remembers; the oldest is forgotten beyond this (its keys then read as absent).
+pub const LOSSES_MAX: usize = 8;
 
 /// The answer to a heartbeat. Every variant carries the current epoch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +142,9 @@ pub enum LockReply {
     Unknown,
     /// Waiting would close this cycle of requesters in the wait-for graph.
     Deadlock { cycle: Vec<String> },
+    /// The view leader restarted and remembers no holder: it grants nothing for `wait_ms` more,
+    /// until any holder from before it would have lost its place anyway.
+    Recovering { wait_ms: u64 },
 }
 
 /// What a transaction does to its key.
@@ -143,6 +179,44 @@ pub struct Prepare {
     pub expected_server_id: ServerId,
     pub version: Version,
     pub participants: Vec<ServerInfo>,
+}
+
+/// Highest version accepted from anyone. Versions follow the wall clock in microseconds (about
+/// 2^51 today), so this leaves millennia of room while keeping `version + 1` far from overflow:
+/// a peer that sends `u64::MAX` gets an error instead of making a key unwritable.
+pub const VERSION_MAX: Version = 1 << 62;
+/// Highest epoch accepted from anyone, for the same reason: an epoch is only ever raised by one
+/// at a time, so no honest epoch comes near it.
+pub const EPOCH_MAX: Epoch = 1 << 62;
+
+/// Rejects a version above [`VERSION_MAX`].
+pub fn check_version(version: Version) -> Result<()> {
+    if version > VERSION_MAX {
+        return Err(errinput!(
+            "version {version} is above the highest accepted, {VERSION_MAX}"
+        ));
+    }
+    Ok(())
+}
+
+/// Rejects an epoch above [`EPOCH_MAX`].
+pub fn check_epoch(epoch: Epoch) -> Result<()> {
+    if epoch > EPOCH_MAX {
+        return Err(errinput!(
+            "epoch {epoch} is above the highest accepted, {EPOCH_MAX}"
+        ));
+    }
+    Ok(())
+}
+
+/// The version after `version`, or an error if it would pass [`VERSION_MAX`].
+pub fn version_after(version: Version) -> Result<Version> {
+    match version.checked_add(1) {
+        Some(next) if next <= VERSION_MAX => Ok(next),
+        _ => Err(errinput!(
+            "no version after {version}: the highest accepted is {VERSION_MAX}"
+        )),
+    }
 }
 
 /// Longest key accepted, in bytes.

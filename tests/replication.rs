@@ -146,15 +146,26 @@ impl RawParticipants {
         );
     }
 
+    /// The id of the member at `addr`, as it reports it: commits and aborts name it.
+    #[track_caller]
+    fn id_of(&mut self, addr: &str) -> String {
+        match self.call(addr, ServerRequest::Status) {
+            Ok(ServerReply::Status(status)) => status.server_id,
+            other => panic!("status of {addr}: {other:?}"),
+        }
+    }
+
     #[track_caller]
     fn abort(&mut self, addr: &str, tx: TxId) {
-        let reply = self.call(addr, ServerRequest::Abort { tx });
+        let server_id = self.id_of(addr);
+        let reply = self.call(addr, ServerRequest::Abort { tx, server_id });
         assert_eq!(reply, Ok(ServerReply::Aborted), "abort on {addr}");
     }
 
     #[track_caller]
     fn commit(&mut self, addr: &str, tx: TxId) {
-        let reply = self.call(addr, ServerRequest::Commit { tx });
+        let server_id = self.id_of(addr);
+        let reply = self.call(addr, ServerRequest::Commit { tx, server_id });
         assert_eq!(reply, Ok(ServerReply::Committed), "commit on {addr}");
     }
 }

@@ -33,6 +33,10 @@ struct Args {
     /// A lock holder that is not a server loses the lock after this long without renewing, in ms.
     #[arg(long, default_value_t = viewleader::LOCK_LEASE_MS_DEFAULT)]
     lock_lease_ms: u64,
+    /// Directory for what must survive a restart (the restart generation that keeps fencing
+    /// tokens growing); created if missing.
+    #[arg(long, default_value = "viewleader.data")]
+    data_dir: std::path::PathBuf,
 }
 
 #[tokio::main]
@@ -48,6 +52,7 @@ async fn run(args: Args) -> Result<(), Error> {
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         lease_ms: args.lease_ms,
         lock_lease_ms: args.lock_lease_ms,
+        data_dir: Some(args.data_dir),
     };
     options.validate()?;
     let env = Env::real();

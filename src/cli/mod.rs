@@ -204,11 +204,16 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
             let mut last_position = None;
             let token = client
                 .lock_get_wait(&lock, &requester, |reply| {
-                    if let LockReply::Retry { holder, position } = reply {
-                        if last_position != Some(*position) {
+                    match reply {
+                        LockReply::Retry { holder, position } if last_position != Some(*position) => {
                             out.progress(format!("waiting for lock {lock:?}: held by {holder}, {requester} is number {position} in line"));
                             last_position = Some(*position);
                         }
+                        LockReply::Recovering { wait_ms } if last_position != Some(0) => {
+                            out.progress(format!("waiting for lock {lock:?}: the view leader restarted and grants no lock for {wait_ms} ms"));
+                            last_position = Some(0);
+                        }
+                        _ => {}
                     }
                 })
                 .await?;

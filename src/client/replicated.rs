@@ -39,7 +39,7 @@ use crate::rpc::message::{ServerReply, ServerRequest};
 use crate::twopc::coordinator::{AfterPrimary, CommitReply, Coordinator, Decision, VoteReply};
 use crate::twopc::{majority, next_version};
 use crate::types::{check_key, check_value};
-use crate::types::{Op, ServerInfo, Value, Version, Versioned};
+use crate::types::{Op, ServerInfo, TxId, Value, Version, Versioned};
 
 /// How far past its deadline a write may still begin its commit.
 pub const LATE_COMMIT_GRACE_MS: u64 = 200;
@@ -110,7 +110,7 @@ impl Client {
         let mut view_attempts = 1;
         let mut reproposals = 0;
         let mut backoff_ms = CONFLICT_BACKOFF_MS_MIN;
-        let mut version = self.propose_version(0);
+        let mut version = self.propose_version(0)?;
         loop {
             match self
                 .write_round(&view, key, &op, version, crash_at, deadline)
@@ -125,7 +125,7 @@ impl Client {
                             "{key:?}: {REPROPOSALS_MAX} version proposals were outdated"
                         )));
                     }
-                    version = self.propose_version(above);
+                    version = self.propose_version(above)?;
                 }
                 // Another writer holds the key: it is decided within a timeout, so wait (the
                 // same bound as any retry answer), then report the conflict.
@@ -136,7 +136,7 @@ impl Client {
                     let jitter = self.env.random_below(backoff_ms.max(1));
                     tokio::time::sleep(Duration::from_millis(backoff_ms + jitter)).await;
                     backoff_ms = (backoff_ms * 2).min(CONFLICT_BACKOFF_MS_MAX);
-                    version = self.propose_version(version);
+                    version = self.propose_version(version)?;
                 }
                 Round::Failed(err)
                     if view_attempts < VIEW_ATTEMPTS_MAX && worth_another_view(&err) =>
@@ -162,7 +162,7 @@ impl Client {
                     tracing::debug!(%err, epoch = fresh.view.epoch, "write retrying under a newer view");
                     view = fresh;
                     view_attempts += 1;
-                    version = self.propose_version(version);
+                    version = self.propose_version(version)?;
                 }
                 Round::Failed(err) => return Err(err),
             }
@@ -171,14 +171,15 @@ impl Client {
 
     /// A version above `above`, above every earlier proposal of this client, and near the wall
     /// clock (so independent clients rarely collide and need a second round).
-    fn propose_version(&self, above: Version) -> Version {
+    /// Fails only when `above` leaves no room below [`crate::types::VERSION_MAX`].
+    fn propose_version(&self, above: Version) -> Result<Version> {
         let now_us = self.env.wall_us();
-        let mut proposal = 0;
+        let mut proposal = Ok(0);
         let _ = self
             .last_version
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
                 proposal = next_version(now_us, above, last);
-                Some(proposal)
+                proposal.as_ref().ok().copied()
             });
         proposal
     }
@@ -257,37 +258,19 @@ impl Client {
                 if self.env.now() > commit_by + Duration::from_millis(LATE_COMMIT_GRACE_MS) =>
             {
                 // Out of time: a caller who gave up must never see this write appear.
-                self.tell_all(
-                    &replicas,
-                    ServerRequest::Abort {
-                        tx: coordinator.tx(),
-                    },
-                )
-                .await;
+                self.abort_all(&replicas, coordinator.tx()).await;
                 Round::Failed(Error::Timeout(format!(
                     "{key:?}: out of time before the commit; aborted"
                 )))
             }
             Some(Decision::Commit) => self.commit_phase(&coordinator, view, crash_at).await,
             Some(Decision::Repropose { above }) => {
-                self.tell_all(
-                    &replicas,
-                    ServerRequest::Abort {
-                        tx: coordinator.tx(),
-                    },
-                )
-                .await;
+                self.abort_all(&replicas, coordinator.tx()).await;
                 Round::Outdated(above)
             }
             Some(Decision::Abort { reason }) => {
                 // Every participant hears the abort, including ones whose vote never arrived.
-                self.tell_all(
-                    &replicas,
-                    ServerRequest::Abort {
-                        tx: coordinator.tx(),
-                    },
-                )
-                .await;
+                self.abort_all(&replicas, coordinator.tx()).await;
                 Round::Failed(reason)
             }
             None => Round::Failed(Error::Internal("2PC ended undecided".into())),
@@ -302,11 +285,12 @@ impl Client {
         crash_at: Option<CrashPoint>,
     ) -> Round {
         let replicas = coordinator.participants();
-        let commit = ServerRequest::Commit {
+        let commit = |replica: &ServerInfo| ServerRequest::Commit {
             tx: coordinator.tx(),
+            server_id: replica.id.clone(),
         };
         let primary = match self
-            .call_retrying(&replicas[0].addr, commit.clone(), RPC_ATTEMPTS_MAX)
+            .call_retrying(&replicas[0].addr, commit(&replicas[0]), RPC_ATTEMPTS_MAX)
             .await
         {
             Ok(ServerReply::Committed) => CommitReply::Committed,
@@ -317,10 +301,7 @@ impl Client {
         match coordinator.on_primary_commit(primary) {
             AfterPrimary::CommitOthers => {}
             AfterPrimary::AbortOthers(err) => {
-                let abort = ServerRequest::Abort {
-                    tx: coordinator.tx(),
-                };
-                self.tell_all(&replicas[1..], abort).await;
+                self.abort_all(&replicas[1..], coordinator.tx()).await;
                 return Round::Failed(err);
             }
             AfterPrimary::Uncertain(err) => return Round::Uncertain(err),
@@ -333,7 +314,7 @@ impl Client {
         let acks = futures::future::join_all(
             replicas[1..]
                 .iter()
-                .map(|r| self.call_retrying(&r.addr, commit.clone(), RPC_ATTEMPTS_MAX)),
+                .map(|r| self.call_retrying(&r.addr, commit(r), RPC_ATTEMPTS_MAX)),
         )
         .await;
         for (replica, ack) in replicas[1..].iter().zip(&acks) {
@@ -355,14 +336,16 @@ impl Client {
         })
     }
 
-    /// Sends `message` to every replica, best effort (aborts: a participant that misses one
-    /// resolves the transaction by termination).
-    async fn tell_all(&self, replicas: &[ServerInfo], message: ServerRequest) {
-        futures::future::join_all(
-            replicas
-                .iter()
-                .map(|r| self.call_retrying(&r.addr, message.clone(), 1)),
-        )
+    /// Aborts `tx` at every replica, best effort: a participant that misses the abort resolves
+    /// the transaction by termination.
+    async fn abort_all(&self, replicas: &[ServerInfo], tx: TxId) {
+        futures::future::join_all(replicas.iter().map(|r| {
+            let abort = ServerRequest::Abort {
+                tx,
+                server_id: r.id.clone(),
+            };
+            self.call_retrying(&r.addr, abort, 1)
+        }))
         .await;
     }
 
@@ -413,6 +396,11 @@ impl Client {
             }
         }
         if answers.len() < quorum {
+            // A replica that is not the member the view names (it restarted): a newer view
+            // lists the process that is there now.
+            if let Some(err @ Error::StaleView(_)) = last_err {
+                return Err(err);
+            }
             return Err(Error::Unreachable(format!(
                 "only {} of {} replicas of {key:?} answered; a linearizable read needs {quorum} (getr --stale reads any one){}",
                 answers.len(),
@@ -425,7 +413,7 @@ impl Client {
             .filter_map(|(replica, value)| value.as_ref().map(|v| (*replica, v)))
             .max_by_key(|(_, v)| v.version)
         else {
-            return Ok(None);
+            return absent_or_lost(view, key);
         };
         let behind: Vec<&ServerInfo> = answers
             .iter()
@@ -439,6 +427,7 @@ impl Client {
             let repairs = futures::future::join_all(behind.iter().map(|replica| {
                 let request = ServerRequest::Transfer {
                     epoch: view.view.epoch,
+                    server_id: replica.id.clone(),
                     entries: entries.clone(),
                 };
                 self.server_call(&replica.addr, request)
@@ -466,18 +455,26 @@ impl Client {
         replicas: &[&'r ServerInfo],
         key: &str,
     ) -> Vec<(&'r ServerInfo, Result<(Option<Versioned>, u64)>)> {
-        futures::future::join_all(replicas.iter().map(|&replica| async move {
-            let answer = match self
-                .server_call(&replica.addr, ServerRequest::Read { key: key.into() })
-                .await
-            {
-                Ok(ServerReply::ReadValue { value, epoch }) => Ok((value, epoch)),
-                Ok(other) => Err(unexpected_server("read", &other)),
-                Err(err) => Err(name_replica(err, &replica.addr)),
-            };
-            (replica, answer)
-        }))
+        futures::future::join_all(
+            replicas
+                .iter()
+                .map(|&replica| async move { (replica, self.read_one(replica, key).await) }),
+        )
         .await
+    }
+
+    /// Reads `key` from member `replica`: (value, the replica's epoch). A process at its address
+    /// that is not that member refuses rather than answer for it.
+    async fn read_one(&self, replica: &ServerInfo, key: &str) -> Result<(Option<Versioned>, u64)> {
+        let request = ServerRequest::Read {
+            key: key.into(),
+            server_id: replica.id.clone(),
+        };
+        match self.server_call(&replica.addr, request).await {
+            Ok(ServerReply::ReadValue { value, epoch }) => Ok((value, epoch)),
+            Ok(other) => Err(unexpected_server("read", &other)),
+            Err(err) => Err(name_replica(err, &replica.addr)),
+        }
     }
 
     /// Reads `key` from its replicas in ring order until a live one holds it: cheaper and more
@@ -508,16 +505,31 @@ impl Client {
         let mut answered = false;
         let mut last_err = None;
         for replica in replicas {
-            match self.get(&replica.addr, key).await {
-                Ok(Some(value)) => return Ok(Some(GetrOutcome { value, replica })),
-                Ok(None) => answered = true,
-                Err(err) => last_err = Some(name_replica(err, &replica.addr)),
+            match self.read_one(&replica, key).await {
+                Ok((Some(value), _)) => return Ok(Some(GetrOutcome { value, replica })),
+                Ok((None, _)) => answered = true,
+                Err(err) => last_err = Some(err),
             }
         }
         match (answered, last_err) {
-            (true, _) | (false, None) => Ok(None),
+            (true, _) | (false, None) => absent_or_lost(view, key),
             (false, Some(err)) => Err(err),
         }
+    }
+}
+
+/// What to say of a key no replica holds: absent, unless the view records that every replica
+/// of its range left before the cluster could settle without them.
+fn absent_or_lost(view: &CachedView, key: &str) -> Result<Option<GetrOutcome>> {
+    match crate::ring::loss_of(&view.view, key) {
+        Some(loss) => {
+            Err(Error::DataLoss(format!(
+                "no replica holds {key:?}, and every replica of its range ({}) left the view before epoch {}",
+                loss.lost_addrs().join(", "),
+                loss.epoch
+            )))
+        }
+        None => Ok(None),
     }
 }
 

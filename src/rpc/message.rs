@@ -8,12 +8,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    Epoch, HeartbeatReply, Key, LockReply, Prepare, ServerId, TxId, TxState, Value, Version,
-    Versioned, View,
+    Epoch, HeartbeatReply, Key, LockReply, Prepare, ServerId, ServerInfo, TxId, TxState, Value,
+    Version, Versioned, View,
 };
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Which service a connection talks to. Checked in the handshake so a client that dialled the
 /// wrong port gets a clear error instead of a misread message.
@@ -72,6 +72,14 @@ pub enum ViewLeaderRequest {
         addr: String,
         epoch_seen: Epoch,
         rebalanced_epoch: Epoch,
+        /// The last settled view this server holds: a restarted view leader, which knows none,
+        /// learns it from these and waits for its servers before settling anew.
+        settled_epoch: Epoch,
+        settled_servers: Vec<ServerInfo>,
+        /// The ids this process held before it was expired and rejoined, newest last, at most
+        /// [`crate::types::FORMER_IDS_MAX`]: it still holds their data, so a view leader counts their ranges
+        /// as held while this server is live.
+        former_ids: Vec<ServerId>,
     },
     /// The current view.
     QueryServers,
@@ -147,31 +155,67 @@ pub enum ServerRequest {
     /// transaction's replicas in ring order; the first, the primary, holds the decision.
     Prepare(Prepare),
     /// 2PC phase two: apply a prepared transaction.
-    Commit { tx: TxId },
+    Commit { tx: TxId, server_id: ServerId },
     /// 2PC phase two: forget a prepared transaction.
-    Abort { tx: TxId },
+    Abort { tx: TxId, server_id: ServerId },
     /// Store these copies unless a newer version is already here. Rebalancing sends them, and
     /// so do a linearizable read's write-back (read repair) and the load generator's bulk load.
-    /// `epoch` is the sender's epoch; it is not checked yet (the faults issue makes a transfer
-    /// from an older epoch refused).
+    /// `epoch` is the sender's epoch: a transfer from an epoch older than the receiver's is
+    /// refused (its plan is superseded).
     Transfer {
         epoch: Epoch,
+        server_id: ServerId,
         entries: Vec<(Key, Versioned)>,
     },
     /// This server's identity, epoch and load.
     Status,
     /// Rebalancing: this server's versions of these keys (0 where absent), in order.
-    Versions { keys: Vec<Key> },
+    Versions { keys: Vec<Key>, server_id: ServerId },
     /// Termination: where `tx` stands here. Asking about a transaction never prepared here
     /// aborts it here, so a late prepare cannot revive it.
-    TxStatus { tx: TxId },
+    TxStatus { tx: TxId, server_id: ServerId },
     /// A replicated read: the value with the epoch this server is at, so a reader can tell
     /// that its view is out of date.
-    Read { key: Key },
+    Read { key: Key, server_id: ServerId },
     /// Simulated crash: answer nothing but `Recover`, send nothing, keep memory.
     Crash,
     /// End a simulated crash.
     Recover,
+    /// Routing around a cut link: send `request` (a `Transfer`, `Versions` or `TxStatus`) to
+    /// the member `to` and answer with its reply. A server that cannot reach a peer directly
+    /// asks another member to carry the call; the reply is the peer's own acknowledgement.
+    Relay {
+        to: ServerInfo,
+        request: Box<ServerRequest>,
+    },
+}
+
+/// The member a request is addressed to, for the requests that name one: a process that is not
+/// (and never was) that member refuses them, so a fresh process at a dead member's address
+/// never answers for it.
+impl ServerRequest {
+    pub fn addressed_to(&self) -> Option<&ServerId> {
+        match self {
+            ServerRequest::Prepare(prepare) => Some(&prepare.expected_server_id),
+            ServerRequest::Commit { server_id, .. }
+            | ServerRequest::Abort { server_id, .. }
+            | ServerRequest::Transfer { server_id, .. }
+            | ServerRequest::Versions { server_id, .. }
+            | ServerRequest::TxStatus { server_id, .. }
+            | ServerRequest::Read { server_id, .. } => Some(server_id),
+            _ => None,
+        }
+    }
+
+    /// Whether another member may carry this request for its sender ([`ServerRequest::Relay`]).
+    pub fn is_relayable(&self) -> bool {
+        matches!(
+            self,
+            ServerRequest::Transfer { .. }
+                | ServerRequest::Versions { .. }
+                | ServerRequest::TxStatus { .. }
+        )
+    }
 }
 
 impl ServerRequest {
@@ -192,6 +236,7 @@ impl ServerRequest {
             ServerRequest::Read { .. } => "read",
             ServerRequest::Crash => "crash",
             ServerRequest::Recover => "recover",
+            ServerRequest::Relay { .. } => "relay",
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::rpc::message::{ServerReply, ServerRequest, ServiceKind};
 use crate::rpc::server::{Answer, Handler};
 use crate::storage::{self, Record};
 use crate::twopc::participant::{Context, Vote};
-use crate::types::{check_key, check_value, Op};
+use crate::types::{check_epoch, check_key, check_value, check_version, Op};
 
 /// Keys in one `Versions` request (a rebalancing sender asks in batches of at most this many).
 pub const VERSIONS_BATCH_KEYS_MAX: usize = 20_000;
@@ -35,7 +35,25 @@ impl Handler for StorageServer {
 }
 
 impl StorageServer {
+    /// Refuses a request addressed to a member this process is not and never was: a process
+    /// started at a dead member's address has none of its data or transactions, and answering
+    /// for it ("not found", "never prepared here") would pass absence off as the member's word.
+    fn check_addressee(&self, request: &ServerRequest) -> Result<()> {
+        let Some(expected) = request.addressed_to() else {
+            return Ok(());
+        };
+        let node = self.node()?;
+        if node.is_or_was(expected) {
+            return Ok(());
+        }
+        Err(Error::StaleView(format!(
+            "the process at {} has server id {}, not the expected id {expected} (that member restarted or left)",
+            self.addr, node.id
+        )))
+    }
+
     async fn dispatch(self: Arc<Self>, request: ServerRequest) -> Result<ServerReply> {
+        self.check_addressee(&request)?;
         match request {
             ServerRequest::Print { text } => {
                 println!("{text}");
@@ -114,21 +132,21 @@ impl StorageServer {
                     }
                 }
             }
-            ServerRequest::Commit { tx } => {
+            ServerRequest::Commit { tx, .. } => {
                 let mut node = self.node()?;
                 let node = &mut *node;
                 node.participant.commit(&mut *node.store, tx)?;
                 self.metrics.transaction("commit", "coordinator");
                 Ok(ServerReply::Committed)
             }
-            ServerRequest::Abort { tx } => {
+            ServerRequest::Abort { tx, .. } => {
                 let mut node = self.node()?;
                 let node = &mut *node;
                 node.participant.abort(&mut *node.store, tx)?;
                 self.metrics.transaction("abort", "coordinator");
                 Ok(ServerReply::Aborted)
             }
-            ServerRequest::Read { key } => {
+            ServerRequest::Read { key, .. } => {
                 check_key(&key)?;
                 let node = self.node()?;
                 Ok(ServerReply::ReadValue {
@@ -144,22 +162,50 @@ impl StorageServer {
                 self.set_crashed(false);
                 Ok(ServerReply::Crashed(false))
             }
-            ServerRequest::TxStatus { tx } => {
+            ServerRequest::TxStatus { tx, .. } => {
                 let mut node = self.node()?;
                 let node = &mut *node;
                 Ok(ServerReply::TxState(
                     node.participant.status(&mut *node.store, tx)?,
                 ))
             }
-            ServerRequest::Transfer { entries, .. } => {
-                for (key, _) in &entries {
+            ServerRequest::Transfer { epoch, entries, .. } => {
+                check_epoch(epoch)?;
+                for (key, versioned) in &entries {
                     check_key(key)?;
+                    check_version(versioned.version)?;
+                    check_value(&versioned.value)?;
                 }
-                let stored = self.node()?.store.apply_batch(entries)?;
+                let mut node = self.node()?;
+                // A plan made for an older view is superseded: its copies may belong elsewhere
+                // now, and its sender replans when it sees the newer view.
+                if epoch < node.view.epoch {
+                    return Err(Error::StaleView(format!(
+                        "a transfer from epoch {epoch} reached server {} at epoch {}",
+                        node.id, node.view.epoch
+                    )));
+                }
+                let stored = node.store.apply_batch(entries)?;
                 Ok(ServerReply::Transferred { stored })
             }
+            ServerRequest::Relay { to, request } => {
+                if !request.is_relayable() {
+                    return Err(errinput!(
+                        "a relay carries a transfer, a versions request or a tx_status, not {}",
+                        request.name()
+                    ));
+                }
+                if request.addressed_to() != Some(&to.id) {
+                    return Err(errinput!(
+                        "a relay to {} must carry a request addressed to it",
+                        to.id
+                    ));
+                }
+                let timeout = std::time::Duration::from_millis(self.options.rpc_timeout_ms);
+                self.peers.call(&to.addr, &request, timeout).await
+            }
             ServerRequest::Status => Ok(ServerReply::Status(self.status()?)),
-            ServerRequest::Versions { keys } => {
+            ServerRequest::Versions { keys, .. } => {
                 if keys.len() > VERSIONS_BATCH_KEYS_MAX {
                     return Err(errinput!(
                         "at most {} keys per versions request",

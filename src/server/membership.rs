@@ -68,15 +68,18 @@ async fn heartbeat_once(server: &StorageServer) -> Result<()> {
     if server.is_leaving() {
         return Ok(());
     }
-    let (server_id, epoch_seen, rebalanced_epoch) = {
+    let (server_id, request) = {
         let node = server.node()?;
-        (node.id.clone(), node.epoch_seen, node.rebalanced_epoch)
-    };
-    let request = ViewLeaderRequest::Heartbeat {
-        server_id: server_id.clone(),
-        addr: server.addr.clone(),
-        epoch_seen,
-        rebalanced_epoch,
+        let request = ViewLeaderRequest::Heartbeat {
+            server_id: node.id.clone(),
+            addr: server.addr.clone(),
+            epoch_seen: node.epoch_seen,
+            rebalanced_epoch: node.rebalanced_epoch,
+            settled_epoch: node.view.settled_epoch,
+            settled_servers: node.view.settled_servers.clone(),
+            former_ids: node.former_ids.iter().cloned().collect(),
+        };
+        (node.id.clone(), request)
     };
     let timeout = Duration::from_millis(
         server
@@ -100,8 +103,7 @@ async fn heartbeat_once(server: &StorageServer) -> Result<()> {
             let mut node = server.node()?;
             if node.id == server_id {
                 warn!(old_id = %server_id, new_id = %fresh, "expired by the view leader; rejoining under a new id");
-                node.id = fresh;
-                node.rebalanced_epoch = 0;
+                node.rejoin_as(fresh);
             }
             drop(node);
             server.beat_now.notify_one();
@@ -167,6 +169,14 @@ fn on_view(server: &Arc<StorageServer>, view: View) {
     let settled = view.epoch == node.view.epoch && node.view.rebalancing && !view.rebalancing;
     if !newer && !settled {
         return;
+    }
+    let newest_loss = node.view.losses.last().map(|loss| loss.epoch);
+    if let Some(loss) = view.losses.last().filter(|l| Some(l.epoch) != newest_loss) {
+        warn!(
+            epoch = loss.epoch,
+            survivors = loss.survivors.len(),
+            "the view settled without every replica of some keys: their data may be lost"
+        );
     }
     if let Some(previous) = node.moving.take() {
         previous.cancel();

@@ -6,6 +6,7 @@
 //! * [`membership`]: heartbeats and following the view;
 //! * [`termination`]: finishing transactions whose coordinator went silent;
 //! * [`mover`]: carrying out rebalancing, planned by the pure [`rebalance`] planner;
+//! * [`peers`]: calling another member, through a relay when the direct link fails;
 //! * this file: the options and the assembly ([`run`], [`start`], [`serve`]).
 //!
 //! The HTTP gateway is not part of the server: whoever starts a server wires it to
@@ -15,6 +16,7 @@ pub mod dispatch;
 pub mod membership;
 pub mod mover;
 pub mod node;
+pub mod peers;
 pub mod rebalance;
 pub mod termination;
 

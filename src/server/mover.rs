@@ -28,6 +28,11 @@ pub const MOVE_RETRY_MS_MIN: u64 = 50;
 pub const MOVE_RETRY_MS_MAX: u64 = 1_000;
 /// Longest wait for transactions prepared under an older view before planning anyway.
 pub const PENDING_WAIT_MS_MAX: u64 = 10_000;
+/// The bound on one rebalance, from a new view to every send acknowledged: long enough for
+/// retries around a dead peer until its lease runs out and for relays around a cut link, short
+/// enough that nobody waits on a stuck cluster. The simulation fails a run that stays
+/// rebalancing longer, and a server that passes it says so.
+pub const REBALANCE_STUCK_MS: u64 = 10_000;
 /// Longest a leaving server spends handing its keys over.
 pub const LEAVE_HANDOFF_MS_MAX: u64 = 30_000;
 
@@ -76,19 +81,19 @@ impl Mover {
             let new = Ring::of_servers(&view.servers);
             plan(&node.id, &settled, &new, node.store.scan(None))
         };
-        let addrs = addresses(&view.servers);
+        let members = members(&view.servers);
         let sends = the_plan.sends.iter().map(|(target, keys)| {
-            let addr = addrs.get(target).cloned().unwrap_or_default();
+            let to = member(&members, target);
             let this = self.clone();
             let cancel = cancel.clone();
-            async move { this.send_keys(&addr, epoch, keys, &cancel).await }
+            async move { this.send_keys(&to, epoch, keys, &cancel).await }
         });
         let offers = the_plan.offers.iter().map(|(target, keys)| {
-            let addr = addrs.get(target).cloned().unwrap_or_default();
+            let to = member(&members, target);
             let this = self.clone();
             let cancel = cancel.clone();
             async move {
-                this.offer_keys(&addr, epoch, keys, &cancel)
+                this.offer_keys(&to, epoch, keys, &cancel)
                     .await
                     .map(|(sent, _)| sent)
             }
@@ -151,7 +156,7 @@ impl Mover {
         if unowned.is_empty() {
             return;
         }
-        let addrs = addresses(&view.servers);
+        let members = members(&view.servers);
         let mut by_owner: BTreeMap<ServerId, Vec<Key>> = BTreeMap::new();
         for (key, _, owners) in &unowned {
             for owner in owners {
@@ -159,13 +164,13 @@ impl Mover {
             }
         }
         let confirmations = join_all(by_owner.iter().map(|(owner, keys)| {
-            let addr = addrs.get(owner).cloned().unwrap_or_default();
+            let to = member(&members, owner);
             let this = self.clone();
             let cancel = cancel.clone();
             async move {
                 (
                     owner.clone(),
-                    this.offer_keys(&addr, view.epoch, keys, &cancel).await,
+                    this.offer_keys(&to, view.epoch, keys, &cancel).await,
                 )
             }
         }))
@@ -247,14 +252,14 @@ impl Mover {
             }
         }
         let keys: usize = by_owner.values().map(Vec::len).sum();
-        let addrs = addresses(&view.servers);
+        let members = members(&view.servers);
         let cancel = CancellationToken::new();
         let handoff = join_all(by_owner.iter().map(|(owner, keys)| {
-            let addr = addrs.get(owner).cloned().unwrap_or_default();
+            let to = member(&members, owner);
             let this = self.clone();
             let cancel = cancel.clone();
             async move {
-                this.offer_keys(&addr, view.epoch, keys, &cancel)
+                this.offer_keys(&to, view.epoch, keys, &cancel)
                     .await
                     .map(|(sent, _)| sent)
             }
@@ -278,11 +283,11 @@ impl Mover {
         }
     }
 
-    /// Sends the current copies of `keys` to `addr` in batches; retries each batch until it is
-    /// acknowledged or `cancel` fires. Returns the number of copies sent.
+    /// Sends the current copies of `keys` to member `to` in batches; retries each batch until it
+    /// is acknowledged or `cancel` fires. Returns the number of copies sent.
     async fn send_keys(
         &self,
-        addr: &str,
+        to: &ServerInfo,
         epoch: Epoch,
         keys: &[Key],
         cancel: &CancellationToken,
@@ -298,9 +303,10 @@ impl Mover {
             let count = batch.len() as u64;
             let request = ServerRequest::Transfer {
                 epoch,
+                server_id: to.id.clone(),
                 entries: batch,
             };
-            self.call_peer_until(addr, request, cancel).await?;
+            self.call_member_until(to, request, cancel).await?;
             sent += count;
             if let Ok(mut node) = self.server.node() {
                 node.copies_sent += count;
@@ -309,11 +315,11 @@ impl Mover {
         Ok(sent)
     }
 
-    /// Asks `addr` for its versions of `keys`, sends those it lacks or holds older, and returns
-    /// (copies sent, the versions it now holds, in the order of `keys`).
+    /// Asks member `to` for its versions of `keys`, sends those it lacks or holds older, and
+    /// returns (copies sent, the versions it now holds, in the order of `keys`).
     async fn offer_keys(
         &self,
-        addr: &str,
+        to: &ServerInfo,
         epoch: Epoch,
         keys: &[Key],
         cancel: &CancellationToken,
@@ -323,8 +329,9 @@ impl Mover {
         for chunk in keys.chunks(VERSIONS_BATCH_KEYS_MAX) {
             let request = ServerRequest::Versions {
                 keys: chunk.to_vec(),
+                server_id: to.id.clone(),
             };
-            let theirs = match self.call_peer_until(addr, request, cancel).await? {
+            let theirs = match self.call_member_until(to, request, cancel).await? {
                 ServerReply::Versions(versions) if versions.len() == chunk.len() => versions,
                 other => {
                     return Err(Error::Protocol(format!(
@@ -342,7 +349,7 @@ impl Mover {
                 .filter(|(_, (theirs, mine))| theirs < mine)
                 .map(|(key, _)| key.clone())
                 .collect();
-            sent += self.send_keys(addr, epoch, &wanted, cancel).await?;
+            sent += self.send_keys(to, epoch, &wanted, cancel).await?;
             held.extend(
                 theirs
                     .iter()
@@ -379,15 +386,17 @@ impl Mover {
         Ok((entries, used))
     }
 
-    /// One call to another server, retried with backoff until it succeeds or `cancel` fires.
-    async fn call_peer_until(
+    /// One call to another member, retried with backoff until it succeeds or `cancel` fires.
+    /// Each attempt after a failed direct call goes through relays ([`super::peers`]), so one
+    /// cut link does not hold the rebalance up.
+    async fn call_member_until(
         &self,
-        addr: &str,
+        to: &ServerInfo,
         request: ServerRequest,
         cancel: &CancellationToken,
     ) -> Result<ServerReply> {
-        let timeout = Duration::from_millis(self.server.options.rpc_timeout_ms);
         let mut backoff_ms = MOVE_RETRY_MS_MIN;
+        let mut attempt: usize = 0;
         loop {
             // A crashed server sends nothing.
             tokio::select! {
@@ -396,13 +405,13 @@ impl Mover {
             }
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => return Err(Error::Refused("superseded by a newer view".into())),
-                outcome = self.server.peers.call(addr, &request, timeout) => outcome,
+                outcome = self.server.call_member(to, &request, attempt) => outcome,
             };
+            attempt = attempt.wrapping_add(1);
             match outcome {
                 Ok(reply) => return Ok(reply),
                 Err(err) if err.is_retryable() => {
-                    self.server.peers.forget(addr);
-                    tracing::debug!(%addr, %err, backoff_ms, "peer call failed; retrying");
+                    tracing::debug!(addr = %to.addr, %err, backoff_ms, "peer call failed; retrying");
                     tokio::select! {
                         _ = cancel.cancelled() => return Err(Error::Refused("superseded by a newer view".into())),
                         _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
@@ -415,9 +424,15 @@ impl Mover {
     }
 }
 
-fn addresses(servers: &[ServerInfo]) -> HashMap<ServerId, String> {
-    servers
-        .iter()
-        .map(|s| (s.id.clone(), s.addr.clone()))
-        .collect()
+fn members(servers: &[ServerInfo]) -> HashMap<ServerId, ServerInfo> {
+    servers.iter().map(|s| (s.id.clone(), s.clone())).collect()
+}
+
+/// The member with id `id`. Plans only name members of the view they were made for; an unknown
+/// id gets an address nobody listens at, so its sends fail and retry until a newer view.
+fn member(members: &HashMap<ServerId, ServerInfo>, id: &ServerId) -> ServerInfo {
+    members.get(id).cloned().unwrap_or_else(|| ServerInfo {
+        id: id.clone(),
+        addr: String::new(),
+    })
 }

@@ -4,7 +4,7 @@
 //! termination, the mover) each live in a file of their own and reach it through
 //! [`StorageServer`]; none of them is imported here.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -26,7 +26,7 @@ use crate::rpc::message::{
 };
 use crate::storage::Engine;
 use crate::twopc::Participant;
-use crate::types::{Epoch, ServerId, ServerInfo, TxId, Version, View};
+use crate::types::{Epoch, ServerId, ServerInfo, TxId, Version, View, FORMER_IDS_MAX};
 
 /// Request ids remembered for exactly-once single-server writes; a retry arriving after this
 /// many later sets would be applied again.
@@ -52,6 +52,27 @@ pub(super) struct NodeState {
     pub(super) recent_sets: BoundedMap<u128, Version>,
     /// Overdue transactions whose termination is under way.
     pub(super) resolving: HashSet<TxId>,
+    /// The ids this process held before its current one (expired, then rejoined with its data),
+    /// newest last, at most [`FORMER_IDS_MAX`].
+    pub(super) former_ids: VecDeque<ServerId>,
+}
+
+impl NodeState {
+    /// Whether this process is, or was, member `id`: it then holds that member's data and its
+    /// transactions, and may answer requests addressed to it.
+    pub(super) fn is_or_was(&self, id: &str) -> bool {
+        self.id == id || self.former_ids.iter().any(|former| former == id)
+    }
+
+    /// Takes a fresh id after the view leader expired the current one, remembering the old one.
+    pub(super) fn rejoin_as(&mut self, fresh: ServerId) {
+        let old = std::mem::replace(&mut self.id, fresh);
+        if self.former_ids.len() >= FORMER_IDS_MAX {
+            self.former_ids.pop_front();
+        }
+        self.former_ids.push_back(old);
+        self.rebalanced_epoch = 0;
+    }
 }
 
 /// What `/admin/status` and `/metrics` show of a server.
@@ -120,6 +141,7 @@ impl StorageServer {
                 keys_dropped: 0,
                 recent_sets: BoundedMap::new(RECENT_REQUESTS_MAX),
                 resolving: HashSet::new(),
+                former_ids: VecDeque::new(),
             }),
             viewleader,
             peers: Pool::new(ServiceKind::Server, rpc_timeout, env.transport.clone()),

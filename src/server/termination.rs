@@ -33,10 +33,9 @@ pub(super) async fn resolve_overdue(server: Arc<StorageServer>, stop: Cancellati
         let overdue = {
             let Ok(mut guard) = server.node() else { return };
             let node = &mut *guard;
-            let me = node.id.clone();
             let overdue = node
                 .participant
-                .overdue(&me, now_ms, server.options.tx_timeout_ms);
+                .overdue(now_ms, server.options.tx_timeout_ms);
             let mut acted = Vec::new();
             for item in overdue {
                 match item {
@@ -67,17 +66,21 @@ pub(super) async fn resolve_overdue(server: Arc<StorageServer>, stop: Cancellati
 
 /// Asks the other participants where `tx` stands and resolves it if their answers allow.
 async fn ask_and_resolve(server: Arc<StorageServer>, tx: TxId, others: Vec<ServerInfo>) {
-    let timeout = Duration::from_millis(server.options.rpc_timeout_ms);
-    let asks = others.iter().map(|other| async {
-        let state = match server
-            .peers
-            .call(&other.addr, &ServerRequest::TxStatus { tx }, timeout)
-            .await
-        {
-            Ok(ServerReply::TxState(state)) => Some(state),
-            _ => None,
-        };
-        (other.clone(), state)
+    let asks = others.iter().enumerate().map(|(attempt, other)| {
+        let server = server.clone();
+        async move {
+            let request = ServerRequest::TxStatus {
+                tx,
+                server_id: other.id.clone(),
+            };
+            // A fresh process at the member's address refuses (it is not that member): that
+            // is no answer, never an abort.
+            let state = match server.call_member(other, &request, attempt).await {
+                Ok(ServerReply::TxState(state)) => Some(state),
+                _ => None,
+            };
+            (other.clone(), state)
+        }
     });
     let answers = futures::future::join_all(asks).await;
     let Ok(mut node) = server.node() else { return };
@@ -86,13 +89,12 @@ async fn ask_and_resolve(server: Arc<StorageServer>, tx: TxId, others: Vec<Serve
     if server.is_crashed() {
         return;
     }
-    let primary_gone = node
-        .participant
-        .primary_of(tx)
-        .is_some_and(|primary| !node.view.servers.iter().any(|s| s.id == primary.id));
+    let servers = &node.view.servers;
     let state = node
         .participant
-        .resolve(&mut *node.store, tx, &answers, primary_gone);
+        .resolve(&mut *node.store, tx, &answers, |id| {
+            servers.iter().any(|s| s.id == id)
+        });
     match state {
         TxState::Prepared => return,
         TxState::Committed { .. } => server.metrics.transaction("commit", "termination"),

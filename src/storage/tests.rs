@@ -116,3 +116,17 @@ fn a_local_set_takes_the_next_version() {
         );
     }
 }
+
+#[test]
+fn a_local_set_on_a_key_at_the_top_version_is_refused_not_wrapped() {
+    for mut engine in engines() {
+        engine
+            .put_if_newer("k".into(), text("top", crate::types::VERSION_MAX))
+            .unwrap();
+        assert!(set_local(&mut *engine, "k".into(), Value::Text("c".into())).is_err());
+        assert_eq!(
+            engine.get("k").map(|v| v.version),
+            Some(crate::types::VERSION_MAX)
+        );
+    }
+}

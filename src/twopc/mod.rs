@@ -38,8 +38,16 @@
 //!   the participant asks again.
 //! * If the primary cannot be reached, the participant keeps asking. Once the primary has left
 //!   the view (the server shell tells it) and every other participant answered without a
-//!   commit, no acknowledged write can depend on it (an acknowledgement needs the primary and a
-//!   majority), so it aborts.
+//!   commit or left the view too, it aborts: any copy that committed is on a server outside the
+//!   view. If the write was acknowledged, the primary and a majority held it and all of them
+//!   are gone, the one loss the protocol admits (below); otherwise nothing depended on it. So
+//!   a key is never blocked for longer than about one transaction timeout after the view stops
+//!   containing its primary.
+//! * A participant is the id it voted under ([`participant::Pending::voted_as`]): a primary that
+//!   was expired and rejoined under a new id while the write was pending still aborts it.
+//! * Only the member a message names answers it (`Commit`, `Abort`, `TxStatus` name the id they
+//!   expect): a fresh process at a dead member's address refuses instead of answering "never
+//!   heard of it", which would read as an abort.
 //!
 //! Every abort of a pending transaction raises the key's floor to that transaction's version.
 //! If the primary did commit and comes back later (it was paused, say), its copy carries that
@@ -67,7 +75,8 @@ pub use participant::Participant;
 
 pub use crate::types::Prepare;
 
-use crate::types::Version;
+use crate::error::Result;
+use crate::types::{version_after, Version};
 
 /// How many of `n` replicas make a majority: the acknowledgement of a write and the answers of
 /// a linearizable read both need this many, so any two such sets meet.
@@ -78,8 +87,10 @@ pub fn majority(n: usize) -> usize {
 /// The version to propose next: near the wall clock `now_us` (so independent coordinators rarely
 /// collide), above `above` (what a participant reported) and above `last` (this coordinator's
 /// previous proposal), so proposals only grow.
-pub fn next_version(now_us: u64, above: Version, last: Version) -> Version {
-    now_us.max(above + 1).max(last + 1)
+/// Fails when `above` or `last` leaves no version below [`crate::types::VERSION_MAX`] (a peer
+/// reported an absurd one): the write is refused rather than proposed at a wrapped version.
+pub fn next_version(now_us: u64, above: Version, last: Version) -> Result<Version> {
+    Ok(now_us.max(version_after(above)?).max(version_after(last)?))
 }
 
 #[cfg(test)]
@@ -96,8 +107,15 @@ mod tests {
 
     #[test]
     fn a_proposal_goes_above_the_report_and_the_last_one_and_follows_the_clock() {
-        assert_eq!(next_version(1_000, 0, 0), 1_000);
-        assert_eq!(next_version(1_000, 5_000, 0), 5_001);
-        assert_eq!(next_version(1_000, 0, 7_000), 7_001);
+        assert_eq!(next_version(1_000, 0, 0), Ok(1_000));
+        assert_eq!(next_version(1_000, 5_000, 0), Ok(5_001));
+        assert_eq!(next_version(1_000, 0, 7_000), Ok(7_001));
+    }
+
+    #[test]
+    fn a_reported_version_at_the_top_of_the_range_is_refused_not_wrapped() {
+        assert!(next_version(1_000, u64::MAX, 0).is_err());
+        assert!(next_version(1_000, crate::types::VERSION_MAX, 0).is_err());
+        assert!(next_version(1_000, 0, u64::MAX).is_err());
     }
 }

@@ -1,5 +1,15 @@
 //! The participant: a storage server's side of a replicated write, and the termination rules it
 //! follows when the coordinator goes silent. The protocol is in the module doc of [`super`].
+//!
+//! # When the primary and another replica have left the view
+//! A participant left alone with a pending write, whose primary and every other silent
+//! participant are out of the view, aborts it ([`Participant::resolve`]). Waiting could last for
+//! ever (the key refused to every write), and nobody in the view can hold a committed copy: if
+//! the write was acknowledged, the primary and a majority committed it, and those are exactly the
+//! servers that left, so the write went with them (the loss of the primary and a majority that
+//! [`super`] admits); if it was not, nothing depended on it. The abort raises the key's floor,
+//! so a copy that comes back later with a departed server never overwrites a newer write, and
+//! the key is writable again about one transaction timeout after the view dropped the primary.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,7 +19,8 @@ use crate::errinput;
 use crate::error::{Error, Result};
 use crate::storage::{Engine, Record};
 use crate::types::{
-    check_value, Epoch, Key, Op, ServerInfo, TxId, TxState, Value, Version, Versioned,
+    check_epoch, check_value, check_version, Epoch, Key, Op, ServerId, ServerInfo, TxId, TxState,
+    Value, Version, Versioned,
 };
 
 /// Transactions pending at once on one server; a prepare beyond it is voted no.
@@ -50,6 +61,9 @@ pub struct Pending {
     pub epoch: Epoch,
     pub participants: Vec<ServerInfo>,
     pub prepared_ms: u64,
+    /// The id this server voted under: it stays the participant of the transaction (the primary,
+    /// say) even if the server rejoins under a new id while the transaction is pending.
+    pub voted_as: ServerId,
     /// A request that differs in nothing but its tx can only be its retry.
     pub op: Op,
     /// The key's version when the vote was cast: if it is unchanged at commit, an append is
@@ -107,6 +121,8 @@ impl Participant {
             version,
             participants,
         } = args;
+        check_version(version)?;
+        check_epoch(epoch)?;
         if let Some(state) = self.decided.get(&tx) {
             return Err(Error::Refused(format!(
                 "transaction {tx:x} was already decided ({state:?})"
@@ -195,6 +211,7 @@ impl Participant {
                 epoch,
                 participants,
                 prepared_ms: ctx.now_ms,
+                voted_as: ctx.server_id.to_string(),
                 op,
                 base_version,
             },
@@ -266,12 +283,17 @@ impl Participant {
     /// Transactions pending longer than `timeout_ms` at `now_ms`, and what to do about each:
     /// abort those this server is the primary of, ask about the others. Changes nothing: the
     /// caller acts on the answer.
-    pub fn overdue(&self, me: &str, now_ms: u64, timeout_ms: u64) -> Vec<Overdue> {
+    ///
+    /// Who this server is in a transaction is the id it voted under, not its id now: a primary
+    /// that rejoined under a new id while the write was pending is still its primary, and must
+    /// still abort it (nobody else can).
+    pub fn overdue(&self, now_ms: u64, timeout_ms: u64) -> Vec<Overdue> {
         let mut out = Vec::new();
         for (&tx, pending) in &self.pending {
             if now_ms.saturating_sub(pending.prepared_ms) <= timeout_ms {
                 continue;
             }
+            let me = pending.voted_as.as_str();
             let primary_is_me = pending.participants.first().is_some_and(|p| p.id == me);
             if primary_is_me {
                 out.push(Overdue::AbortAsPrimary {
@@ -292,19 +314,20 @@ impl Participant {
     }
 
     /// Applies what the other participants answered about `tx` (in the order asked: the primary
-    /// first; `None` where one could not be reached). `primary_gone`: the primary is no longer
-    /// in the view. Returns the state reached, or `Prepared` if it must ask again later.
+    /// first; `None` where one could not be reached). `in_view` says whether a server id is in
+    /// the current view. Returns the state reached, or `Prepared` if it must ask again later.
     pub fn resolve(
         &mut self,
         store: &mut dyn Engine,
         tx: TxId,
         answers: &[(ServerInfo, Option<TxState>)],
-        primary_gone: bool,
+        in_view: impl Fn(&str) -> bool,
     ) -> TxState {
         let Some(pending) = self.pending.get(&tx) else {
             return self.decided.get(&tx).copied().unwrap_or(TxState::Aborted);
         };
         let primary = pending.participants.first().map(|p| p.id.clone());
+        let primary_gone = primary.as_deref().is_some_and(|id| !in_view(id));
         let committed_somewhere = answers
             .iter()
             .any(|(_, state)| matches!(state, Some(TxState::Committed { .. })));
@@ -321,14 +344,18 @@ impl Participant {
         let any_aborted = answers
             .iter()
             .any(|(_, state)| *state == Some(TxState::Aborted));
-        // Without the primary, abort only if every other participant answered: one that did not
-        // may be the one that committed.
-        let others_all_answered = answers
+        // Without the primary, abort only if every other participant answered or left the view
+        // too: one that did not answer but is still in the view may be one that committed,
+        // and its copy would outlive the abort. One that left the view took its copy along;
+        // an acknowledgement needed the primary and a majority, so if it was given, every
+        // copy is outside the view and this abort is the loss of the primary and a majority
+        // the module doc admits. Without this, the key stayed blocked for as long as they
+        // were away.
+        let others_accounted = answers
             .iter()
             .filter(|(p, _)| Some(&p.id) != primary.as_ref())
-            .all(|(_, state)| state.is_some());
-        let primary_silent_and_gone =
-            primary_answer.is_none() && primary_gone && others_all_answered;
+            .all(|(p, state)| state.is_some() || !in_view(&p.id));
+        let primary_silent_and_gone = primary_answer.is_none() && primary_gone && others_accounted;
         if primary_answer == Some(TxState::Aborted) || any_aborted || primary_silent_and_gone {
             return match self.abort(store, tx) {
                 Ok(()) => TxState::Aborted,

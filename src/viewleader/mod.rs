@@ -1,8 +1,9 @@
 //! The view leader: membership (heartbeats, leases, epochs) and the lock service.
 //!
 //! [`state`] is the deterministic state machine and documents the protocol; [`service`] is the
-//! network shell around it.
+//! network shell around it; [`generation`] keeps the restart generation on disk.
 
+pub mod generation;
 pub mod service;
 pub mod state;
 
@@ -28,6 +29,10 @@ pub struct ViewLeaderOptions {
     pub heartbeat_interval_ms: u64,
     pub lease_ms: u64,
     pub lock_lease_ms: u64,
+    /// Where the restart generation is kept ([`generation`]), so fencing tokens grow across
+    /// restarts. Without one, a restarted view leader grants tokens from the beginning again
+    /// (it says so at start): only for embedding in a test that never restarts it.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ViewLeaderOptions {
@@ -36,6 +41,7 @@ impl Default for ViewLeaderOptions {
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS_DEFAULT,
             lease_ms: LEASE_MS_DEFAULT,
             lock_lease_ms: LOCK_LEASE_MS_DEFAULT,
+            data_dir: None,
         }
     }
 }

@@ -10,9 +10,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
-use super::state::{Command, Outcome, State, StateConfig};
+use super::generation::next_generation;
+use super::state::{Command, Outcome, State, StateConfig, TOKEN_COUNTER_BITS};
 use super::ViewLeaderOptions;
 use crate::error::{Error, Result};
 use crate::faults::Faults;
@@ -21,6 +22,9 @@ use crate::net::{Env, Listener};
 use crate::rpc::message::{ServiceKind, ViewLeaderReply, ViewLeaderRequest};
 use crate::rpc::server::{serve as serve_rpc, Answer, Handler};
 use crate::types::View;
+
+/// The highest restart generation fencing tokens have room for.
+pub const TOKEN_GENERATION_MAX: u64 = (1 << (64 - TOKEN_COUNTER_BITS)) - 1;
 
 /// The longest a `WatchView` long poll is held open before it is answered with the current view.
 pub const WATCH_WAIT_MS_MAX: u64 = 30_000;
@@ -39,12 +43,18 @@ pub struct ViewLeader {
 }
 
 impl ViewLeader {
-    fn new(options: &ViewLeaderOptions, env: Env, shutdown: CancellationToken) -> Self {
-        let state = State::new(StateConfig {
+    fn new(
+        options: &ViewLeaderOptions,
+        generation: u64,
+        env: Env,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let config = StateConfig {
             lease_ms: options.lease_ms,
             lock_lease_ms: options.lock_lease_ms,
             stall_ms: options.stall_ms(),
-        });
+        };
+        let state = State::restarted(config, generation);
         let (view_tx, _) = watch::channel(state.view());
         Self {
             state: Mutex::new(state),
@@ -79,6 +89,7 @@ impl ViewLeader {
             .lock()
             .map_err(|_| Error::Internal("view leader state poisoned".into()))?;
         let before = state.epoch();
+        let newest_loss = state.losses().last().map(|loss| loss.epoch);
         let reply = state
             .apply(command, self.now_ms())
             .map(|outcome| match outcome {
@@ -89,6 +100,13 @@ impl ViewLeader {
             });
         let view = state.view();
         drop(state);
+        if let Some(loss) = view.losses.last().filter(|l| Some(l.epoch) != newest_loss) {
+            warn!(
+                epoch = loss.epoch,
+                lost = ?loss.lost_addrs(),
+                "settled without every replica of some keys: their data may be lost"
+            );
+        }
         if view.epoch != before {
             let servers: Vec<&str> = view.servers.iter().map(|s| s.addr.as_str()).collect();
             info!(epoch = view.epoch, ?servers, "view changed");
@@ -151,11 +169,17 @@ impl ViewLeader {
                 addr,
                 epoch_seen,
                 rebalanced_epoch,
+                settled_epoch,
+                settled_servers,
+                former_ids,
             } => self.apply(Command::Heartbeat {
                 server_id,
                 addr,
                 epoch_seen,
                 rebalanced_epoch,
+                settled_epoch,
+                settled_servers,
+                former_ids,
             }),
             ViewLeaderRequest::QueryServers => Ok(ViewLeaderReply::View(self.view())),
             ViewLeaderRequest::LockGet { lock, requester } => {
@@ -204,7 +228,17 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> Result<Arc<ViewLeader>> {
     options.validate()?;
-    Ok(Arc::new(ViewLeader::new(&options, env, shutdown)))
+    let generation = match &options.data_dir {
+        Some(dir) => next_generation(dir, TOKEN_GENERATION_MAX)?,
+        None => {
+            info!("no data directory: if this view leader restarts, its fencing tokens start over");
+            0
+        }
+    };
+    info!(generation, "view leader starting");
+    Ok(Arc::new(ViewLeader::new(
+        &options, generation, env, shutdown,
+    )))
 }
 
 /// Serves `leader` on `listener` and runs its expiry timer until `shutdown` fires.

@@ -18,7 +18,29 @@
 //!   further apart than `stall_ms`, nobody could have been heard from in between, so every server
 //!   and every lock holder gets a fresh full lease instead of being expired for our hiccup.
 //! * A restart: heartbeats carry the highest epoch their server has seen, and the epoch is raised
-//!   to it, so a restarted view leader never hands out an epoch lower than one already used.
+//!   to it, so a restarted view leader never hands out an epoch lower than one already used. They
+//!   also carry the last settled view their server holds: a restarted view leader, which knows
+//!   none, adopts the newest one reported and settles nothing narrower while its servers may
+//!   still be on their way back (next section).
+//! * Fencing tokens carry the view leader's restart generation in their high bits
+//!   ([`TOKEN_COUNTER_BITS`]): the shell reads the generation from a file, raises it and syncs it
+//!   before serving, so tokens grow across restarts too. A replicated view leader replaces this
+//!   with its log's indices.
+//! * A restarted view leader remembers no lock holder, so for one lock lease after it starts it
+//!   grants no lock (`Recovering`): a holder from before keeps its lock until its place would
+//!   have lapsed without a renewal anyway, and nobody else holds it meanwhile. Time is counted
+//!   from the state's creation, which is the shell's start.
+//!
+//! # Settling, and losses
+//! A view is *settled* once every member reported `rebalanced_epoch == epoch`: every key is then
+//! on its replicas. Servers plan their moves against the last settled view, so settling one that
+//! lacks the holders of some keys would make those keys read as absent, and a write to them
+//! would start afresh and later beat the real copies by version. So before it settles, the view
+//! leader checks the last settled ring: if some range has none of its replicas alive (a member,
+//! or a member that names the replica among its former ids), it waits until the membership has
+//! been still for a lease (anyone alive would have beaten by then) and only then settles, and
+//! records a [`Loss`]: readers of keys in that range hear that their data may be lost rather
+//! than "not found". A view with no members never settles: it holds nothing to settle.
 //!
 //! # Locks
 //! One FIFO queue per lock; its head holds it. `LockGet` by a requester already queued is a poll
@@ -40,8 +62,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::bounded::BoundedMap;
 use crate::errinput;
-use crate::error::Result;
-use crate::types::{Epoch, FencingToken, HeartbeatReply, LockReply, ServerId, ServerInfo, View};
+use crate::error::{Error, Result};
+use crate::ring::Ring;
+use crate::types::{
+    check_epoch, Epoch, FencingToken, HeartbeatReply, LockReply, Loss, ServerId, ServerInfo, View,
+    FORMER_IDS_MAX, LOSSES_MAX,
+};
 
 /// Expired ids remembered for denial; the oldest is forgotten beyond this. An id forgotten this
 /// way could rejoin, which only costs a rebalance, never data.
@@ -54,6 +80,11 @@ pub const LOCK_QUEUE_MAX: usize = 10_000;
 pub const LOCK_NAME_BYTES_MAX: usize = 1024;
 /// Longest server id or address accepted, in bytes.
 pub const SERVER_FIELD_BYTES_MAX: usize = 256;
+/// Servers a heartbeat's settled view may list.
+pub const SETTLED_SERVERS_MAX: usize = 1_024;
+/// Low bits of a fencing token that count grants within one restart generation; the bits above
+/// hold the generation. A generation runs out after this many grants and refuses more.
+pub const TOKEN_COUNTER_BITS: u32 = 32;
 
 /// The state machine's timing rules.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +105,9 @@ pub enum Command {
         addr: String,
         epoch_seen: Epoch,
         rebalanced_epoch: Epoch,
+        settled_epoch: Epoch,
+        settled_servers: Vec<ServerInfo>,
+        former_ids: Vec<ServerId>,
     },
     Leave {
         server_id: ServerId,
@@ -108,6 +142,8 @@ struct Member {
     addr: String,
     last_heartbeat_ms: u64,
     rebalanced_epoch: Epoch,
+    /// Ids this server held before, whose data it kept.
+    former_ids: Vec<ServerId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,20 +175,47 @@ pub struct State {
     /// The last view in which nobody was rebalancing.
     settled_epoch: Epoch,
     settled_servers: Vec<ServerInfo>,
+    /// When the membership last changed: a view missing the holders of some range settles
+    /// only a lease after it.
+    changed_ms: u64,
+    /// Ranges settled without any of their holders, newest last.
+    losses: Vec<Loss>,
+    /// A restarted view leader grants no lock before this time: it remembers no holder, and
+    /// one from before the restart keeps its place until its lock lease would have run out.
+    grants_from_ms: u64,
 }
 
 impl State {
+    /// The state of a view leader's first start: generation 0.
     pub fn new(config: StateConfig) -> Self {
+        Self::restarted(config, 0)
+    }
+
+    /// The state of a view leader at restart `generation` (one more than the last start's):
+    /// every fencing token it grants is above every token of earlier generations.
+    pub fn restarted(config: StateConfig, generation: u64) -> Self {
+        assert!(
+            generation < 1 << (64 - TOKEN_COUNTER_BITS),
+            "generation {generation} leaves no room for tokens"
+        );
         Self {
-            config,
             epoch: 0,
             members: BTreeMap::new(),
             expired: BoundedMap::new(EXPIRED_IDS_MAX),
             locks: BTreeMap::new(),
-            last_token: 0,
+            last_token: generation << TOKEN_COUNTER_BITS,
             last_sweep_ms: None,
             settled_epoch: 0,
             settled_servers: Vec::new(),
+            changed_ms: 0,
+            losses: Vec::new(),
+            // Generation 1 is the first start ever (0: no data directory): nobody held anything.
+            grants_from_ms: if generation > 1 {
+                config.lock_lease_ms
+            } else {
+                0
+            },
+            config,
         }
     }
 
@@ -165,9 +228,11 @@ impl State {
         View {
             epoch: self.epoch,
             servers: self.servers(),
-            rebalancing: self.is_rebalancing(),
+            // An empty view is not waiting for anyone; it is just unsettled.
+            rebalancing: self.settled_epoch != self.epoch && !self.members.is_empty(),
             settled_epoch: self.settled_epoch,
             settled_servers: self.settled_servers.clone(),
+            losses: self.losses.clone(),
         }
     }
 
@@ -189,16 +254,66 @@ impl State {
 
     /// Applies one command that happened at `now_ms` (a monotonic clock in milliseconds).
     pub fn apply(&mut self, command: Command, now_ms: u64) -> Result<Outcome> {
+        let epoch_before = self.epoch;
         let reply = self.apply_command(command, now_ms);
-        if !self.is_rebalancing() && self.settled_epoch != self.epoch {
-            self.settled_epoch = self.epoch;
-            self.settled_servers = self.servers();
+        if self.epoch != epoch_before {
+            self.changed_ms = now_ms;
         }
+        self.settle(now_ms);
         match reply {
             // A sweep answers with the view as it is after the settling above.
             Ok(Outcome::View(_)) => Ok(Outcome::View(self.view())),
             other => other,
         }
+    }
+
+    /// Declares the current view settled if every member rebalanced for it and no range of the
+    /// last settled view lost all its holders, or if one did and the membership has been still
+    /// for a lease since (the loss is then recorded). See the module docs.
+    fn settle(&mut self, now_ms: u64) {
+        if self.settled_epoch == self.epoch || self.members.is_empty() || self.is_rebalancing() {
+            return;
+        }
+        let alive = |id: &ServerId| {
+            self.members.contains_key(id)
+                || self.members.values().any(|m| m.former_ids.contains(id))
+        };
+        let settled_ring = Ring::of_servers(&self.settled_servers);
+        if settled_ring.has_range_without(alive) {
+            if now_ms.saturating_sub(self.changed_ms) <= self.config.lease_ms {
+                return;
+            }
+            let survivors = self
+                .settled_servers
+                .iter()
+                .map(|s| s.id.clone())
+                .filter(|id| alive(id))
+                .collect();
+            if self.losses.len() >= LOSSES_MAX {
+                self.losses.remove(0);
+            }
+            self.losses.push(Loss {
+                epoch: self.epoch,
+                settled_servers: self.settled_servers.clone(),
+                survivors,
+            });
+        }
+        self.settled_epoch = self.epoch;
+        self.settled_servers = self.servers();
+    }
+
+    /// The ranges recorded as settled without their holders, newest last.
+    pub fn losses(&self) -> &[Loss] {
+        &self.losses
+    }
+
+    /// Moves to the next epoch. Epochs from outside are refused above [`crate::types::EPOCH_MAX`]
+    /// and each view change adds one, so only a bug could make this overflow.
+    fn next_epoch(&mut self) {
+        self.epoch = self
+            .epoch
+            .checked_add(1)
+            .unwrap_or_else(|| panic!("epoch {} cannot grow: EPOCH_MAX was bypassed", self.epoch));
     }
 
     fn apply_command(&mut self, command: Command, now_ms: u64) -> Result<Outcome> {
@@ -208,13 +323,27 @@ impl State {
                 addr,
                 epoch_seen,
                 rebalanced_epoch,
+                settled_epoch,
+                settled_servers,
+                former_ids,
             } => self
-                .heartbeat(server_id, addr, epoch_seen, rebalanced_epoch, now_ms)
+                .heartbeat(
+                    Beat {
+                        server_id,
+                        addr,
+                        epoch_seen,
+                        rebalanced_epoch,
+                        settled_epoch,
+                        settled_servers,
+                        former_ids,
+                    },
+                    now_ms,
+                )
                 .map(Outcome::Heartbeat),
             Command::Leave { server_id } => {
                 if let Some(member) = self.members.remove(&server_id) {
                     self.forget_id(server_id);
-                    self.epoch += 1;
+                    self.next_epoch();
                     self.release_places_of(&[member.addr], now_ms);
                 }
                 Ok(Outcome::Left { epoch: self.epoch })
@@ -234,32 +363,32 @@ impl State {
         }
     }
 
-    fn heartbeat(
-        &mut self,
-        server_id: ServerId,
-        addr: String,
-        epoch_seen: Epoch,
-        rebalanced_epoch: Epoch,
-        now_ms: u64,
-    ) -> Result<HeartbeatReply> {
-        if server_id.is_empty() || server_id.len() > SERVER_FIELD_BYTES_MAX {
-            return Err(errinput!(
-                "server id must be 1 to {SERVER_FIELD_BYTES_MAX} bytes"
-            ));
-        }
-        if addr.is_empty() || addr.len() > SERVER_FIELD_BYTES_MAX {
-            return Err(errinput!(
-                "server address must be 1 to {SERVER_FIELD_BYTES_MAX} bytes"
-            ));
-        }
-        // A restarted view leader catches up with the epochs its servers have seen.
+    fn heartbeat(&mut self, beat: Beat, now_ms: u64) -> Result<HeartbeatReply> {
+        beat.check()?;
+        let Beat {
+            server_id,
+            addr,
+            epoch_seen,
+            rebalanced_epoch,
+            settled_epoch,
+            settled_servers,
+            former_ids,
+        } = beat;
+        // A restarted view leader catches up with the epochs its servers have seen, and with
+        // the last settled view they hold (an epoch is settled at most once, so the newest
+        // reported is the last one).
         self.epoch = self.epoch.max(epoch_seen).max(rebalanced_epoch);
+        if settled_epoch > self.settled_epoch && settled_epoch <= self.epoch {
+            self.settled_epoch = settled_epoch;
+            self.settled_servers = settled_servers;
+        }
         if self.expired.contains_key(&server_id) {
             return Ok(HeartbeatReply::Denied { epoch: self.epoch });
         }
         if let Some(member) = self.members.get_mut(&server_id) {
             member.last_heartbeat_ms = now_ms;
             member.rebalanced_epoch = member.rebalanced_epoch.max(rebalanced_epoch);
+            member.former_ids = former_ids;
             return Ok(HeartbeatReply::Accepted { epoch: self.epoch });
         }
         if let Some((holder, _)) = self.members.iter().find(|(_, m)| m.addr == addr) {
@@ -268,13 +397,14 @@ impl State {
                 holder: holder.clone(),
             });
         }
-        self.epoch += 1;
+        self.next_epoch();
         self.members.insert(
             server_id,
             Member {
                 addr,
                 last_heartbeat_ms: now_ms,
                 rebalanced_epoch,
+                former_ids,
             },
         );
         Ok(HeartbeatReply::Accepted { epoch: self.epoch })
@@ -312,7 +442,7 @@ impl State {
                 }
                 self.forget_id(id);
             }
-            self.epoch += 1;
+            self.next_epoch();
             self.release_places_of(&gone_addrs, now_ms);
         }
         self.lapse_lock_places(now_ms);
@@ -365,6 +495,11 @@ impl State {
     fn lock_get(&mut self, lock: String, requester: String, now_ms: u64) -> Result<LockReply> {
         check_name("lock", &lock)?;
         check_name("requester", &requester)?;
+        if now_ms < self.grants_from_ms {
+            return Ok(LockReply::Recovering {
+                wait_ms: self.grants_from_ms - now_ms,
+            });
+        }
         if !self.locks.contains_key(&lock) && self.locks.len() >= LOCKS_MAX {
             return Err(errinput!("too many locks in use (limit {LOCKS_MAX})"));
         }
@@ -402,8 +537,7 @@ impl State {
                 });
             }
         }
-        self.last_token += 1;
-        let token = self.last_token;
+        let token = self.next_token()?;
         let queue = self.locks.entry(lock).or_default();
         queue.token = token;
         queue.places.push_back(Place {
@@ -422,18 +556,46 @@ impl State {
             return LockReply::Unknown;
         };
         queue.places.remove(position);
-        if position == 0 {
+        let new_holder = position == 0 && !queue.places.is_empty();
+        if new_holder {
+            // The new holder's lease starts at its grant, not at its last poll.
             if let Some(head) = queue.places.front_mut() {
-                self.last_token += 1;
-                queue.token = self.last_token;
-                // The new holder's lease starts at its grant, not at its last poll.
                 head.touched_ms = now_ms;
             }
         }
-        if queue.places.is_empty() {
+        let empty = queue.places.is_empty();
+        if empty {
             self.locks.remove(lock);
+        } else if new_holder {
+            match self.next_token() {
+                Ok(token) => {
+                    if let Some(queue) = self.locks.get_mut(lock) {
+                        queue.token = token;
+                    }
+                }
+                // This generation has no token left: nobody may hold the lock without a fresh
+                // one, so the waiters lose their places and must ask again after a restart.
+                Err(_) => {
+                    self.locks.remove(lock);
+                }
+            }
         }
         LockReply::Released
+    }
+
+    /// The next fencing token: one above the last, within this restart generation.
+    fn next_token(&mut self) -> Result<FencingToken> {
+        let counter_mask = (1u64 << TOKEN_COUNTER_BITS) - 1;
+        if self.last_token & counter_mask == counter_mask {
+            return Err(Error::Refused(format!(
+                "this view leader granted all {counter_mask} tokens of its generation; restart it"
+            )));
+        }
+        self.last_token = self
+            .last_token
+            .checked_add(1)
+            .ok_or_else(|| Error::Internal("fencing tokens exhausted".into()))?;
+        Ok(self.last_token)
     }
 
     /// If `requester` waited behind `ahead`, would it wait on itself? Returns the cycle
@@ -482,6 +644,57 @@ impl State {
         }
         None
     }
+}
+
+/// A heartbeat's fields, checked before they touch the state.
+struct Beat {
+    server_id: ServerId,
+    addr: String,
+    epoch_seen: Epoch,
+    rebalanced_epoch: Epoch,
+    settled_epoch: Epoch,
+    settled_servers: Vec<ServerInfo>,
+    former_ids: Vec<ServerId>,
+}
+
+impl Beat {
+    fn check(&self) -> Result<()> {
+        check_server_field("server id", &self.server_id)?;
+        check_server_field("server address", &self.addr)?;
+        check_epoch(self.epoch_seen)?;
+        check_epoch(self.rebalanced_epoch)?;
+        check_epoch(self.settled_epoch)?;
+        if self.settled_servers.len() > SETTLED_SERVERS_MAX {
+            return Err(errinput!(
+                "a settled view of {} servers (limit {SETTLED_SERVERS_MAX})",
+                self.settled_servers.len()
+            ));
+        }
+        for server in &self.settled_servers {
+            check_server_field("server id", &server.id)?;
+            check_server_field("server address", &server.addr)?;
+        }
+        if self.former_ids.len() > FORMER_IDS_MAX {
+            return Err(errinput!(
+                "{} former ids (limit {FORMER_IDS_MAX})",
+                self.former_ids.len()
+            ));
+        }
+        for id in &self.former_ids {
+            check_server_field("former id", id)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_server_field(what: &str, value: &str) -> Result<()> {
+    if value.is_empty() || value.len() > SERVER_FIELD_BYTES_MAX {
+        return Err(errinput!(
+            "{what} must be 1 to {SERVER_FIELD_BYTES_MAX} bytes, got {}",
+            value.len()
+        ));
+    }
+    Ok(())
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {

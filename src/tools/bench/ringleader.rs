@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::ring::Ring;
 use crate::rpc::message::{ServerReply, ServerRequest};
 use crate::server::mover::{TRANSFER_BATCH_BYTES_MAX, TRANSFER_BATCH_KEYS_MAX};
-use crate::types::{Key, Value, Versioned, View};
+use crate::types::{Key, ServerId, ServerInfo, Value, Versioned, View};
 
 /// Bytes an entry of a transfer takes beyond its key and value (version, lengths, tags).
 const TRANSFER_ENTRY_OVERHEAD_BYTES: usize = 16;
@@ -77,19 +77,19 @@ pub async fn bulk_load(
     keys: &[Key],
     value: &Value,
 ) -> Result<()> {
-    // Per address: the entries waiting and their bytes.
-    let mut batches: HashMap<String, (Vec<(Key, Versioned)>, usize)> = Default::default();
+    // Per replica: the entries waiting and their bytes.
+    let mut batches: HashMap<ServerId, (Vec<(Key, Versioned)>, usize)> = Default::default();
     let entry_bytes = value.len_bytes() + TRANSFER_ENTRY_OVERHEAD_BYTES;
-    let addr_of = |id: &str| {
+    let member = |id: &str| {
         view.servers
             .iter()
             .find(|s| s.id == id)
-            .map(|s| s.addr.clone())
+            .ok_or_else(|| Error::Internal("replica not in view".into()))
     };
     for key in keys {
         for id in ring.replicas(key) {
-            let addr = addr_of(id).ok_or_else(|| Error::Internal("replica not in view".into()))?;
-            let (batch, bytes) = batches.entry(addr.clone()).or_default();
+            let to = member(id)?;
+            let (batch, bytes) = batches.entry(id.clone()).or_default();
             batch.push((
                 key.clone(),
                 Versioned {
@@ -102,13 +102,13 @@ pub async fn bulk_load(
             if batch.len() >= TRANSFER_BATCH_KEYS_MAX / 2 || *bytes >= TRANSFER_BATCH_BYTES_MAX {
                 let entries = std::mem::take(batch);
                 *bytes = 0;
-                transfer(client, &addr, view.epoch, entries).await?;
+                transfer(client, to, view.epoch, entries).await?;
             }
         }
     }
-    for (addr, (entries, _)) in batches {
+    for (id, (entries, _)) in batches {
         if !entries.is_empty() {
-            transfer(client, &addr, view.epoch, entries).await?;
+            transfer(client, member(&id)?, view.epoch, entries).await?;
         }
     }
     Ok(())
@@ -116,14 +116,16 @@ pub async fn bulk_load(
 
 async fn transfer(
     client: &Client,
-    addr: &str,
+    to: &ServerInfo,
     epoch: u64,
     entries: Vec<(Key, Versioned)>,
 ) -> Result<()> {
-    match client
-        .server_call(addr, ServerRequest::Transfer { epoch, entries })
-        .await?
-    {
+    let request = ServerRequest::Transfer {
+        epoch,
+        server_id: to.id.clone(),
+        entries,
+    };
+    match client.server_call(&to.addr, request).await? {
         ServerReply::Transferred { .. } => Ok(()),
         other => Err(Error::Protocol(format!(
             "unexpected reply to transfer: {other:?}"

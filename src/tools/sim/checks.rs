@@ -35,9 +35,7 @@ pub struct ViewSample {
     pub rebalancing: bool,
 }
 
-/// Longest the cluster may report rebalancing without a break before a run fails: far above a
-/// rebalance of the few keys a run writes, so only a stall counts.
-pub const REBALANCE_STUCK_MS: u64 = 10_000;
+pub use crate::server::mover::REBALANCE_STUCK_MS;
 
 /// A write refused because another transaction held its key ([`crate::error::Error::Conflict`],
 /// after the client's backoff ran out), as its client saw it: the key and when the refusal was

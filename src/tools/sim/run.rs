@@ -416,8 +416,30 @@ pub fn run(options: &SimOptions) -> Outcome {
     outcome
 }
 
+/// The view leader's data directory for one run, removed when the run ends: it keeps the
+/// restart generation across the view leader's simulated restarts, as a disk would.
+struct RunDir(std::path::PathBuf);
+
+impl RunDir {
+    fn new(seed: u64) -> Self {
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(std::env::temp_dir().join(format!(
+            "ringleader-sim-{}-{seed}-{run}",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn run_hosts(options: &SimOptions) -> Outcome {
     let seed = options.seed;
+    let run_dir = RunDir::new(seed);
     let trace = Rc::new(RefCell::new(Vec::<String>::new()));
     let recorded = Rc::new(RefCell::new(Recorded::default()));
     let mut sim = turmoil::Builder::new()
@@ -435,6 +457,7 @@ fn run_hosts(options: &SimOptions) -> Outcome {
     {
         let options = options.clone();
         let incarnations = incarnations.clone();
+        let data_dir = run_dir.0.clone();
         sim.host(VIEWLEADER_HOST, move || {
             incarnations.set(incarnations.get() + 1);
             let env = env(
@@ -444,6 +467,7 @@ fn run_hosts(options: &SimOptions) -> Outcome {
             let vl_options = ViewLeaderOptions {
                 heartbeat_interval_ms: options.heartbeat_interval_ms,
                 lease_ms: options.lease_ms,
+                data_dir: Some(data_dir.clone()),
                 ..Default::default()
             };
             async move {

@@ -200,8 +200,8 @@ fn an_overdue_transaction_is_aborted_by_its_primary_and_raises_the_floor() {
     let mut store = Memory::new();
     p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 9, ME))
         .unwrap();
-    assert!(p.overdue(ME, 100, 1_000).is_empty(), "not overdue yet");
-    let overdue = p.overdue(ME, 1_001, 1_000);
+    assert!(p.overdue(100, 1_000).is_empty(), "not overdue yet");
+    let overdue = p.overdue(1_001, 1_000);
     assert_eq!(
         overdue,
         vec![Overdue::AbortAsPrimary {
@@ -228,7 +228,7 @@ fn an_overdue_transaction_elsewhere_asks_the_primary_first() {
     let mut store = Memory::new();
     p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 9, "boss"))
         .unwrap();
-    match p.overdue(ME, 5_000, 1_000).as_slice() {
+    match p.overdue(5_000, 1_000).as_slice() {
         [Overdue::Ask { tx: 1, others }] => {
             let ids: Vec<&str> = others.iter().map(|o| o.id.as_str()).collect();
             assert_eq!(ids, vec!["boss", "third"]);
@@ -249,7 +249,7 @@ fn termination_commits_when_any_participant_committed() {
         (server("third"), Some(TxState::Committed { version: 9 })),
     ];
     assert_eq!(
-        p.resolve(&mut store, 1, &answers, false),
+        p.resolve(&mut store, 1, &answers, |_| true),
         TxState::Committed { version: 9 }
     );
     assert_eq!(store.get("k").map(|v| v.version), Some(9));
@@ -265,7 +265,10 @@ fn termination_aborts_when_the_primary_aborted() {
         (server("boss"), Some(TxState::Aborted)),
         (server("third"), Some(TxState::Prepared)),
     ];
-    assert_eq!(p.resolve(&mut store, 1, &answers, false), TxState::Aborted);
+    assert_eq!(
+        p.resolve(&mut store, 1, &answers, |_| true),
+        TxState::Aborted
+    );
     assert!(store.get("k").is_none());
     assert!(!p.is_held("k"));
 }
@@ -280,12 +283,18 @@ fn termination_waits_while_the_primary_is_pending_or_silent_but_in_the_view() {
         (server("boss"), Some(TxState::Prepared)),
         (server("third"), Some(TxState::Prepared)),
     ];
-    assert_eq!(p.resolve(&mut store, 1, &pending, false), TxState::Prepared);
+    assert_eq!(
+        p.resolve(&mut store, 1, &pending, |_| true),
+        TxState::Prepared
+    );
     let silent = [
         (server("boss"), None),
         (server("third"), Some(TxState::Prepared)),
     ];
-    assert_eq!(p.resolve(&mut store, 1, &silent, false), TxState::Prepared);
+    assert_eq!(
+        p.resolve(&mut store, 1, &silent, |_| true),
+        TxState::Prepared
+    );
     assert!(p.is_held("k"));
 }
 
@@ -297,7 +306,7 @@ fn termination_aborts_once_the_primary_left_the_view_and_everyone_else_answered(
         .unwrap();
     let third_silent = [(server("boss"), None), (server("third"), None)];
     assert_eq!(
-        p.resolve(&mut store, 1, &third_silent, true),
+        p.resolve(&mut store, 1, &third_silent, |id| id != "boss"),
         TxState::Prepared,
         "the silent one may have committed"
     );
@@ -305,7 +314,62 @@ fn termination_aborts_once_the_primary_left_the_view_and_everyone_else_answered(
         (server("boss"), None),
         (server("third"), Some(TxState::Prepared)),
     ];
-    assert_eq!(p.resolve(&mut store, 1, &answered, true), TxState::Aborted);
+    assert_eq!(
+        p.resolve(&mut store, 1, &answered, |id| id != "boss"),
+        TxState::Aborted
+    );
+}
+
+#[test]
+fn termination_aborts_once_the_primary_and_the_silent_replica_both_left_the_view() {
+    let mut p = Participant::default();
+    let mut store = Memory::new();
+    p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 9, "boss"))
+        .unwrap();
+    let both_silent = [(server("boss"), None), (server("third"), None)];
+    assert_eq!(
+        p.resolve(&mut store, 1, &both_silent, |id| id == ME),
+        TxState::Aborted,
+        "every copy that may have committed is outside the view: waiting blocks the key for good"
+    );
+    assert!(!p.is_held("k"));
+    assert_eq!(
+        p.prepare(&ctx(), &mut store, args(2, "k", put("b"), 9, ME)),
+        Ok(Vote::Outdated { above: 9 }),
+        "later writes go above the aborted one, so a copy that comes back never overwrites them"
+    );
+}
+
+#[test]
+fn a_primary_that_rejoined_under_a_new_id_still_aborts_its_overdue_transaction() {
+    let mut p = Participant::default();
+    let mut store = Memory::new();
+    p.prepare(&ctx(), &mut store, args(1, "k", put("a"), 9, ME))
+        .unwrap();
+    // The server's id changes after the vote (expired, rejoined): overdue() takes no id, it
+    // goes by the id each transaction was voted under.
+    assert_eq!(
+        p.overdue(5_000, 1_000),
+        vec![Overdue::AbortAsPrimary {
+            tx: 1,
+            key: "k".into()
+        }]
+    );
+}
+
+#[test]
+fn a_version_or_epoch_near_the_top_of_the_range_is_refused() {
+    let mut p = Participant::default();
+    let mut store = Memory::new();
+    for version in [u64::MAX, crate::types::VERSION_MAX + 1] {
+        let vote = p.prepare(&ctx(), &mut store, args(1, "k", put("a"), version, ME));
+        assert!(matches!(vote, Err(Error::InvalidRequest(_))), "{vote:?}");
+    }
+    let mut high_epoch = args(2, "k", put("a"), 9, ME);
+    high_epoch.epoch = u64::MAX;
+    let vote = p.prepare(&ctx(), &mut store, high_epoch);
+    assert!(matches!(vote, Err(Error::InvalidRequest(_))), "{vote:?}");
+    assert!(!p.is_held("k"));
 }
 
 #[test]

@@ -44,6 +44,9 @@ fn beat_with(
         addr: addr.into(),
         epoch_seen,
         rebalanced_epoch,
+        settled_epoch: 0,
+        settled_servers: Vec::new(),
+        former_ids: Vec::new(),
     };
     match s.apply(command, now) {
         Ok(Outcome::Heartbeat(reply)) => reply,
@@ -809,11 +812,234 @@ fn oversized_names_are_an_invalid_request() {
             addr: addr.into(),
             epoch_seen: 7,
             rebalanced_epoch: 7,
+            settled_epoch: 0,
+            settled_servers: Vec::new(),
+            former_ids: Vec::new(),
         };
         assert!(invalid(s.apply(command, 0)), "heartbeat({id:?}, {addr:?})");
     }
     assert_eq!(s.epoch(), 0, "a refused heartbeat changes nothing");
     assert!(ids(&s).is_empty());
+}
+
+// ----- settling after restarts and losses ------------------------------------------------------------
+
+fn info(id: &str, addr: &str) -> ServerInfo {
+    ServerInfo {
+        id: id.into(),
+        addr: addr.into(),
+    }
+}
+
+/// A heartbeat that reports the settled view the server holds, the ids it held before, and
+/// whether it rebalanced for the current epoch.
+fn beat_reporting(
+    s: &mut State,
+    id: &str,
+    addr: &str,
+    settled: (Epoch, &[ServerInfo]),
+    former_ids: &[&str],
+    rebalanced: bool,
+    now: u64,
+) -> HeartbeatReply {
+    let epoch = s.epoch().max(settled.0);
+    let command = Command::Heartbeat {
+        server_id: id.into(),
+        addr: addr.into(),
+        epoch_seen: epoch,
+        rebalanced_epoch: if rebalanced { epoch } else { 0 },
+        settled_epoch: settled.0,
+        settled_servers: settled.1.to_vec(),
+        former_ids: former_ids.iter().map(|f| f.to_string()).collect(),
+    };
+    match s.apply(command, now) {
+        Ok(Outcome::Heartbeat(reply)) => reply,
+        other => panic!("heartbeat of {id} at {now}: unexpected {other:?}"),
+    }
+}
+
+/// Every member reports the current epoch rebalanced at `now`.
+fn all_rebalanced(s: &mut State, now: u64) {
+    let epoch = s.epoch();
+    for member in s.view().servers {
+        beat_with(s, &member.id, &member.addr, epoch, epoch, now);
+    }
+}
+
+const ADDR_D: &str = "127.0.0.1:5004";
+const ADDR_E: &str = "127.0.0.1:5005";
+
+#[test]
+fn a_restarted_viewleader_adopts_the_reported_settled_view_and_waits_for_its_servers() {
+    let old = [
+        info("a", ADDR_A),
+        info("b", ADDR_B),
+        info("c", ADDR_C),
+        info("d", ADDR_D),
+        info("e", ADDR_E),
+    ];
+    let mut s = state();
+    // The first server back reports the settled view of epoch 7 and is alone in the new one:
+    // of five servers, it holds only some of the keys.
+    beat_reporting(&mut s, "a", ADDR_A, (7, &old), &[], false, 0);
+    beat_reporting(&mut s, "a", ADDR_A, (7, &old), &[], true, 10);
+    let view = sweep(&mut s, 100);
+    assert_eq!(
+        view.settled_epoch, 7,
+        "the reported settled view is adopted"
+    );
+    assert_eq!(view.settled_servers, old.to_vec());
+    assert!(
+        view.rebalancing,
+        "a view holding only some of the keys must not settle while the others may be on their way back"
+    );
+    // They come back (under their own ids: a restarted view leader expired nobody).
+    for (i, server) in old.iter().enumerate().skip(1) {
+        beat_reporting(
+            &mut s,
+            &server.id,
+            &server.addr,
+            (7, &old),
+            &[],
+            false,
+            200 + i as u64,
+        );
+    }
+    all_rebalanced(&mut s, 400);
+    let view = sweep(&mut s, 500);
+    assert!(
+        !view.rebalancing,
+        "everyone is back: the view settles at once"
+    );
+    assert_eq!(view.settled_servers.len(), 5);
+    assert!(view.losses.is_empty(), "nothing was lost");
+}
+
+#[test]
+fn a_view_missing_every_holder_of_a_range_settles_a_lease_later_and_records_the_loss() {
+    let mut s = state();
+    for (id, addr) in [("a", ADDR_A), ("b", ADDR_B), ("c", ADDR_C)] {
+        beat(&mut s, id, addr, 0);
+    }
+    all_rebalanced(&mut s, 0);
+    assert!(!sweep(&mut s, TICK).rebalancing);
+    // All three die at once; a fresh server (no former ids) joins.
+    sweep_through(&mut s, TICK, LEASE + 2 * TICK);
+    assert!(s.view().servers.is_empty());
+    assert_eq!(
+        s.view().settled_servers.len(),
+        3,
+        "an empty view never settles"
+    );
+    let joined_at = LEASE + 3 * TICK;
+    beat(&mut s, "fresh", ADDR_A, joined_at);
+    all_rebalanced(&mut s, joined_at);
+    assert!(
+        sweep(&mut s, joined_at + TICK).rebalancing,
+        "the old holders may be coming back"
+    );
+    // The fresh server keeps beating; nobody else comes.
+    let mut now = joined_at + TICK;
+    while now <= joined_at + LEASE + TICK {
+        now += TICK;
+        all_rebalanced(&mut s, now);
+        sweep(&mut s, now);
+    }
+    let view = s.view();
+    assert!(
+        !view.rebalancing,
+        "a lease later, the view settles without them"
+    );
+    assert_eq!(view.losses.len(), 1);
+    assert!(view.losses[0].survivors.is_empty());
+    assert!(
+        crate::ring::loss_of(&view, "any key").is_some(),
+        "every key had its replicas among the lost servers"
+    );
+}
+
+#[test]
+fn a_server_that_rejoined_under_a_new_id_still_holds_its_former_ids_ranges() {
+    let mut s = state();
+    let first = [("a", ADDR_A), ("b", ADDR_B), ("c", ADDR_C), ("d", ADDR_D)];
+    for (id, addr) in first {
+        beat(&mut s, id, addr, 0);
+    }
+    all_rebalanced(&mut s, 0);
+    let settled = sweep(&mut s, TICK);
+    assert!(!settled.rebalancing);
+    // The view leader is cut off from everyone for longer than a lease: all expire.
+    sweep_through(&mut s, TICK, LEASE + 2 * TICK);
+    // They come back under new ids, each naming the id whose data it kept.
+    let back = LEASE + 3 * TICK;
+    let settled_view = (settled.settled_epoch, settled.settled_servers.as_slice());
+    for rebalanced in [false, true] {
+        for (id, addr) in first {
+            let new_id = format!("{id}2");
+            beat_reporting(&mut s, &new_id, addr, settled_view, &[id], rebalanced, back);
+        }
+    }
+    let view = sweep(&mut s, back + TICK);
+    assert!(
+        !view.rebalancing,
+        "every range has a holder: no need to wait"
+    );
+    assert!(view.losses.is_empty());
+}
+
+#[test]
+fn fencing_tokens_of_a_later_generation_are_above_every_earlier_one() {
+    let mut first = State::restarted(config(), 1);
+    let mut last = 0;
+    for i in 0..5 {
+        let token = granted(lock_get(&mut first, "l", &format!("r{i}"), 0));
+        assert!(token > last);
+        last = token;
+        lock_release(&mut first, "l", &format!("r{i}"), 0);
+    }
+    let mut second = State::restarted(config(), 2);
+    assert!(granted(lock_get(&mut second, "l", "r0", LOCK_LEASE)) > last);
+}
+
+#[test]
+fn a_restarted_viewleader_grants_no_lock_until_a_holder_from_before_would_have_lapsed() {
+    let mut s = State::restarted(config(), 2);
+    assert_eq!(
+        lock_get(&mut s, "l", "newcomer", 0),
+        LockReply::Recovering {
+            wait_ms: LOCK_LEASE
+        }
+    );
+    assert!(matches!(
+        lock_get(&mut s, "l", "newcomer", LOCK_LEASE - 1),
+        LockReply::Recovering { wait_ms: 1 }
+    ));
+    granted(lock_get(&mut s, "l", "newcomer", LOCK_LEASE));
+    // A first start ever has nobody to wait for.
+    granted(lock_get(&mut State::restarted(config(), 1), "l", "r", 0));
+}
+
+#[test]
+fn an_epoch_near_the_top_of_the_range_is_refused_and_never_wraps() {
+    let mut s = state();
+    beat(&mut s, "a", ADDR_A, 0);
+    for (epoch_seen, rebalanced) in [
+        (u64::MAX, 0),
+        (0, u64::MAX),
+        (crate::types::EPOCH_MAX + 1, 0),
+    ] {
+        let command = Command::Heartbeat {
+            server_id: "a".into(),
+            addr: ADDR_A.into(),
+            epoch_seen,
+            rebalanced_epoch: rebalanced,
+            settled_epoch: 0,
+            settled_servers: Vec::new(),
+            former_ids: Vec::new(),
+        };
+        assert!(invalid(s.apply(command, 0)), "epoch_seen {epoch_seen}");
+    }
+    assert_eq!(s.epoch(), 1, "a refused heartbeat changes nothing");
 }
 
 // ----- properties --------------------------------------------------------------------------------
