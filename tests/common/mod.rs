@@ -615,6 +615,30 @@ impl ViewDoc {
 // The cluster
 // ---------------------------------------------------------------------------------------------
 
+/// The view leader's `--data-dir`, inside the cluster's temp dir.
+pub const VIEWLEADER_DATA_DIR: &str = "viewleader.data";
+
+/// The view leader's flags: `port` (0 for any free one), the timings, and its data dir inside
+/// `dir` (the cluster's temp dir), the same across its restarts.
+fn viewleader_args(timings: &Timings, port: u16, dir: &std::path::Path) -> Vec<String> {
+    let mut args = vec![
+        "--port".to_string(),
+        port.to_string(),
+        "--heartbeat-interval-ms".into(),
+        timings.heartbeat_ms.to_string(),
+        "--lease-ms".into(),
+        timings.lease_ms.to_string(),
+    ];
+    if let Some(lock_lease_ms) = timings.lock_lease_ms {
+        args.extend(["--lock-lease-ms".to_string(), lock_lease_ms.to_string()]);
+    }
+    args.extend([
+        "--data-dir".to_string(),
+        dir.join(VIEWLEADER_DATA_DIR).display().to_string(),
+    ]);
+    args
+}
+
 /// How a test cluster is timed.
 #[derive(Clone, Copy, Debug)]
 pub struct Timings {
@@ -646,6 +670,8 @@ pub struct TestCluster {
     /// The port of each server number, kept across kills so it can restart there.
     ports: Vec<u16>,
     dir: tempfile::TempDir,
+    /// The view leader's address, kept while it is killed so it can restart there.
+    viewleader_kept_addr: String,
     _slot: ClusterSlot,
 }
 
@@ -678,21 +704,12 @@ impl TestCluster {
             .prefix("ringleader-test-")
             .tempdir()
             .expect("create a temp dir for the cluster");
-        let mut args = vec![
-            "--port".to_string(),
-            "0".into(),
-            "--heartbeat-interval-ms".into(),
-            timings.heartbeat_ms.to_string(),
-            "--lease-ms".into(),
-            timings.lease_ms.to_string(),
-        ];
-        if let Some(lock_lease_ms) = timings.lock_lease_ms {
-            args.extend(["--lock-lease-ms".to_string(), lock_lease_ms.to_string()]);
-        }
+        let args = viewleader_args(&timings, 0, dir.path());
         let viewleader = start_service("viewleader", VIEWLEADER_BIN, &args, dir.path())
             .unwrap_or_else(|err| panic!("{err}"));
         let mut cluster = Self {
             timings,
+            viewleader_kept_addr: viewleader.addr.clone(),
             viewleader: Some(viewleader),
             servers: Vec::new(),
             ports: Vec::new(),
@@ -714,12 +731,64 @@ impl TestCluster {
         Duration::from_millis(self.timings.lease_ms)
     }
 
+    /// The view leader's address (also while it is killed: where it restarts).
     pub fn viewleader_addr(&self) -> String {
+        match &self.viewleader {
+            Some(viewleader) => viewleader.addr.clone(),
+            None => self.viewleader_kept_addr.clone(),
+        }
+    }
+
+    /// Where the view leader keeps what must survive its restarts (its `--data-dir`).
+    pub fn viewleader_data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join(VIEWLEADER_DATA_DIR)
+    }
+
+    /// The cluster's temp dir (every process runs in it; removed on drop).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn viewleader_pid(&self) -> u32 {
         self.viewleader
             .as_ref()
             .expect("the view leader is running")
-            .addr
-            .clone()
+            .pid()
+    }
+
+    /// SIGKILL the view leader and reap it; its address and data dir are kept for a restart.
+    pub fn kill_viewleader(&mut self) {
+        let mut service = self.viewleader.take().expect("the view leader is running");
+        service.process.kill();
+    }
+
+    /// Starts the view leader again at its old port, with the same flags and the same
+    /// `--data-dir` (retrying while the port is not yet free). Does not wait for any view.
+    pub fn restart_viewleader(&mut self) {
+        assert!(
+            self.viewleader.is_none(),
+            "the view leader is still running"
+        );
+        let port = port_of(&self.viewleader_kept_addr);
+        let args = viewleader_args(&self.timings, port, self.dir.path());
+        let service = wait_for(
+            STARTUP_TIMEOUT,
+            "the restarted view leader listens on its old port",
+            || start_service("viewleader", VIEWLEADER_BIN, &args, self.dir.path()),
+        );
+        assert_eq!(
+            service.addr, self.viewleader_kept_addr,
+            "the view leader restarted at another address"
+        );
+        self.viewleader = Some(service);
+    }
+
+    /// The view leader's stderr so far (empty while it is killed).
+    pub fn viewleader_stderr(&self) -> String {
+        self.viewleader
+            .as_ref()
+            .map(Service::stderr_text)
+            .unwrap_or_default()
     }
 
     fn server_args(&self, port: u16) -> Vec<String> {
@@ -826,6 +895,16 @@ impl TestCluster {
             },
         );
         self.servers[number] = Some(service);
+    }
+
+    /// Whether server `number` is running (not killed).
+    pub fn server_running(&self, number: usize) -> bool {
+        self.servers.get(number).is_some_and(Option::is_some)
+    }
+
+    /// The pid of server `number`, for signals sent from another thread at a chosen time.
+    pub fn server_pid(&self, number: usize) -> u32 {
+        self.server(number).pid()
     }
 
     pub fn pause_server(&self, number: usize) {
