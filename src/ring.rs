@@ -118,14 +118,34 @@ impl Ring {
     /// Whether some range of the ring has none of its replicas among those `alive` accepts:
     /// the keys there have no copy left in the view.
     pub fn has_range_without(&self, alive: impl Fn(&ServerId) -> bool) -> bool {
+        self.has_range_where(alive, |alive, _| alive == 0)
+    }
+
+    /// Whether some range of the ring is missing a majority of its replicas (those `alive` does
+    /// not accept): a write is acknowledged once a majority holds it, so there a write may be
+    /// held only by the missing ones.
+    pub fn has_range_missing_a_majority(&self, alive: impl Fn(&ServerId) -> bool) -> bool {
+        self.has_range_where(alive, |alive, replicas| {
+            replicas - alive >= crate::twopc::majority(replicas)
+        })
+    }
+
+    /// Whether `short(alive replicas, replicas)` holds for some range.
+    fn has_range_where(
+        &self,
+        alive: impl Fn(&ServerId) -> bool,
+        short: impl Fn(usize, usize) -> bool,
+    ) -> bool {
         if self.servers.iter().all(&alive) {
             return false;
         }
         // Every key's replica set is that of the first point at or after it, so checking the
         // replica set at each point covers every range.
-        self.points
-            .iter()
-            .any(|(pos, _)| self.replicas_at(*pos).into_iter().all(|id| !alive(id)))
+        self.points.iter().any(|(pos, _)| {
+            let replicas = self.replicas_at(*pos);
+            let living = replicas.iter().filter(|id| alive(id)).count();
+            short(living, replicas.len())
+        })
     }
 }
 

@@ -144,6 +144,10 @@ pub(super) async fn follow_view(server: Arc<StorageServer>, stop: CancellationTo
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
             outcome = server.call_viewleader(request, timeout) => outcome,
+            // A heartbeat saw a newer epoch than the poll knows: its answer was lost (the view
+            // leader was cut off or restarted while it was open), so ask again now rather than
+            // wait out the poll's timeout, which would hold the cluster's rebalancing up.
+            _ = server.view_stale.notified() => continue,
         };
         match outcome {
             // A view that arrives during a simulated crash is not heard.

@@ -34,13 +34,19 @@
 //! # Settling, and losses
 //! A view is *settled* once every member reported `rebalanced_epoch == epoch`: every key is then
 //! on its replicas. Servers plan their moves against the last settled view, so settling one that
-//! lacks the holders of some keys would make those keys read as absent, and a write to them
-//! would start afresh and later beat the real copies by version. So before it settles, the view
-//! leader checks the last settled ring: if some range has none of its replicas alive (a member,
-//! or a member that names the replica among its former ids), it waits until the membership has
-//! been still for a lease (anyone alive would have beaten by then) and only then settles, and
-//! records a [`Loss`]: readers of keys in that range hear that their data may be lost rather
-//! than "not found". A view with no members never settles: it holds nothing to settle.
+//! lacks the holders of some keys would make those keys read as absent (or as they were before
+//! their latest writes), and a write to them would start afresh and later beat the real copies
+//! by version. So before it settles, the view leader checks the last settled ring: while some
+//! range is missing a majority of its replicas (alive means a member, or a member that names the
+//! replica among its former ids), it waits until the membership has been still for
+//! [`RETURN_WAIT_LEASES`] leases, time for servers that were only cut off to come back. Then it
+//! settles; if some range has no replica alive at all, it records a [`Loss`]: readers of keys
+//! there hear that their data may be lost rather than "not found". A view with no members never
+//! settles: it holds nothing to settle.
+//!
+//! Waiting trades availability for data: a range that lost a majority of its replicas at once
+//! (two of its three servers crashed) is unreadable and unwritable for those leases, where settling at once would
+//! let a write acknowledged only by them vanish behind a newer one if they were merely cut off.
 //!
 //! # Locks
 //! One FIFO queue per lock; its head holds it. `LockGet` by a requester already queued is a poll
@@ -82,6 +88,11 @@ pub const LOCK_NAME_BYTES_MAX: usize = 1024;
 pub const SERVER_FIELD_BYTES_MAX: usize = 256;
 /// Servers a heartbeat's settled view may list.
 pub const SETTLED_SERVERS_MAX: usize = 1_024;
+/// Leases the view leader waits, after the membership last changed, before it settles a view
+/// in which some range is missing a majority of its settled replicas: a write acknowledged by a
+/// majority may be held only by them, and servers that were cut off (not dead) come back within
+/// that. Three leases stay well inside the servers' bound on a rebalance.
+pub const RETURN_WAIT_LEASES: u64 = 3;
 /// Low bits of a fencing token that count grants within one restart generation; the bits above
 /// hold the generation. A generation runs out after this many grants and refuses more.
 pub const TOKEN_COUNTER_BITS: u32 = 32;
@@ -279,10 +290,12 @@ impl State {
                 || self.members.values().any(|m| m.former_ids.contains(id))
         };
         let settled_ring = Ring::of_servers(&self.settled_servers);
+        let still_ms = now_ms.saturating_sub(self.changed_ms);
+        let return_wait_ms = self.config.lease_ms.saturating_mul(RETURN_WAIT_LEASES);
+        if still_ms <= return_wait_ms && settled_ring.has_range_missing_a_majority(alive) {
+            return;
+        }
         if settled_ring.has_range_without(alive) {
-            if now_ms.saturating_sub(self.changed_ms) <= self.config.lease_ms {
-                return;
-            }
             let survivors = self
                 .settled_servers
                 .iter()

@@ -916,7 +916,7 @@ fn a_restarted_viewleader_adopts_the_reported_settled_view_and_waits_for_its_ser
 }
 
 #[test]
-fn a_view_missing_every_holder_of_a_range_settles_a_lease_later_and_records_the_loss() {
+fn a_view_missing_every_holder_of_a_range_settles_after_the_return_wait_and_records_the_loss() {
     let mut s = state();
     for (id, addr) in [("a", ADDR_A), ("b", ADDR_B), ("c", ADDR_C)] {
         beat(&mut s, id, addr, 0);
@@ -939,16 +939,20 @@ fn a_view_missing_every_holder_of_a_range_settles_a_lease_later_and_records_the_
         "the old holders may be coming back"
     );
     // The fresh server keeps beating; nobody else comes.
+    let wait = RETURN_WAIT_LEASES * LEASE;
     let mut now = joined_at + TICK;
-    while now <= joined_at + LEASE + TICK {
+    while now < joined_at + wait {
         now += TICK;
         all_rebalanced(&mut s, now);
-        sweep(&mut s, now);
+        assert!(sweep(&mut s, now).rebalancing, "still waiting at {now}");
     }
+    now += 2 * TICK;
+    all_rebalanced(&mut s, now);
+    sweep(&mut s, now);
     let view = s.view();
     assert!(
         !view.rebalancing,
-        "a lease later, the view settles without them"
+        "the wait over, the view settles without them"
     );
     assert_eq!(view.losses.len(), 1);
     assert!(view.losses[0].survivors.is_empty());
@@ -956,6 +960,58 @@ fn a_view_missing_every_holder_of_a_range_settles_a_lease_later_and_records_the_
         crate::ring::loss_of(&view, "any key").is_some(),
         "every key had its replicas among the lost servers"
     );
+}
+
+#[test]
+fn losing_one_of_three_replicas_settles_at_once_but_losing_two_waits_for_them() {
+    let five = [
+        ("a", ADDR_A),
+        ("b", ADDR_B),
+        ("c", ADDR_C),
+        ("d", ADDR_D),
+        ("e", ADDR_E),
+    ];
+    let settle_all = |s: &mut State| {
+        for (id, addr) in five {
+            beat(s, id, addr, 0);
+        }
+        all_rebalanced(s, 0);
+        assert!(!sweep(s, TICK).rebalancing);
+    };
+    // Only "a" stops beating: every range keeps two of its three replicas.
+    let mut s = state();
+    settle_all(&mut s);
+    let mut now = TICK;
+    while s.view().servers.len() == 5 {
+        now += TICK;
+        for (id, addr) in &five[1..] {
+            beat(&mut s, id, addr, now);
+        }
+        sweep(&mut s, now);
+    }
+    all_rebalanced(&mut s, now);
+    assert!(
+        !sweep(&mut s, now + TICK).rebalancing,
+        "a majority of every range survived"
+    );
+    // "a" and "b" stop beating together: some range lost two of its three replicas.
+    let mut s = state();
+    settle_all(&mut s);
+    let mut now = TICK;
+    while s.view().servers.len() == 5 {
+        now += TICK;
+        for (id, addr) in &five[2..] {
+            beat(&mut s, id, addr, now);
+        }
+        sweep(&mut s, now);
+    }
+    all_rebalanced(&mut s, now);
+    let view = sweep(&mut s, now + TICK);
+    assert!(
+        view.rebalancing,
+        "a write acknowledged by a and b alone may exist"
+    );
+    assert_eq!(view.servers.len(), 3);
 }
 
 #[test]
