@@ -1,0 +1,78 @@
+//! `client serve`, the hidden role `client chaos` starts its cluster with: a view leader or a
+//! storage server in this process, run exactly as the `viewleader` and `server` binaries run
+//! them, so that one binary is enough. It binds the given host (a chaos run's namespace address,
+//! or loopback) and advertises what it bound.
+//!
+//! Left out: the HTTP gateway and every option the chaos run does not vary.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::error::Result;
+
+/// The role of the hidden `serve` subcommand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Viewleader,
+    Server,
+}
+
+/// `client serve`: run a view leader or a storage server in this process.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[arg(long, value_enum)]
+    pub role: Role,
+    /// The address to bind and advertise (a chaos run gives each process its namespace's).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    #[arg(long, default_value = "localhost:39000")]
+    pub viewleader_addr: String,
+    #[arg(long, default_value_t = crate::viewleader::HEARTBEAT_INTERVAL_MS_DEFAULT)]
+    pub heartbeat_interval_ms: u64,
+    #[arg(long, default_value_t = crate::viewleader::LEASE_MS_DEFAULT)]
+    pub lease_ms: u64,
+    #[arg(long, default_value_t = crate::server::TX_TIMEOUT_MS_DEFAULT)]
+    pub tx_timeout_ms: u64,
+    /// The view leader's durable state (its restart generation); the same directory across a
+    /// restart.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Runs the hidden `serve` role until a signal.
+pub async fn serve(args: ServeArgs) -> Result<u8> {
+    let (shutdown, kill) = crate::cli::process::shutdown_on_signal();
+    let env = crate::net::Env::real();
+    match args.role {
+        Role::Viewleader => {
+            let options = crate::viewleader::ViewLeaderOptions {
+                heartbeat_interval_ms: args.heartbeat_interval_ms,
+                lease_ms: args.lease_ms,
+                data_dir: args.data_dir.clone(),
+                ..Default::default()
+            };
+            let listener = env
+                .bind(&args.host, Some(args.port), crate::net::VIEWLEADER_PORTS)
+                .await?;
+            crate::cli::process::announce(&*listener)?;
+            crate::viewleader::run(listener, options, env, shutdown).await?;
+        }
+        Role::Server => {
+            let options = crate::server::ServerOptions {
+                viewleader: args.viewleader_addr,
+                heartbeat_interval_ms: args.heartbeat_interval_ms,
+                tx_timeout_ms: args.tx_timeout_ms,
+                ..Default::default()
+            };
+            let listener = env
+                .bind(&args.host, Some(args.port), crate::net::SERVER_PORTS)
+                .await?;
+            crate::cli::process::announce(&*listener)?;
+            crate::server::run(listener, options, env, shutdown, kill).await?;
+        }
+    }
+    Ok(0)
+}
