@@ -4,8 +4,8 @@
 //! after healing. A failing run prints the command that replays it.
 //!
 //! * a seed replays one run exactly, with every kind of fault;
-//! * fixed seeds and a time-bounded batch of random seeds pass with the faults today's code is
-//!   meant to survive ([`FaultKind::HANDLED`]);
+//! * fixed seeds and a time-bounded batch of random seeds pass under the faults the code is meant
+//!   to survive ([`FaultKind::HANDLED`]: every kind);
 //! * a planted bug is caught;
 //! * the scenarios that found the defects of the faults issue (#13) on the old code keep every
 //!   promise now. The scenarios of defects 2, 4, 5 and 6 each combine faults that the old code

@@ -75,8 +75,8 @@ async fn heartbeat_once(server: &StorageServer) -> Result<()> {
             addr: server.addr.clone(),
             epoch_seen: node.epoch_seen,
             rebalanced_epoch: node.rebalanced_epoch,
-            settled_epoch: node.view.settled_epoch,
-            settled_servers: node.view.settled_servers.clone(),
+            settled_epoch: node.last_settled.0,
+            settled_servers: node.last_settled.1.clone(),
             former_ids: node.former_ids.iter().cloned().collect(),
         };
         (node.id.clone(), request)
@@ -188,6 +188,9 @@ fn on_view(server: &Arc<StorageServer>, view: View) {
     let cancel = server.stopping.child_token();
     node.moving = Some(cancel.clone());
     node.epoch_seen = node.epoch_seen.max(view.epoch);
+    if view.settled_epoch > node.last_settled.0 {
+        node.last_settled = (view.settled_epoch, view.settled_servers.clone());
+    }
     node.view = view.clone();
     drop(node);
     let mover = Mover::new(server.clone());

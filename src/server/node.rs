@@ -55,6 +55,10 @@ pub(super) struct NodeState {
     /// The ids this process held before its current one (expired, then rejoined with its data),
     /// newest last, at most [`FORMER_IDS_MAX`].
     pub(super) former_ids: VecDeque<ServerId>,
+    /// The newest settled view this server has heard of (epoch, servers), reported in every
+    /// heartbeat. Kept apart from `view`: a restarted view leader's first views know no settled
+    /// view, and must not make the server forget the one it would teach it.
+    pub(super) last_settled: (Epoch, Vec<ServerInfo>),
 }
 
 impl NodeState {
@@ -142,6 +146,7 @@ impl StorageServer {
                 recent_sets: BoundedMap::new(RECENT_REQUESTS_MAX),
                 resolving: HashSet::new(),
                 former_ids: VecDeque::new(),
+                last_settled: (0, Vec::new()),
             }),
             viewleader,
             peers: Pool::new(ServiceKind::Server, rpc_timeout, env.transport.clone()),

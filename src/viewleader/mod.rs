@@ -1,9 +1,9 @@
 //! The view leader: membership (heartbeats, leases, epochs) and the lock service.
 //!
 //! [`state`] is the deterministic state machine and documents the protocol; [`service`] is the
-//! network shell around it; [`generation`] keeps the restart generation on disk.
+//! network shell around it; [`durable`] keeps what must survive a restart on disk.
 
-pub mod generation;
+pub mod durable;
 pub mod service;
 pub mod state;
 
@@ -29,9 +29,10 @@ pub struct ViewLeaderOptions {
     pub heartbeat_interval_ms: u64,
     pub lease_ms: u64,
     pub lock_lease_ms: u64,
-    /// Where the restart generation is kept ([`generation`]), so fencing tokens grow across
-    /// restarts. Without one, a restarted view leader grants tokens from the beginning again
-    /// (it says so at start): only for embedding in a test that never restarts it.
+    /// Where the restart generation and the epoch ceiling are kept ([`durable`]), so fencing
+    /// tokens grow and epochs never repeat across restarts. Without one, a restarted view leader
+    /// starts its tokens and epochs over (it says so at start): only for embedding in a test
+    /// that never restarts it.
     pub data_dir: Option<std::path::PathBuf>,
 }
 

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::generation::next_generation;
+use super::durable::{self, next_generation, EPOCH_RESERVE};
 use super::state::{Command, Outcome, State, StateConfig, TOKEN_COUNTER_BITS};
 use super::ViewLeaderOptions;
 use crate::error::{Error, Result};
@@ -40,12 +40,57 @@ pub struct ViewLeader {
     faults: Faults,
     pub metrics: Metrics,
     tick_ms: u64,
+    /// Where the epoch ceiling is kept and its current value (none without a data directory).
+    ceiling: Mutex<Option<Ceiling>>,
+}
+
+/// The durable epoch ceiling: no epoch above `epoch` may be used before it is raised on disk.
+struct Ceiling {
+    dir: std::path::PathBuf,
+    epoch: u64,
+}
+
+/// What a view leader resumes from: its restart generation and the epochs it used before.
+struct Resumed {
+    generation: u64,
+    epoch_floor: u64,
+    ceiling: Option<Ceiling>,
+}
+
+impl Resumed {
+    /// Raises the generation and reserves epochs in `options.data_dir`, before anything is
+    /// served; with no data directory, starts from nothing.
+    fn from_disk(options: &ViewLeaderOptions) -> Result<Self> {
+        let Some(dir) = &options.data_dir else {
+            info!(
+                "no data directory: if this view leader restarts, its tokens and epochs start over"
+            );
+            return Ok(Self {
+                generation: 0,
+                epoch_floor: 0,
+                ceiling: None,
+            });
+        };
+        let generation = next_generation(dir, TOKEN_GENERATION_MAX)?;
+        let epoch_floor = durable::epoch_floor(dir)?;
+        crate::types::check_epoch(epoch_floor)?;
+        let epoch = epoch_floor.saturating_add(EPOCH_RESERVE);
+        durable::store_epoch_ceiling(dir, epoch)?;
+        Ok(Self {
+            generation,
+            epoch_floor,
+            ceiling: Some(Ceiling {
+                dir: dir.clone(),
+                epoch,
+            }),
+        })
+    }
 }
 
 impl ViewLeader {
     fn new(
         options: &ViewLeaderOptions,
-        generation: u64,
+        resumed: Resumed,
         env: Env,
         shutdown: CancellationToken,
     ) -> Self {
@@ -54,9 +99,10 @@ impl ViewLeader {
             lock_lease_ms: options.lock_lease_ms,
             stall_ms: options.stall_ms(),
         };
-        let state = State::restarted(config, generation);
+        let state = State::restarted(config, resumed.generation, resumed.epoch_floor);
         let (view_tx, _) = watch::channel(state.view());
         Self {
+            ceiling: Mutex::new(resumed.ceiling),
             state: Mutex::new(state),
             started: env.now(),
             env,
@@ -98,6 +144,7 @@ impl ViewLeader {
                 Outcome::Lock(reply) => ViewLeaderReply::Lock(reply),
                 Outcome::Left { epoch } => ViewLeaderReply::Left { epoch },
             });
+        self.keep_epoch_ceiling(state.epoch())?;
         let view = state.view();
         drop(state);
         if let Some(loss) = view.losses.last().filter(|l| Some(l.epoch) != newest_loss) {
@@ -120,6 +167,27 @@ impl ViewLeader {
             }
         });
         reply
+    }
+
+    /// Raises the durable epoch ceiling before `epoch` (just reached) is published or answered.
+    /// If it cannot be raised, the view leader stops: serving an epoch a restart could reuse
+    /// would break the promise that one epoch names one view.
+    fn keep_epoch_ceiling(&self, epoch: u64) -> Result<()> {
+        let mut ceiling = self
+            .ceiling
+            .lock()
+            .map_err(|_| Error::Internal("epoch ceiling poisoned".into()))?;
+        let Some(ceiling) = ceiling.as_mut().filter(|c| epoch > c.epoch) else {
+            return Ok(());
+        };
+        let raised = epoch.saturating_add(EPOCH_RESERVE);
+        if let Err(err) = durable::store_epoch_ceiling(&ceiling.dir, raised) {
+            tracing::error!(%err, epoch, "cannot make the epoch durable; stopping");
+            self.shutdown.cancel();
+            return Err(err);
+        }
+        ceiling.epoch = raised;
+        Ok(())
     }
 
     /// The current view.
@@ -228,17 +296,13 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> Result<Arc<ViewLeader>> {
     options.validate()?;
-    let generation = match &options.data_dir {
-        Some(dir) => next_generation(dir, TOKEN_GENERATION_MAX)?,
-        None => {
-            info!("no data directory: if this view leader restarts, its fencing tokens start over");
-            0
-        }
-    };
-    info!(generation, "view leader starting");
-    Ok(Arc::new(ViewLeader::new(
-        &options, generation, env, shutdown,
-    )))
+    let resumed = Resumed::from_disk(&options)?;
+    info!(
+        generation = resumed.generation,
+        epoch = resumed.epoch_floor,
+        "view leader starting"
+    );
+    Ok(Arc::new(ViewLeader::new(&options, resumed, env, shutdown)))
 }
 
 /// Serves `leader` on `listener` and runs its expiry timer until `shutdown` fires.

@@ -17,8 +17,10 @@
 //! * A stall (the process was paused, or its timer ran far behind): when two expiry sweeps are
 //!   further apart than `stall_ms`, nobody could have been heard from in between, so every server
 //!   and every lock holder gets a fresh full lease instead of being expired for our hiccup.
-//! * A restart: heartbeats carry the highest epoch their server has seen, and the epoch is raised
-//!   to it, so a restarted view leader never hands out an epoch lower than one already used. They
+//! * A restart: the shell hands the state an epoch floor kept on disk (`super::durable`), above
+//!   every epoch used before, so a restarted view leader never names a second view with an epoch
+//!   already used. Heartbeats carry the highest epoch their server has seen, and the epoch is
+//!   raised to that too (the only guard when there is no data directory). They
 //!   also carry the last settled view their server holds: a restarted view leader, which knows
 //!   none, adopts the newest one reported and settles nothing narrower while its servers may
 //!   still be on their way back (next section).
@@ -194,23 +196,27 @@ pub struct State {
     /// A restarted view leader grants no lock before this time: it remembers no holder, and
     /// one from before the restart keeps its place until its lock lease would have run out.
     grants_from_ms: u64,
+    /// Whether this view leader ran before (a later generation, or epochs used before): until
+    /// it learns a settled view from its servers, it cannot tell what a view may be missing.
+    restarted: bool,
 }
 
 impl State {
-    /// The state of a view leader's first start: generation 0.
+    /// The state of a view leader's first start: generation 0, no epoch used yet.
     pub fn new(config: StateConfig) -> Self {
-        Self::restarted(config, 0)
+        Self::restarted(config, 0, 0)
     }
 
-    /// The state of a view leader at restart `generation` (one more than the last start's):
-    /// every fencing token it grants is above every token of earlier generations.
-    pub fn restarted(config: StateConfig, generation: u64) -> Self {
+    /// The state of a view leader at restart `generation` (one more than the last start's),
+    /// whose earlier starts used no epoch above `epoch_floor`: every fencing token it grants is
+    /// above every token of earlier generations, and every epoch it names is new.
+    pub fn restarted(config: StateConfig, generation: u64, epoch_floor: Epoch) -> Self {
         assert!(
             generation < 1 << (64 - TOKEN_COUNTER_BITS),
             "generation {generation} leaves no room for tokens"
         );
         Self {
-            epoch: 0,
+            epoch: epoch_floor,
             members: BTreeMap::new(),
             expired: BoundedMap::new(EXPIRED_IDS_MAX),
             locks: BTreeMap::new(),
@@ -221,6 +227,7 @@ impl State {
             changed_ms: 0,
             losses: Vec::new(),
             // Generation 1 is the first start ever (0: no data directory): nobody held anything.
+            restarted: generation > 1 || epoch_floor > 0,
             grants_from_ms: if generation > 1 {
                 config.lock_lease_ms
             } else {
@@ -292,7 +299,10 @@ impl State {
         let settled_ring = Ring::of_servers(&self.settled_servers);
         let still_ms = now_ms.saturating_sub(self.changed_ms);
         let return_wait_ms = self.config.lease_ms.saturating_mul(RETURN_WAIT_LEASES);
-        if still_ms <= return_wait_ms && settled_ring.has_range_missing_a_majority(alive) {
+        // A restarted view leader that has heard of no settled view yet may be missing anything.
+        let blind = self.restarted && self.settled_servers.is_empty();
+        if still_ms <= return_wait_ms && (blind || settled_ring.has_range_missing_a_majority(alive))
+        {
             return;
         }
         if settled_ring.has_range_without(alive) {

@@ -110,13 +110,10 @@ impl FaultKind {
         FaultKind::RestartViewLeader,
     ];
 
-    /// The faults today's code is meant to survive; the others find the defects the faults
-    /// issue fixes (see `tests/simulation.rs`), and join this list as they are fixed.
-    pub const HANDLED: [FaultKind; 3] = [
-        FaultKind::Delay,
-        FaultKind::ClientCut,
-        FaultKind::ShortPause,
-    ];
+    /// The faults the code is meant to survive, which the default campaign draws from: every
+    /// kind, since the faults issue (#13) fixed the defects the others found. A kind that finds a
+    /// defect nobody has fixed yet leaves this list until it is.
+    pub const HANDLED: [FaultKind; 10] = FaultKind::ALL;
 
     pub fn name(self) -> &'static str {
         match self {

@@ -1045,7 +1045,7 @@ fn a_server_that_rejoined_under_a_new_id_still_holds_its_former_ids_ranges() {
 
 #[test]
 fn fencing_tokens_of_a_later_generation_are_above_every_earlier_one() {
-    let mut first = State::restarted(config(), 1);
+    let mut first = State::restarted(config(), 1, 0);
     let mut last = 0;
     for i in 0..5 {
         let token = granted(lock_get(&mut first, "l", &format!("r{i}"), 0));
@@ -1053,13 +1053,13 @@ fn fencing_tokens_of_a_later_generation_are_above_every_earlier_one() {
         last = token;
         lock_release(&mut first, "l", &format!("r{i}"), 0);
     }
-    let mut second = State::restarted(config(), 2);
+    let mut second = State::restarted(config(), 2, 0);
     assert!(granted(lock_get(&mut second, "l", "r0", LOCK_LEASE)) > last);
 }
 
 #[test]
 fn a_restarted_viewleader_grants_no_lock_until_a_holder_from_before_would_have_lapsed() {
-    let mut s = State::restarted(config(), 2);
+    let mut s = State::restarted(config(), 2, 0);
     assert_eq!(
         lock_get(&mut s, "l", "newcomer", 0),
         LockReply::Recovering {
@@ -1072,7 +1072,35 @@ fn a_restarted_viewleader_grants_no_lock_until_a_holder_from_before_would_have_l
     ));
     granted(lock_get(&mut s, "l", "newcomer", LOCK_LEASE));
     // A first start ever has nobody to wait for.
-    granted(lock_get(&mut State::restarted(config(), 1), "l", "r", 0));
+    granted(lock_get(&mut State::restarted(config(), 1, 0), "l", "r", 0));
+}
+
+#[test]
+fn a_restarted_viewleader_names_every_view_above_its_epoch_floor() {
+    let mut s = State::restarted(config(), 2, 1_000);
+    // A server that lagged behind reports an old epoch: the new view is still above the floor.
+    assert_eq!(beat_with(&mut s, "a", ADDR_A, 9, 9, 0).epoch(), 1_001);
+}
+
+#[test]
+fn a_restarted_viewleader_that_heard_of_no_settled_view_waits_before_settling() {
+    let mut s = State::restarted(config(), 2, 1_000);
+    beat(&mut s, "a", ADDR_A, 0);
+    all_rebalanced(&mut s, 0);
+    assert!(
+        sweep(&mut s, TICK).rebalancing,
+        "its servers may still be on their way back with what it forgot"
+    );
+    let mut now = TICK;
+    while now <= RETURN_WAIT_LEASES * LEASE {
+        now += TICK;
+        all_rebalanced(&mut s, now);
+        sweep(&mut s, now);
+    }
+    assert!(
+        !s.view().rebalancing,
+        "nobody came: it settles after the wait"
+    );
 }
 
 #[test]
