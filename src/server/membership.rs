@@ -53,7 +53,7 @@ pub(super) async fn heartbeats(server: Arc<StorageServer>, stop: CancellationTok
                 if failures % HEARTBEAT_FAILURES_PER_WARNING == 0 {
                     warn!(%err, "heartbeat failed");
                 }
-                failures += 1;
+                failures = failures.saturating_add(1);
             }
         }
         tokio::select! {

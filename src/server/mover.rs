@@ -98,7 +98,23 @@ impl Mover {
                     .map(|(sent, _)| sent)
             }
         });
+        // Nothing waits on this bound (the sends retry until a newer view), but a rebalance that
+        // passes it is stuck on something a user should hear about.
+        let watchdog = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(REBALANCE_STUCK_MS)) => warn!(
+                        epoch,
+                        bound_ms = REBALANCE_STUCK_MS,
+                        "rebalance still unfinished past its bound: a peer unreachable even through relays?"
+                    ),
+                }
+            })
+        };
         let (sent, offered) = tokio::join!(join_all(sends), join_all(offers));
+        watchdog.abort();
         if cancel.is_cancelled() {
             return;
         }
@@ -208,7 +224,7 @@ impl Mover {
                 }
             }
         }
-        node.keys_dropped += dropped;
+        node.keys_dropped = node.keys_dropped.saturating_add(dropped);
         drop(node);
         info!(epoch = view.epoch, dropped, me = %me, "dropped keys owned elsewhere");
     }
@@ -307,9 +323,9 @@ impl Mover {
                 entries: batch,
             };
             self.call_member_until(to, request, cancel).await?;
-            sent += count;
+            sent = sent.saturating_add(count);
             if let Ok(mut node) = self.server.node() {
-                node.copies_sent += count;
+                node.copies_sent = node.copies_sent.saturating_add(count);
             }
         }
         Ok(sent)
@@ -324,7 +340,7 @@ impl Mover {
         keys: &[Key],
         cancel: &CancellationToken,
     ) -> Result<(u64, Vec<Version>)> {
-        let mut sent = 0;
+        let mut sent: u64 = 0;
         let mut held = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(VERSIONS_BATCH_KEYS_MAX) {
             let request = ServerRequest::Versions {
@@ -349,7 +365,7 @@ impl Mover {
                 .filter(|(_, (theirs, mine))| theirs < mine)
                 .map(|(key, _)| key.clone())
                 .collect();
-            sent += self.send_keys(to, epoch, &wanted, cancel).await?;
+            sent = sent.saturating_add(self.send_keys(to, epoch, &wanted, cancel).await?);
             held.extend(
                 theirs
                     .iter()
