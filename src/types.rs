@@ -179,6 +179,10 @@ pub struct Prepare {
     pub expected_server_id: ServerId,
     pub version: Version,
     pub participants: Vec<ServerInfo>,
+    /// The view records the key's range as lost (every replica left before it settled): a
+    /// participant that does not hold the key refuses an append, which would start a fresh list
+    /// that beats the real one by version if a server that held it comes back.
+    pub range_lost: bool,
 }
 
 /// Highest version accepted from anyone. Versions follow the wall clock in microseconds (about

@@ -138,6 +138,7 @@ impl RawParticipants {
                 expected_server_id,
                 version: 1,
                 participants,
+                range_lost: false,
             }),
         );
         assert!(

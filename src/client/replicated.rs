@@ -208,7 +208,8 @@ impl Client {
             view.view.epoch,
             version,
             replicas.clone(),
-        );
+        )
+        .range_lost(crate::ring::loss_of(&view.view, key).is_some());
         let voters = if crash_at == Some(CrashPoint::AfterFirstPrepare) {
             1
         } else {

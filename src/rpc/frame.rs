@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn a_prepare_carried_whole_is_encoded_as_its_fields_after_the_variant() {
-        // The same bytes as the struct variant it replaced: no protocol version bump needed.
+        // The variant's index, then the struct's fields: carrying it whole adds no framing.
         use crate::types::{Op, Prepare, ServerInfo, Value};
         let prepare = Prepare {
             tx: 9,
@@ -133,6 +133,7 @@ mod tests {
                 id: "s".into(),
                 addr: "a:1".into(),
             }],
+            range_lost: false,
         };
         let mut expected = vec![4u8]; // Prepare is variant 4 (after Print, Set, Get, QueryAllKeys)
         expected.extend(postcard::to_stdvec(&prepare).unwrap());

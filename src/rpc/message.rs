@@ -13,7 +13,7 @@ use crate::types::{
 };
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Which service a connection talks to. Checked in the handshake so a client that dialled the
 /// wrong port gets a clear error instead of a misread message.

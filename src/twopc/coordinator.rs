@@ -66,6 +66,7 @@ pub struct Coordinator {
     epoch: Epoch,
     version: Version,
     participants: Vec<ServerInfo>,
+    range_lost: bool,
     yes: Vec<bool>,
     decision: Option<Decision>,
 }
@@ -87,9 +88,16 @@ impl Coordinator {
             epoch,
             version,
             participants,
+            range_lost: false,
             yes,
             decision: None,
         }
+    }
+
+    /// Marks the key's range as recorded lost in the view (see [`Prepare::range_lost`]).
+    pub fn range_lost(mut self, lost: bool) -> Self {
+        self.range_lost = lost;
+        self
     }
 
     pub fn participants(&self) -> &[ServerInfo] {
@@ -114,6 +122,7 @@ impl Coordinator {
             expected_server_id: self.participants[index].id.clone(),
             version: self.version,
             participants: self.participants.clone(),
+            range_lost: self.range_lost,
         }
     }
 

@@ -7,7 +7,7 @@
 //!
 //! # Protocol
 //! The client coordinates. It proposes a version (above anything it knows of the key) and sends
-//! `Prepare {tx, key, op, epoch, expected_server_id, version, participants}` to every replica of
+//! `Prepare {tx, key, op, epoch, expected_server_id, version, participants, range_lost}` to every replica of
 //! the key; `participants` lists them in ring order and the first, the **primary**, holds the
 //! transaction's decision. A participant votes yes only if
 //! * the coordinator's epoch is the participant's epoch (both acted on the same view),
@@ -16,7 +16,10 @@
 //! * no other transaction is pending on that key (transactions on other keys go ahead), and
 //! * the proposed version is above the key's version and above the version of any transaction
 //!   aborted on the key (its *floor*); otherwise it answers `Outdated {above}` and the
-//!   coordinator proposes again.
+//!   coordinator proposes again;
+//! * an append does not start a fresh list on a key it lacks whose range the view records as
+//!   lost (`range_lost`): the real list may come back with a server that held it, and the fresh
+//!   one would beat it by version (`data_loss`; a `setr` starts the key afresh).
 //!
 //! A yes vote computes the value the write will produce (an append extends the list as it is
 //! now: the key is held from here on), records it as pending and holds the key. On all yes, the

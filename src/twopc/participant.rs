@@ -120,6 +120,7 @@ impl Participant {
             expected_server_id,
             version,
             participants,
+            range_lost,
         } = args;
         check_version(version)?;
         check_epoch(epoch)?;
@@ -182,6 +183,13 @@ impl Participant {
                     return Err(errinput!(
                         "{key:?} holds a text, not a list: cannot append to it"
                     ))
+                }
+                None if range_lost => {
+                    return Err(Error::DataLoss(format!(
+                        "{key:?} may have lost its list with every replica of its range, and \
+                         server {} holds none: append refused (setr the key to start it afresh)",
+                        ctx.server_id
+                    )))
                 }
                 None => Value::List(vec![item.clone()]),
             },

@@ -115,6 +115,23 @@ impl FaultKind {
     /// defect nobody has fixed yet leaves this list until it is.
     pub const HANDLED: [FaultKind; 10] = FaultKind::ALL;
 
+    /// Whether the fault acts on links (cuts or holds them) rather than on a process.
+    pub fn is_link_fault(self) -> bool {
+        !matches!(self, FaultKind::Restart | FaultKind::RestartViewLeader)
+    }
+
+    /// Whether the fault cuts links (messages dropped) rather than holding them.
+    pub fn cuts(self) -> bool {
+        matches!(
+            self,
+            FaultKind::ClientCut
+                | FaultKind::CutLink
+                | FaultKind::OneWayCut
+                | FaultKind::Isolate
+                | FaultKind::IsolateViewLeader
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::Delay => "delay",
@@ -541,6 +558,19 @@ fn run_hosts(options: &SimOptions) -> Outcome {
                     .borrow_mut()
                     .push(format!("{now_ms:>8} ms  heal    {fault}"));
                 end(&mut sim, fault, &hosts);
+                // Ending one fault repairs or releases links that another fault still active
+                // cuts or holds (a pause ending inside an isolation): apply those again, holds
+                // first so that a cut link stays cut rather than held.
+                let mut active: Vec<&Fault> = schedule
+                    .iter()
+                    .enumerate()
+                    .filter(|(m, f)| started[*m] && !ended[*m] && f.kind.is_link_fault())
+                    .map(|(_, f)| f)
+                    .collect();
+                active.sort_by_key(|f| f.kind.cuts());
+                for fault in active {
+                    inject(&mut sim, fault, &hosts);
+                }
             }
         }
         if !healed && now_ms >= options.workload_ms {

@@ -37,6 +37,7 @@ fn args(tx: TxId, key: &str, op: Op, version: Version, primary: &str) -> Prepare
         expected_server_id: ME.into(),
         version,
         participants,
+        range_lost: false,
     }
 }
 
@@ -370,6 +371,35 @@ fn a_version_or_epoch_near_the_top_of_the_range_is_refused() {
     let vote = p.prepare(&ctx(), &mut store, high_epoch);
     assert!(matches!(vote, Err(Error::InvalidRequest(_))), "{vote:?}");
     assert!(!p.is_held("k"));
+}
+
+#[test]
+fn an_append_to_a_key_in_a_lost_range_is_refused_where_the_list_is_missing() {
+    let mut p = Participant::default();
+    let mut store = Memory::new();
+    let mut lost = args(1, "l", Op::Append("x".into()), 9, ME);
+    lost.range_lost = true;
+    let vote = p.prepare(&ctx(), &mut store, lost.clone());
+    assert!(matches!(vote, Err(Error::DataLoss(_))), "{vote:?}");
+    assert!(!p.is_held("l"));
+    // A put starts the key afresh, and a list that is here takes the append.
+    lost.tx = 2;
+    lost.op = put("fresh");
+    assert_eq!(p.prepare(&ctx(), &mut store, lost.clone()), Ok(Vote::Yes));
+    p.abort(&mut store, 2).unwrap();
+    store
+        .put_if_newer(
+            "l".into(),
+            Versioned {
+                value: Value::List(vec!["a".into()]),
+                version: 20,
+            },
+        )
+        .unwrap();
+    lost.tx = 3;
+    lost.op = Op::Append("x".into());
+    lost.version = 21;
+    assert_eq!(p.prepare(&ctx(), &mut store, lost), Ok(Vote::Yes));
 }
 
 #[test]
