@@ -19,10 +19,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{run_client, wait_for, ClientRun, POLL};
+use common::{lock_ignoring_poison, run_client, wait_for, ClientRun, Slot, POLL, SLOT_WEIGHTS};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -43,43 +43,6 @@ const LOG_COMMIT_BOUND: Duration = Duration::from_millis(4_500);
 const EXIT_BOUND: Duration = Duration::from_secs(10);
 /// Stderr lines kept per process for failure messages.
 const STDERR_LINES_KEPT: usize = 400;
-
-// ---------------------------------------------------------------------------------------------
-// At most two weights of cluster at once (the log scenario takes both: it times its commits)
-// ---------------------------------------------------------------------------------------------
-
-const SLOTS: usize = 2;
-static SLOTS_TAKEN: Mutex<usize> = Mutex::new(0);
-static SLOT_FREED: Condvar = Condvar::new();
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// `weight` of the [`SLOTS`], given back on drop (also when a test panics).
-struct Slot(usize);
-
-impl Slot {
-    fn acquire(weight: usize) -> Self {
-        let mut taken = lock(&SLOTS_TAKEN);
-        while *taken + weight > SLOTS {
-            taken = SLOT_FREED
-                .wait(taken)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-        *taken += weight;
-        Slot(weight)
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *lock(&SLOTS_TAKEN) -= self.0;
-        SLOT_FREED.notify_all();
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -119,7 +82,7 @@ impl Proc {
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { return };
-                let mut kept = lock(&kept);
+                let mut kept = lock_ignoring_poison(&kept);
                 if kept.len() >= STDERR_LINES_KEPT {
                     kept.pop_front();
                 }
@@ -135,7 +98,7 @@ impl Proc {
     }
 
     fn stderr_tail(&self) -> String {
-        lock(&self.stderr)
+        lock_ignoring_poison(&self.stderr)
             .iter()
             .cloned()
             .collect::<Vec<_>>()
@@ -1324,7 +1287,7 @@ fn distributed_log_with_crashes_meets_the_checker_conditions() {
     const NODES: usize = 5;
     const ENTRIES: usize = 40;
     let test_started = Instant::now();
-    let cluster = Cluster::start(NODES, SLOTS);
+    let cluster = Cluster::start(NODES, SLOT_WEIGHTS);
     let seed: u64 = rand::random();
     eprintln!("log scenario seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);

@@ -14,10 +14,11 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{unused_port, wait_for, ClientRun, TestCluster, Timings, ViewDoc, POLL};
+use common::{
+    unused_port, wait_for, ClientRun, Slot, TestCluster, Timings, ViewDoc, POLL, SLOT_WEIGHTS,
+};
 use ringleader::client::{Client, ClientOptions, CrashPoint};
 use ringleader::rpc::client::RpcClient;
 use ringleader::rpc::message::{ServerRequest, ServiceKind, ViewLeaderReply, ViewLeaderRequest};
@@ -35,45 +36,13 @@ const UNBLOCK_TIMEOUT: Duration = Duration::from_secs(45);
 const QUICK_MS: &str = "500";
 
 // ---------------------------------------------------------------------------------------------
-// At most two weights of cluster at once: the fault scenarios (weight 2) run alone
+// The fault scenarios take every slot weight ([`common::Slot`]) and run alone
 // ---------------------------------------------------------------------------------------------
 
-const SLOTS: usize = 2;
 /// A scenario whose pauses and races must not compete with another cluster for the CPU.
-const ALONE: usize = 2;
+const ALONE: usize = SLOT_WEIGHTS;
 /// A scenario that only sends requests and reads answers.
 const SHARED: usize = 1;
-static SLOTS_TAKEN: Mutex<usize> = Mutex::new(0);
-static SLOT_FREED: Condvar = Condvar::new();
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// `weight` of the [`SLOTS`], given back on drop (also when a test panics).
-struct Slot(usize);
-
-impl Slot {
-    fn acquire(weight: usize) -> Self {
-        let mut taken = lock(&SLOTS_TAKEN);
-        while *taken + weight > SLOTS {
-            taken = SLOT_FREED
-                .wait(taken)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-        *taken += weight;
-        Slot(weight)
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *lock(&SLOTS_TAKEN) -= self.0;
-        SLOT_FREED.notify_all();
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Reading and writing through the CLI

@@ -109,7 +109,7 @@ pub fn holds_for(
 static CLUSTERS_RUNNING: Mutex<usize> = Mutex::new(0);
 static CLUSTER_SLOT_FREED: Condvar = Condvar::new();
 
-fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -136,6 +136,43 @@ impl Drop for ClusterSlot {
         let mut running = lock_ignoring_poison(&CLUSTERS_RUNNING);
         *running -= 1;
         CLUSTER_SLOT_FREED.notify_one();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weighted slots: a test that must not share the CPU takes all of them
+// ---------------------------------------------------------------------------------------------
+
+/// Weight of scenarios one test binary runs at once, on top of the cluster limit: a scenario
+/// whose timing matters takes all of it and runs alone.
+pub const SLOT_WEIGHTS: usize = 2;
+static SLOT_WEIGHTS_TAKEN: Mutex<usize> = Mutex::new(0);
+static SLOT_WEIGHT_FREED: Condvar = Condvar::new();
+
+/// `weight` of the [`SLOT_WEIGHTS`], given back on drop (also when a test panics).
+pub struct Slot(usize);
+
+impl Slot {
+    pub fn acquire(weight: usize) -> Self {
+        assert!(
+            weight <= SLOT_WEIGHTS,
+            "a slot of weight {weight} can never be had"
+        );
+        let mut taken = lock_ignoring_poison(&SLOT_WEIGHTS_TAKEN);
+        while *taken + weight > SLOT_WEIGHTS {
+            taken = SLOT_WEIGHT_FREED
+                .wait(taken)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        *taken += weight;
+        Slot(weight)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *lock_ignoring_poison(&SLOT_WEIGHTS_TAKEN) -= self.0;
+        SLOT_WEIGHT_FREED.notify_all();
     }
 }
 
