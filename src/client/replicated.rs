@@ -209,7 +209,8 @@ impl Client {
             version,
             replicas.clone(),
         )
-        .range_lost(crate::ring::loss_of(&view.view, key).is_some());
+        // Only an append can start a fresh list, and the check builds rings: puts skip it.
+        .range_lost(matches!(op, Op::Append(_)) && crate::ring::loss_of(&view.view, key).is_some());
         let voters = if crash_at == Some(CrashPoint::AfterFirstPrepare) {
             1
         } else {

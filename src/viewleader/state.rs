@@ -296,6 +296,13 @@ impl State {
             self.members.contains_key(id)
                 || self.members.values().any(|m| m.former_ids.contains(id))
         };
+        // Every settled server still here (the usual view change): no range can be short, and
+        // the ring need not be built.
+        if self.settled_servers.iter().all(|s| alive(&s.id)) && !self.settled_servers.is_empty() {
+            self.settled_epoch = self.epoch;
+            self.settled_servers = self.servers();
+            return;
+        }
         let settled_ring = Ring::of_servers(&self.settled_servers);
         let still_ms = now_ms.saturating_sub(self.changed_ms);
         let return_wait_ms = self.config.lease_ms.saturating_mul(RETURN_WAIT_LEASES);
