@@ -50,6 +50,13 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
         old
     }
 
+    /// The entries, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.order
+            .iter()
+            .filter_map(|key| self.map.get_key_value(key))
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

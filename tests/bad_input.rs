@@ -71,6 +71,7 @@ impl Cluster {
                 ..Default::default()
             },
             ringleader::net::Env::real(),
+            ringleader::server::Storage::Memory,
             token.clone(),
             CancellationToken::new(),
         ));

@@ -365,7 +365,7 @@ fn a_restarted_server_joins_under_a_new_id_only_after_its_old_id_expires() {
         .expect("server 0 is in the view");
 
     cluster.kill_server(0);
-    cluster.restart_server(0);
+    cluster.restart_server_wiped(0);
     let first = cluster.query_servers();
     assert_eq!(
         first.ids_at(&addr),

@@ -87,6 +87,7 @@ async fn a_cluster_on_an_in_memory_network_writes_reads_and_survives_a_view_chan
                 ..Default::default()
             },
             server_env,
+            server::Storage::Memory,
             stop.clone(),
             kill.clone(),
         ));

@@ -316,7 +316,7 @@ fn a_commit_fails_when_a_participant_restarted_under_a_new_id_and_the_key_stays_
         .expect("server 0 is in the view");
 
     cluster.kill_server(0);
-    cluster.restart_server(0);
+    cluster.restart_server_wiped(0);
 
     // With three servers every server is a replica of every key, so the write reaches the
     // restarted one, which is not the server the view (and so the coordinator) expects.

@@ -319,7 +319,7 @@ fn a_fresh_process_at_a_dead_members_port_never_answers_for_it() {
         cluster.kill_server(victim);
     }
     for &victim in &victims {
-        cluster.restart_server(victim);
+        cluster.restart_server_wiped(victim);
     }
 
     let started = Instant::now();

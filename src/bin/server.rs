@@ -1,5 +1,6 @@
 //! `server`: parse flags, start logging, bind, serve until Ctrl-C or SIGTERM.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -7,6 +8,7 @@ use ringleader::cli::process;
 use ringleader::http::{self, HttpOptions};
 use ringleader::net::{self, Env};
 use ringleader::server::{self, ServerOptions};
+use ringleader::storage::{FsyncMode, LogOptions};
 use ringleader::{viewleader, Error};
 
 #[derive(Parser, Debug)]
@@ -43,6 +45,22 @@ struct Args {
     /// A transaction pending this long without its coordinator is resolved by the replicas, in ms.
     #[arg(long, default_value_t = server::TX_TIMEOUT_MS_DEFAULT)]
     tx_timeout_ms: u64,
+    /// Where the keys, the 2PC records and the server's identity live.
+    /// Default: ringleader-data/server-PORT under the working directory.
+    #[arg(long, conflicts_with = "in_memory")]
+    data_dir: Option<PathBuf>,
+    /// Keep everything in memory: a server that dies loses what it held (its replicas keep it).
+    #[arg(long)]
+    in_memory: bool,
+    /// When writes are synced: always (each record), batch (group commit), never (the OS decides).
+    #[arg(long, default_value = "batch")]
+    fsync: FsyncMode,
+    /// Log size at which a new segment starts, in bytes (tests set it low to cross compactions).
+    #[arg(long, hide = true, default_value_t = LogOptions::default().segment_bytes_max)]
+    segment_bytes_max: u64,
+    /// Log size since the last snapshot below which none is taken, in bytes.
+    #[arg(long, hide = true, default_value_t = LogOptions::default().compact_bytes_min)]
+    compact_bytes_min: u64,
 }
 
 #[tokio::main]
@@ -72,7 +90,20 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     let (shutdown, kill) = process::shutdown_on_signal();
     process::announce(&*listener)?;
-    let node = server::start(&*listener, options, env)?;
+    let storage = match args.in_memory {
+        true => server::Storage::Memory,
+        false => {
+            let port = listener.local_addr()?.rsplit(':').next().unwrap_or("0").to_string();
+            let dir = args.data_dir.unwrap_or_else(|| server::default_data_dir(&port));
+            let log = LogOptions {
+                fsync: args.fsync,
+                segment_bytes_max: args.segment_bytes_max,
+                compact_bytes_min: args.compact_bytes_min,
+            };
+            server::Storage::data_dir(&dir, log)?
+        }
+    };
+    let node = server::start(&*listener, options, env, storage)?;
     let gateway = match http {
         Some(http_listener) => {
             process::announce_as("http listening on", &*http_listener)?;

@@ -52,7 +52,30 @@ impl StorageServer {
         )))
     }
 
+    /// Answers `request`. A request that read or changed the store is answered only once
+    /// everything the engine has written is durable: a yes vote, a commit, an abort's floor,
+    /// a stored transfer, an applied set, and also a read, so that nothing a client saw can be
+    /// lost in a crash (a value committed but not yet synced would otherwise be readable and
+    /// then forgotten). One group-committed sync covers every request waiting at once.
     async fn dispatch(self: Arc<Self>, request: ServerRequest) -> Result<ServerReply> {
+        let touches_store = !matches!(
+            request,
+            ServerRequest::Print { .. }
+                | ServerRequest::QueryAllKeys { .. }
+                | ServerRequest::Crash
+                | ServerRequest::Recover
+                | ServerRequest::Status
+                | ServerRequest::Relay { .. }
+        );
+        let durability = self.durability.clone();
+        let reply = self.answer(request).await?;
+        if touches_store {
+            durability.flush().await?;
+        }
+        Ok(reply)
+    }
+
+    async fn answer(self: Arc<Self>, request: ServerRequest) -> Result<ServerReply> {
         self.check_addressee(&request)?;
         match request {
             ServerRequest::Print { text } => {

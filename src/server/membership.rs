@@ -104,6 +104,9 @@ async fn heartbeat_once(server: &StorageServer) -> Result<()> {
             if node.id == server_id {
                 warn!(old_id = %server_id, new_id = %fresh, "expired by the view leader; rejoining under a new id");
                 node.rejoin_as(fresh);
+                // Recorded before the new id is used: a restart must not come back as an id
+                // the view leader has already seen expire, knowing nothing of the new one.
+                server.store_identity(&node)?;
             }
             drop(node);
             server.beat_now.notify_one();

@@ -32,7 +32,7 @@ use crate::error::Result;
 use crate::faults::{PlantedBug, ReplyFaults};
 use crate::net::{Env, Listener};
 use crate::rpc::server::serve as serve_rpc;
-use crate::storage::Memory;
+use crate::storage::{identity, Disk, Engine, Log, LogOptions, Memory};
 use crate::viewleader::HEARTBEAT_INTERVAL_MS_DEFAULT;
 
 /// Default time allowed for one call to another process.
@@ -96,15 +96,91 @@ impl ServerOptions {
     }
 }
 
+/// Where a server keeps its data when not told: `ringleader-data/server-PORT` under the working
+/// directory (as etcd's `default.etcd`).
+pub fn default_data_dir(port: &str) -> std::path::PathBuf {
+    std::path::Path::new("ringleader-data").join(format!("server-{port}"))
+}
+
+/// Where a server keeps its keys.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// In memory only (`--in-memory`): a process that dies loses what it held.
+    Memory,
+    /// The log engine in a data dir (the real one, or a simulated disk).
+    Disk {
+        disk: Arc<dyn Disk>,
+        options: LogOptions,
+    },
+}
+
+/// What opening a server's storage gave it.
+pub(crate) struct Opened {
+    pub(crate) engine: Box<dyn Engine>,
+    /// The identity a durable data dir holds (none for a fresh one or in memory).
+    pub(crate) identity: Option<identity::Identity>,
+    /// Where identity changes are written (none in memory).
+    pub(crate) disk: Option<Arc<dyn Disk>>,
+}
+
+impl Storage {
+    /// The log engine in the directory `dir` (created if missing), locked against a second
+    /// process.
+    pub fn data_dir(dir: &std::path::Path, options: LogOptions) -> Result<Self> {
+        let disk = crate::storage::RealDisk::open(dir).map_err(|err| {
+            crate::error::Error::Internal(format!("cannot open the data dir {}: {err}", dir.display()))
+        })?;
+        Ok(Storage::Disk {
+            disk: Arc::new(disk),
+            options,
+        })
+    }
+
+    /// Opens the engine, recovering a durable one, and refuses a data dir of another cluster.
+    fn open(self, cluster: &str) -> Result<Opened> {
+        match self {
+            Storage::Memory => Ok(Opened {
+                engine: Box::new(Memory::new()),
+                identity: None,
+                disk: None,
+            }),
+            Storage::Disk { disk, options } => {
+                let identity = identity::load(&*disk)?;
+                if let Some(identity) = &identity {
+                    identity::check_cluster(&*disk, identity, cluster)?;
+                }
+                let log = Log::open(disk.clone(), options)?;
+                let report = log.report();
+                info!(
+                    keys = report.keys,
+                    records = report.records,
+                    segments = report.segments,
+                    snapshot = report.snapshot.as_deref().unwrap_or("none"),
+                    torn_tails = report.truncated.len(),
+                    data_dir = %disk.describe(""),
+                    "recovered {} keys from the data dir",
+                    report.keys
+                );
+                Ok(Opened {
+                    engine: Box::new(log),
+                    identity,
+                    disk: Some(disk),
+                })
+            }
+        }
+    }
+}
+
 /// Runs a storage server on `listener` (see [`serve`] for `shutdown` and `kill`).
 pub async fn run(
     listener: Box<dyn Listener>,
     options: ServerOptions,
     env: Env,
+    storage: Storage,
     shutdown: CancellationToken,
     kill: CancellationToken,
 ) -> Result<()> {
-    let server = start(&*listener, options, env)?;
+    let server = start(&*listener, options, env, storage)?;
     serve(server, listener, shutdown, kill).await
 }
 
@@ -114,13 +190,17 @@ pub fn start(
     listener: &dyn Listener,
     options: ServerOptions,
     env: Env,
+    storage: Storage,
 ) -> Result<Arc<StorageServer>> {
     options.validate()?;
     let addr = match &options.advertise {
         Some(advertise) => advertise.clone(),
         None => listener.local_addr()?,
     };
-    let server = StorageServer::new(addr, options, env, Box::new(Memory::new()));
+    // Replaced by the cluster the process was started in once every process takes one.
+    let cluster = crate::storage::identity::CLUSTER_PLACEHOLDER;
+    let opened = storage.open(cluster)?;
+    let server = StorageServer::new(addr, options, env, opened, cluster)?;
     info!(addr = %server.addr(), id = %server.id(), viewleader = %server.options.viewleader, "storage server starting");
     Ok(Arc::new(server))
 }

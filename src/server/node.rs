@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::ServerOptions;
+use super::{Opened, ServerOptions};
 use crate::bounded::BoundedMap;
 use crate::error::{Error, Result};
 use crate::faults::Faults;
@@ -24,13 +24,14 @@ use crate::rpc::locator::Locator;
 use crate::rpc::message::{
     ServerReply, ServerRequest, ServerStatus, ServiceKind, ViewLeaderReply, ViewLeaderRequest,
 };
-use crate::storage::Engine;
+use crate::storage::identity::{self, Identity, IDENTITY_FORMAT};
+use crate::storage::{Disk, Durability, Engine};
 use crate::twopc::Participant;
 use crate::types::{Epoch, ServerId, ServerInfo, TxId, Version, View, FORMER_IDS_MAX};
 
 /// Request ids remembered for exactly-once single-server writes; a retry arriving after this
 /// many later sets would be applied again.
-pub const RECENT_REQUESTS_MAX: usize = 100_000;
+pub const RECENT_REQUESTS_MAX: usize = crate::storage::APPLIED_MAX;
 
 /// What one server knows and holds, under one lock.
 pub(super) struct NodeState {
@@ -71,11 +72,27 @@ impl NodeState {
     /// Takes a fresh id after the view leader expired the current one, remembering the old one.
     pub(super) fn rejoin_as(&mut self, fresh: ServerId) {
         let old = std::mem::replace(&mut self.id, fresh);
+        self.remember_former(old);
+        self.rebalanced_epoch = 0;
+    }
+
+    fn remember_former(&mut self, old: ServerId) {
+        if old == self.id || self.former_ids.contains(&old) {
+            return;
+        }
         if self.former_ids.len() >= FORMER_IDS_MAX {
             self.former_ids.pop_front();
         }
         self.former_ids.push_back(old);
-        self.rebalanced_epoch = 0;
+    }
+}
+
+fn identity_of(node: &NodeState, cluster: &str) -> Identity {
+    Identity {
+        format: IDENTITY_FORMAT,
+        cluster: cluster.to_string(),
+        server_id: node.id.clone(),
+        former_ids: node.former_ids.iter().cloned().collect(),
     }
 }
 
@@ -116,38 +133,80 @@ pub struct StorageServer {
     /// Set when a graceful stop begins: no more heartbeats (they would rejoin under a new id).
     pub(super) leaving: AtomicBool,
     pub metrics: Arc<Metrics>,
+    /// Waits for the engine's writes to be durable before a reply goes out.
+    pub(super) durability: Durability,
+    /// Where the identity is kept (a durable server), and the cluster it names.
+    data: Option<(Arc<dyn Disk>, String)>,
 }
 
 impl StorageServer {
-    /// A server reachable at `addr`, holding `store`, not yet serving.
+    /// A server reachable at `addr`, resuming what `opened` recovered, not yet serving. A durable
+    /// server comes back under the id its data dir names (the view leader denies it if it
+    /// expired meanwhile, and it rejoins under a new one); a fresh one draws an id and records
+    /// it before it joins.
     pub(super) fn new(
         addr: String,
         options: ServerOptions,
         env: Env,
-        store: Box<dyn Engine>,
-    ) -> Self {
+        opened: Opened,
+        cluster: &str,
+    ) -> Result<Self> {
+        let Opened {
+            engine: store,
+            identity,
+            disk,
+        } = opened;
+        let recovered = store.recovered();
+        let durability = store.durability();
+        let mut recent_sets = BoundedMap::new(RECENT_REQUESTS_MAX);
+        for (request_id, version) in &recovered.applied {
+            recent_sets.insert(*request_id, *version);
+        }
+        let participant = Participant::restore(recovered, 0);
+        let (id, former) = match identity {
+            Some(identity) => (identity.server_id, identity.former_ids),
+            None => (env.new_id(), Vec::new()),
+        };
         let rpc_timeout = Duration::from_millis(options.rpc_timeout_ms);
         let viewleader = Locator::new(
             options.viewleader.clone(),
             net::VIEWLEADER_PORTS,
             Pool::new(ServiceKind::ViewLeader, rpc_timeout, env.transport.clone()),
         );
-        Self {
-            state: Mutex::new(NodeState {
-                id: env.new_id(),
-                view: View::default(),
-                epoch_seen: 0,
-                rebalanced_epoch: 0,
-                store,
-                participant: Participant::default(),
-                moving: None,
-                copies_sent: 0,
-                keys_dropped: 0,
-                recent_sets: BoundedMap::new(RECENT_REQUESTS_MAX),
-                resolving: HashSet::new(),
-                former_ids: VecDeque::new(),
-                last_settled: (0, Vec::new()),
-            }),
+        let mut node = NodeState {
+            id,
+            view: View::default(),
+            epoch_seen: 0,
+            rebalanced_epoch: 0,
+            store,
+            participant,
+            moving: None,
+            copies_sent: 0,
+            keys_dropped: 0,
+            recent_sets,
+            resolving: HashSet::new(),
+            former_ids: VecDeque::new(),
+            last_settled: (0, Vec::new()),
+        };
+        // A transaction voted under an id the identity file no longer names (the server
+        // rejoined and died before recording it) is still this server's to answer for.
+        let voted_as: Vec<ServerId> = node
+            .participant
+            .voted_as_ids()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        for old in former.into_iter().chain(voted_as) {
+            node.remember_former(old);
+        }
+        let data = disk.map(|disk| (disk, cluster.to_string()));
+        if let Some((disk, cluster)) = &data {
+            identity::store(&**disk, &identity_of(&node, cluster))?;
+        }
+        Ok(Self {
+            state: Mutex::new(node),
+            durability,
+            data,
             viewleader,
             peers: Pool::new(ServiceKind::Server, rpc_timeout, env.transport.clone()),
             faults: Faults::new(options.faults),
@@ -160,6 +219,14 @@ impl StorageServer {
             stopping: CancellationToken::new(),
             leaving: AtomicBool::new(false),
             metrics: Arc::new(Metrics::new()),
+        })
+    }
+
+    /// Records the node's current id in its data dir (nothing in memory mode).
+    pub(super) fn store_identity(&self, node: &NodeState) -> Result<()> {
+        match &self.data {
+            Some((disk, cluster)) => identity::store(&**disk, &identity_of(node, cluster)),
+            None => Ok(()),
         }
     }
 

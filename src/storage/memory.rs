@@ -92,6 +92,16 @@ impl Memory {
         Self::default()
     }
 
+    /// Whether the key is held (as a text or a list).
+    pub fn contains(&self, key: &str) -> bool {
+        self.texts.contains(key) || self.lists.contains_key(key)
+    }
+
+    /// Whether the key holds a text.
+    pub fn holds_text(&self, key: &str) -> bool {
+        self.texts.contains(key)
+    }
+
     fn put(&mut self, key: Key, versioned: Versioned) {
         match versioned.value {
             Value::Text(text) => {

@@ -14,19 +14,46 @@
 //! whatever the engine; an engine that keeps nothing past the process (the [`memory`] engine)
 //! accepts and forgets them.
 //!
+//! Two engines: [`memory`] (nothing on disk: `--in-memory`) and [`log`] (the durable default: a
+//! log of records on disk under the [`disk`] layer, with every value also in memory). A durable
+//! engine writes each change before it returns, and [`durability`] lets the server wait for the
+//! sync that covers it (group commit) without holding the engine: a request is answered only
+//! after what it changed is durable. What a restarted engine read back of the records is
+//! [`Engine::recovered`]; the server's identity lives beside the log ([`identity`]).
+//!
 //! # Deliberately left out
-//! * A durable engine: the durable storage issue adds one behind this trait, with recovery of
-//!   the records (nothing reads them back yet).
 //! * Transactions across keys: every operation touches one key, or a batch of independent copies.
 
+pub mod disk;
+pub mod durability;
+pub mod identity;
+pub mod log;
 pub mod memory;
 
+pub use disk::{Disk, RealDisk, SimDisk};
+pub use durability::{Durability, FsyncMode, Lsn};
+pub use log::{Log, LogOptions};
 pub use memory::Memory;
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::types::{
-    Epoch, Key, Op, ServerInfo, TxId, TxState, Value, Version, Versioned, KEYS_PAGE_MAX,
+    Epoch, Key, Op, ServerId, ServerInfo, TxId, TxState, Value, Version, Versioned,
+    KEYS_PAGE_MAX,
 };
+
+/// Decisions remembered for idempotent commit/abort and termination queries; the oldest is
+/// forgotten beyond it (a commit retried after this many later decisions is refused).
+pub const DECIDED_MAX: usize = 100_000;
+/// Key floors remembered; the oldest is forgotten beyond it.
+pub const FLOORS_MAX: usize = 100_000;
+/// Request ids remembered for exactly-once single-server writes; a retry arriving after this
+/// many later sets would be applied again.
+pub const APPLIED_MAX: usize = 100_000;
+/// The largest record a durable engine writes (a transfer batch is bounded by the frame limit,
+/// 8 MiB, well under it).
+pub const RECORD_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 /// A key/value store of versioned values. See the module doc.
 pub trait Engine: Send + std::fmt::Debug {
@@ -57,8 +84,20 @@ pub trait Engine: Send + std::fmt::Debug {
         self.len() == 0
     }
 
-    /// Makes `record` durable before the caller acts on it (see the module doc).
+    /// Writes `record` so that it survives a restart (see the module doc); the caller waits on
+    /// [`Engine::durability`] before it acts on it outside the process.
     fn record(&mut self, record: &Record<'_>) -> Result<()>;
+
+    /// A handle to wait for what was written to be durable; one that never waits for an engine
+    /// with nothing on disk.
+    fn durability(&self) -> Durability {
+        Durability::none()
+    }
+
+    /// The records read back when the engine was opened (nothing for an engine that keeps none).
+    fn recovered(&self) -> Recovered {
+        Recovered::default()
+    }
 
     /// Stores each copy unless a newer one is here; returns how many were stored. A durable
     /// engine makes the whole batch durable at once.
@@ -73,19 +112,39 @@ pub trait Engine: Send + std::fmt::Debug {
     }
 }
 
+/// A yes vote as a durable engine keeps it: everything the participant needs to finish the
+/// transaction after a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedTx {
+    pub tx: TxId,
+    pub key: Key,
+    pub op: Op,
+    /// The value the key will hold if the transaction commits.
+    pub value: Value,
+    pub version: Version,
+    pub epoch: Epoch,
+    pub participants: Vec<ServerInfo>,
+    /// The member id the vote was cast as.
+    pub voted_as: ServerId,
+    /// The key's version when the vote was cast.
+    pub base_version: Version,
+}
+
+/// What a durable engine read back of the [`Record`]s when it was opened: the undecided yes
+/// votes, the recent decisions, the key floors and the applied request ids, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub pending: Vec<PreparedTx>,
+    pub decided: Vec<(TxId, TxState)>,
+    pub floors: Vec<(Key, Version)>,
+    pub applied: Vec<(u128, Version)>,
+}
+
 /// What must be durable before the participant or the server answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record<'a> {
     /// A yes vote: the write the transaction will make if it commits.
-    Prepared {
-        tx: TxId,
-        key: &'a str,
-        op: &'a Op,
-        value: &'a Value,
-        version: Version,
-        epoch: Epoch,
-        participants: &'a [ServerInfo],
-    },
+    Prepared(&'a PreparedTx),
     /// A transaction's decision, as this participant learnt it.
     Decided { tx: TxId, state: TxState },
     /// No write at or below `version` may be applied to `key` (an aborted transaction's floor).

@@ -6,7 +6,8 @@ use crate::error::Error;
 
 /// One fresh instance of every engine.
 fn engines() -> Vec<Box<dyn Engine>> {
-    vec![Box::new(Memory::new())]
+    let log = Log::open(std::sync::Arc::new(SimDisk::new()), LogOptions::default()).unwrap();
+    vec![Box::new(Memory::new()), Box::new(log)]
 }
 
 fn text(s: &str, version: Version) -> Versioned {

@@ -112,6 +112,7 @@ impl LocalCluster {
             listener,
             options,
             env,
+            server::Storage::Memory,
             shutdown.clone(),
             kill.clone(),
         ));

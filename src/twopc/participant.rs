@@ -17,18 +17,15 @@ use super::Prepare;
 use crate::bounded::BoundedMap;
 use crate::errinput;
 use crate::error::{Error, Result};
-use crate::storage::{Engine, Record};
+use crate::storage::{Engine, PreparedTx, Record, Recovered};
+pub use crate::storage::{DECIDED_MAX, FLOORS_MAX};
 use crate::types::{
-    check_epoch, check_value, check_version, Epoch, Key, Op, ServerId, ServerInfo, TxId, TxState,
+    check_epoch, check_value, check_version, Epoch, Key, Op, ServerInfo, TxId, TxState,
     Value, Version, Versioned,
 };
 
 /// Transactions pending at once on one server; a prepare beyond it is voted no.
 pub const PENDING_MAX: usize = 100_000;
-/// Decisions remembered for idempotent commit/abort; the oldest is forgotten beyond it.
-pub const DECIDED_MAX: usize = 100_000;
-/// Key floors remembered; the oldest is forgotten beyond it.
-pub const FLOORS_MAX: usize = 100_000;
 
 /// What the participant knows about itself when a prepare arrives.
 #[derive(Clone, Debug)]
@@ -52,23 +49,23 @@ pub enum Vote {
     },
 }
 
+/// A yes vote waiting for its decision: what the durable engine recorded (the write, the
+/// participants, the id this server voted under: it stays the participant of the transaction,
+/// the primary say, even if the server rejoins under a new id while the transaction is
+/// pending), and when it was cast.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pending {
-    pub key: Key,
-    /// The value the key will hold if the transaction commits.
-    pub value: Value,
-    pub version: Version,
-    pub epoch: Epoch,
-    pub participants: Vec<ServerInfo>,
+    pub prepared: PreparedTx,
+    /// When the vote was cast, or when the server restarted with it.
     pub prepared_ms: u64,
-    /// The id this server voted under: it stays the participant of the transaction (the primary,
-    /// say) even if the server rejoins under a new id while the transaction is pending.
-    pub voted_as: ServerId,
-    /// A request that differs in nothing but its tx can only be its retry.
-    pub op: Op,
-    /// The key's version when the vote was cast: if it is unchanged at commit, an append is
-    /// applied as one item rather than as the whole list.
-    pub base_version: Version,
+}
+
+impl std::ops::Deref for Pending {
+    type Target = PreparedTx;
+
+    fn deref(&self) -> &PreparedTx {
+        &self.prepared
+    }
 }
 
 /// A transaction that outlived the timeout, and what to do about it.
@@ -105,6 +102,35 @@ impl Default for Participant {
 }
 
 impl Participant {
+    /// The participant a restarted server resumes with: the yes votes still undecided (their
+    /// timers start again at `now_ms`, so the termination rules finish them if nobody else
+    /// does), the recent decisions and the key floors its engine read back.
+    pub fn restore(recovered: Recovered, now_ms: u64) -> Self {
+        let mut participant = Self::default();
+        for (tx, state) in recovered.decided {
+            participant.decided.insert(tx, state);
+        }
+        for (key, version) in recovered.floors {
+            participant.floors.insert(key, version);
+        }
+        for prepared in recovered.pending {
+            participant.by_key.insert(prepared.key.clone(), prepared.tx);
+            participant.pending.insert(
+                prepared.tx,
+                Pending {
+                    prepared,
+                    prepared_ms: now_ms,
+                },
+            );
+        }
+        participant
+    }
+
+    /// The member ids this server voted under in its pending transactions.
+    pub fn voted_as_ids(&self) -> std::collections::BTreeSet<&str> {
+        self.pending.values().map(|p| p.voted_as.as_str()).collect()
+    }
+
     /// Phase one: the vote. A yes vote is recorded in `store` before it is returned.
     pub fn prepare(
         &mut self,
@@ -200,28 +226,24 @@ impl Participant {
                 "vote no on {key:?}: {PENDING_MAX} transactions already pending"
             )));
         }
-        store.record(&Record::Prepared {
+        let prepared = PreparedTx {
             tx,
-            key: &key,
-            op: &op,
-            value: &value,
+            key,
+            op,
+            value,
             version,
             epoch,
-            participants: &participants,
-        })?;
-        self.by_key.insert(key.clone(), tx);
+            participants,
+            voted_as: ctx.server_id.to_string(),
+            base_version,
+        };
+        store.record(&Record::Prepared(&prepared))?;
+        self.by_key.insert(prepared.key.clone(), tx);
         self.pending.insert(
             tx,
             Pending {
-                key,
-                value,
-                version,
-                epoch,
-                participants,
+                prepared,
                 prepared_ms: ctx.now_ms,
-                voted_as: ctx.server_id.to_string(),
-                op,
-                base_version,
             },
         );
         Ok(Vote::Yes)
@@ -229,7 +251,11 @@ impl Participant {
 
     /// Phase two, yes: applies the prepared write and records the decision.
     pub fn commit(&mut self, store: &mut dyn Engine, tx: TxId) -> Result<Version> {
-        let Some(pending) = self.pending.remove(&tx) else {
+        let Some(Pending {
+            prepared: pending,
+            prepared_ms,
+        }) = self.pending.remove(&tx)
+        else {
             return match self.decided.get(&tx) {
                 Some(TxState::Committed { version }) => Ok(*version),
                 Some(_) => Err(Error::Refused(format!("transaction {tx:x} was aborted"))),
@@ -238,26 +264,40 @@ impl Participant {
                 ))),
             };
         };
-        self.by_key.remove(&pending.key);
         // The version was checked above the key's at prepare and the key was held since; a copy
         // that arrived meanwhile by rebalancing or read repair can only be this very write.
         let version = pending.version;
-        match pending.op {
+        let key = pending.key.clone();
+        let applied = match &pending.op {
             // Nothing touched the list since the vote: the item alone is the whole change.
-            Op::Append(item) if store.version(&pending.key) == pending.base_version => {
-                store.append(pending.key, item, version)?;
+            Op::Append(item) if store.version(&key) == pending.base_version => {
+                store.append(key.clone(), item.clone(), version)
             }
-            _ => {
-                store.put_if_newer(
-                    pending.key,
+            _ => store
+                .put_if_newer(
+                    key.clone(),
                     Versioned {
-                        value: pending.value,
+                        value: pending.value.clone(),
                         version,
                     },
-                )?;
-            }
+                )
+                .map(|_| ()),
+        };
+        let decided = applied.and_then(|()| self.remember(store, tx, TxState::Committed { version }));
+        if let Err(err) = decided {
+            // Not applied or not recorded (a full disk): the vote stands, undecided, so a
+            // retried commit or the termination rules finish it rather than a status query
+            // calling it aborted.
+            self.pending.insert(
+                tx,
+                Pending {
+                    prepared: pending,
+                    prepared_ms,
+                },
+            );
+            return Err(err);
         }
-        self.remember(store, tx, TxState::Committed { version })?;
+        self.by_key.remove(&key);
         Ok(version)
     }
 
@@ -265,8 +305,12 @@ impl Participant {
     /// coordinator aborts everywhere, including where the prepare never arrived).
     pub fn abort(&mut self, store: &mut dyn Engine, tx: TxId) -> Result<()> {
         if let Some(pending) = self.pending.remove(&tx) {
+            if let Err(err) = self.raise_floor(store, pending.key.clone(), pending.version) {
+                // Not recorded (a full disk): the vote stands until an abort can be.
+                self.pending.insert(tx, pending);
+                return Err(err);
+            }
             self.by_key.remove(&pending.key);
-            self.raise_floor(store, pending.key, pending.version)?;
         } else if let Some(TxState::Committed { .. }) = self.decided.get(&tx) {
             return Err(Error::Refused(format!(
                 "transaction {tx:x} was already committed"

@@ -912,7 +912,8 @@ impl TestCluster {
         service.process.kill();
     }
 
-    /// Starts server `number` again at its old port (retrying while the port is not yet free).
+    /// Starts server `number` again at its old port, from its data dir (retrying while the port
+    /// is not yet free).
     pub fn restart_server(&mut self, number: usize) {
         assert!(
             self.servers[number].is_none(),
@@ -932,6 +933,27 @@ impl TestCluster {
             },
         );
         self.servers[number] = Some(service);
+    }
+
+    /// Where server `number` keeps its data: the default data dir, under the cluster's temp dir
+    /// (every process runs there), named after its port.
+    pub fn server_data_dir(&self, number: usize) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join("ringleader-data")
+            .join(format!("server-{}", self.ports[number]))
+    }
+
+    /// Starts server `number` again at its old port with its data dir wiped: a fresh process at
+    /// a dead member's address (a replaced machine), which knows nothing of the member it
+    /// replaces.
+    pub fn restart_server_wiped(&mut self, number: usize) {
+        let dir = self.server_data_dir(number);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .unwrap_or_else(|err| panic!("wipe {}: {err}", dir.display()));
+        }
+        self.restart_server(number);
     }
 
     /// Whether server `number` is running (not killed).

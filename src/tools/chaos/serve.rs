@@ -70,8 +70,12 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
             let listener = env
                 .bind(&args.host, Some(args.port), crate::net::SERVER_PORTS)
                 .await?;
+            let storage = match &args.data_dir {
+                Some(dir) => crate::server::Storage::data_dir(dir, Default::default())?,
+                None => crate::server::Storage::Memory,
+            };
             crate::cli::process::announce(&*listener)?;
-            crate::server::run(listener, options, env, shutdown, kill).await?;
+            crate::server::run(listener, options, env, storage, shutdown, kill).await?;
         }
     }
     Ok(0)

@@ -517,6 +517,7 @@ fn run_hosts(options: &SimOptions) -> Outcome {
                     listener,
                     server_options,
                     env,
+                    server::Storage::Memory,
                     CancellationToken::new(),
                     CancellationToken::new(),
                 )
