@@ -926,3 +926,6 @@ impl Engine for Log {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
