@@ -9,7 +9,8 @@
 //! reads that same clock, so deadlines and timers agree.
 //!
 //! # Deliberately left out
-//! * File systems: the durable storage issue adds its own seam for files.
+//! * File systems: the storage engine has its own seam for files (`crate::storage::disk`), so a
+//!   simulation can hand a server a disk that forgets what was not synced.
 //! * Tools (`crate::tools`: the load generator's loopback probe, chaos, the demo) open their own
 //!   sockets and read the real clock: they measure or drive the real thing.
 

@@ -90,18 +90,14 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     let (shutdown, kill) = process::shutdown_on_signal();
     process::announce(&*listener)?;
+    let log = LogOptions {
+        fsync: args.fsync,
+        segment_bytes_max: args.segment_bytes_max,
+        compact_bytes_min: args.compact_bytes_min,
+    };
     let storage = match args.in_memory {
         true => server::Storage::Memory,
-        false => {
-            let port = listener.local_addr()?.rsplit(':').next().unwrap_or("0").to_string();
-            let dir = args.data_dir.unwrap_or_else(|| server::default_data_dir(&port));
-            let log = LogOptions {
-                fsync: args.fsync,
-                segment_bytes_max: args.segment_bytes_max,
-                compact_bytes_min: args.compact_bytes_min,
-            };
-            server::Storage::data_dir(&dir, log)?
-        }
+        false => server::Storage::for_listener(args.data_dir, &*listener, log)?,
     };
     let node = server::start(&*listener, options, env, storage)?;
     let gateway = match http {

@@ -136,6 +136,23 @@ impl Storage {
         })
     }
 
+    /// The log engine in `data_dir`, or by default in [`default_data_dir`] of the port
+    /// `listener` is bound to.
+    pub fn for_listener(
+        data_dir: Option<std::path::PathBuf>,
+        listener: &dyn Listener,
+        options: LogOptions,
+    ) -> Result<Self> {
+        let dir = match data_dir {
+            Some(dir) => dir,
+            None => {
+                let addr = listener.local_addr()?;
+                default_data_dir(addr.rsplit(':').next().unwrap_or("0"))
+            }
+        };
+        Self::data_dir(&dir, options)
+    }
+
     /// Opens the engine, recovering a durable one, and refuses a data dir of another cluster.
     fn open(self, cluster: &str) -> Result<Opened> {
         match self {
