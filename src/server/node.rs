@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tracing::info;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -87,11 +88,12 @@ impl NodeState {
     }
 }
 
-fn identity_of(node: &NodeState, cluster: &str) -> Identity {
+fn identity_of(node: &NodeState, cluster: &str, addr: &str) -> Identity {
     Identity {
         format: IDENTITY_FORMAT,
         cluster: cluster.to_string(),
         server_id: node.id.clone(),
+        addr: addr.to_string(),
         former_ids: node.former_ids.iter().cloned().collect(),
     }
 }
@@ -164,7 +166,15 @@ impl StorageServer {
         }
         let participant = Participant::restore(recovered, 0);
         let (id, former) = match identity {
-            Some(identity) => (identity.server_id, identity.former_ids),
+            Some(identity) if identity.addr == addr => (identity.server_id, identity.former_ids),
+            // The view knows the old id at the old address, where nobody answers now: this
+            // is a new member, which keeps the old one's data and transactions.
+            Some(identity) => {
+                info!(old_addr = %identity.addr, old_id = %identity.server_id, "restarted at another address; joining under a new id");
+                let mut former = identity.former_ids;
+                former.push(identity.server_id);
+                (env.new_id(), former)
+            }
             None => (env.new_id(), Vec::new()),
         };
         let rpc_timeout = Duration::from_millis(options.rpc_timeout_ms);
@@ -201,7 +211,7 @@ impl StorageServer {
         }
         let data = disk.map(|disk| (disk, cluster.to_string()));
         if let Some((disk, cluster)) = &data {
-            identity::store(&**disk, &identity_of(&node, cluster))?;
+            identity::store(&**disk, &identity_of(&node, cluster, &addr))?;
         }
         Ok(Self {
             state: Mutex::new(node),
@@ -225,7 +235,9 @@ impl StorageServer {
     /// Records the node's current id in its data dir (nothing in memory mode).
     pub(super) fn store_identity(&self, node: &NodeState) -> Result<()> {
         match &self.data {
-            Some((disk, cluster)) => identity::store(&**disk, &identity_of(node, cluster)),
+            Some((disk, cluster)) => {
+                identity::store(&**disk, &identity_of(node, cluster, &self.addr))
+            }
             None => Ok(()),
         }
     }

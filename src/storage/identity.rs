@@ -24,6 +24,10 @@ pub struct Identity {
     pub format: u32,
     pub cluster: String,
     pub server_id: ServerId,
+    /// The address the server advertised under `server_id`: a server restarted at another one
+    /// is another member.
+    #[serde(default)]
+    pub addr: String,
     /// The ids the server held before, newest last.
     pub former_ids: Vec<ServerId>,
 }
@@ -99,6 +103,7 @@ mod tests {
             format: IDENTITY_FORMAT,
             cluster: "c".into(),
             server_id: "a".into(),
+            addr: "h:1".into(),
             former_ids: vec!["z".into()],
         };
         store(&disk, &identity).unwrap();
