@@ -139,10 +139,10 @@ impl Faults {
             return Answer::Reply(reply);
         }
         let n = self.replies_sent.fetch_add(1, Ordering::Relaxed) + 1;
-        if drop_every > 0 && n % drop_every == 0 {
+        if drop_every > 0 && n.is_multiple_of(drop_every) {
             tracing::debug!("fault hook: reply dropped");
             Answer::Silence
-        } else if duplicate_every > 0 && n % duplicate_every == 0 {
+        } else if duplicate_every > 0 && n.is_multiple_of(duplicate_every) {
             Answer::Twice(reply)
         } else {
             Answer::Reply(reply)

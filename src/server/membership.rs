@@ -50,7 +50,7 @@ pub(super) async fn heartbeats(server: Arc<StorageServer>, stop: CancellationTok
                 failures = 0;
             }
             Err(err) => {
-                if failures % HEARTBEAT_FAILURES_PER_WARNING == 0 {
+                if failures.is_multiple_of(HEARTBEAT_FAILURES_PER_WARNING) {
                     warn!(%err, "heartbeat failed");
                 }
                 failures = failures.saturating_add(1);

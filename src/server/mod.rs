@@ -128,7 +128,10 @@ impl Storage {
     /// process.
     pub fn data_dir(dir: &std::path::Path, options: LogOptions) -> Result<Self> {
         let disk = crate::storage::RealDisk::open(dir).map_err(|err| {
-            crate::error::Error::Internal(format!("cannot open the data dir {}: {err}", dir.display()))
+            crate::error::Error::Internal(format!(
+                "cannot open the data dir {}: {err}",
+                dir.display()
+            ))
         })?;
         Ok(Storage::Disk {
             disk: Arc::new(disk),

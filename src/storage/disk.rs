@@ -134,9 +134,7 @@ impl Disk for RealDisk {
     }
 
     fn open_append(&self, name: &str) -> io::Result<Arc<dyn DiskFile>> {
-        let file = OpenOptions::new()
-            .append(true)
-            .open(self.dir.join(name))?;
+        let file = OpenOptions::new().append(true).open(self.dir.join(name))?;
         Ok(Arc::new(RealFile(file)))
     }
 
@@ -216,7 +214,10 @@ struct Inode {
 
 impl SimState {
     fn used_bytes(&self) -> u64 {
-        self.inodes.values().map(|inode| inode.data.len() as u64).sum()
+        self.inodes
+            .values()
+            .map(|inode| inode.data.len() as u64)
+            .sum()
     }
 }
 
@@ -227,7 +228,9 @@ impl SimDisk {
 
     fn state(&self) -> MutexGuard<'_, SimState> {
         // A panic while holding it can only come from a bug in this file; the state stays usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Limits the bytes all files may hold together: an append beyond it fails as a full disk
@@ -269,10 +272,14 @@ impl SimDisk {
     pub fn flip_byte(&self, name: &str, offset: usize) -> io::Result<()> {
         let mut state = self.state();
         let inode = *state.names.get(name).ok_or_else(|| not_found(name))?;
-        let file = state.inodes.get_mut(&inode).ok_or_else(|| not_found(name))?;
-        let byte = file.data.get_mut(offset).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "offset past the end")
-        })?;
+        let file = state
+            .inodes
+            .get_mut(&inode)
+            .ok_or_else(|| not_found(name))?;
+        let byte = file
+            .data
+            .get_mut(offset)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset past the end"))?;
         *byte = !*byte;
         Ok(())
     }
@@ -396,7 +403,10 @@ impl DiskFile for SimFile {
                     ));
                 }
             }
-            let file = state.inodes.get_mut(&inode).ok_or_else(|| not_found("file"))?;
+            let file = state
+                .inodes
+                .get_mut(&inode)
+                .ok_or_else(|| not_found("file"))?;
             file.data.extend_from_slice(bytes);
             Ok(())
         })
@@ -405,7 +415,10 @@ impl DiskFile for SimFile {
     fn sync(&self) -> io::Result<()> {
         self.with(|state, inode| {
             state.syncs += 1;
-            let file = state.inodes.get_mut(&inode).ok_or_else(|| not_found("file"))?;
+            let file = state
+                .inodes
+                .get_mut(&inode)
+                .ok_or_else(|| not_found("file"))?;
             file.synced_len = file.data.len();
             file.durable_shadow = None;
             Ok(())
@@ -414,7 +427,10 @@ impl DiskFile for SimFile {
 
     fn truncate(&self, len: u64) -> io::Result<()> {
         self.with(|state, inode| {
-            let file = state.inodes.get_mut(&inode).ok_or_else(|| not_found("file"))?;
+            let file = state
+                .inodes
+                .get_mut(&inode)
+                .ok_or_else(|| not_found("file"))?;
             let len = usize::try_from(len).unwrap_or(usize::MAX);
             if len < file.synced_len && file.durable_shadow.is_none() {
                 file.durable_shadow = Some(file.data[..file.synced_len].to_vec());
@@ -444,7 +460,10 @@ mod tests {
         disk.crash(&mut |_| 0);
         assert_eq!(disk.read("a").unwrap(), b"durable");
         assert!(disk.read("b").is_err(), "b's name was never synced");
-        assert!(a.append(b"x").is_err(), "a handle from before the crash is dead");
+        assert!(
+            a.append(b"x").is_err(),
+            "a handle from before the crash is dead"
+        );
     }
 
     #[test]
@@ -484,7 +503,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = RealDisk::open(dir.path()).unwrap();
         let err = RealDisk::open(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("locked by another process"), "{err}");
+        assert!(
+            err.to_string().contains("locked by another process"),
+            "{err}"
+        );
         drop(first);
         RealDisk::open(dir.path()).unwrap();
     }

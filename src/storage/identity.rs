@@ -111,6 +111,9 @@ mod tests {
         assert_eq!(load(&disk).unwrap(), Some(identity.clone()));
         assert!(check_cluster(&disk, &identity, "c").is_ok());
         let err = check_cluster(&disk, &identity, "other").unwrap_err();
-        assert!(err.to_string().contains("belongs to cluster \"c\""), "{err}");
+        assert!(
+            err.to_string().contains("belongs to cluster \"c\""),
+            "{err}"
+        );
     }
 }

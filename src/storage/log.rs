@@ -134,7 +134,9 @@ enum Entry<'a> {
     },
     Batch(Cow<'a, [(Key, Versioned)]>),
     /// Closes a snapshot: the records before it.
-    SnapshotEnd { records: u64 },
+    SnapshotEnd {
+        records: u64,
+    },
 }
 
 /// What the records other than keys add up to: what [`Engine::recovered`] hands back.
@@ -331,7 +333,7 @@ fn read_record(bytes: &[u8], offset: usize) -> std::result::Result<(Entry<'_>, u
 /// is corruption, not a torn tail.
 fn valid_record_after(bytes: &[u8], offset: usize) -> bool {
     (offset + 1..bytes.len().saturating_sub(RECORD_HEADER_BYTES))
-        .any(|at| matches!(read_record(bytes, at), Ok(_)))
+        .any(|at| read_record(bytes, at).is_ok())
 }
 
 fn describe_bad(bad: &Bad) -> String {
@@ -504,7 +506,7 @@ impl Log {
                     state.apply(entry);
                     records += 1;
                     report.records += 1;
-                    if report.records % PROGRESS_RECORDS == 0 {
+                    if report.records.is_multiple_of(PROGRESS_RECORDS) {
                         info!(records = report.records, file = name, "recovering");
                     }
                     offset = next;
@@ -527,15 +529,21 @@ impl Log {
             .map_err(|err| io_error(disk, name, "reading", err))?;
         if bytes.len() < SEGMENT_MAGIC.len() {
             if last && SEGMENT_MAGIC.starts_with(&bytes) {
-                report
-                    .truncated
-                    .push(format!("{}: an empty segment, recreated", disk.describe(name)));
+                report.truncated.push(format!(
+                    "{}: an empty segment, recreated",
+                    disk.describe(name)
+                ));
                 return Ok(Replayed {
                     bytes: 0,
                     recreate: true,
                 });
             }
-            return Err(corrupt(disk, name, 0, "the segment is empty or cut inside its header"));
+            return Err(corrupt(
+                disk,
+                name,
+                0,
+                "the segment is empty or cut inside its header",
+            ));
         }
         if bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC[..] {
             return Err(corrupt(disk, name, 0, "the segment header is wrong"));
@@ -546,13 +554,18 @@ impl Log {
                 Ok((entry, next)) => {
                     state.apply(entry);
                     report.records += 1;
-                    if report.records % PROGRESS_RECORDS == 0 {
+                    if report.records.is_multiple_of(PROGRESS_RECORDS) {
                         info!(records = report.records, file = name, "recovering");
                     }
                     offset = next;
                 }
                 Err(Bad::Undecodable(err)) => {
-                    return Err(corrupt(disk, name, offset, &describe_bad(&Bad::Undecodable(err))))
+                    return Err(corrupt(
+                        disk,
+                        name,
+                        offset,
+                        &describe_bad(&Bad::Undecodable(err)),
+                    ))
                 }
                 Err(bad) if last && !valid_record_after(&bytes, offset) => {
                     let cut = bytes.len() - offset;
@@ -733,7 +746,10 @@ impl Log {
             .pending
             .values()
             .map(|p| Entry::Prepared(Cow::Borrowed(p)));
-        let decided = meta.decided.iter().map(|(&tx, &state)| Entry::Decided { tx, state });
+        let decided = meta
+            .decided
+            .iter()
+            .map(|(&tx, &state)| Entry::Decided { tx, state });
         let floors = meta.floors.iter().map(|(key, &version)| Entry::Floor {
             key: Cow::Borrowed(key),
             version,
@@ -917,11 +933,7 @@ impl Engine for Log {
         Recovered {
             pending: meta.pending.values().cloned().collect(),
             decided: meta.decided.iter().map(|(&tx, &s)| (tx, s)).collect(),
-            floors: meta
-                .floors
-                .iter()
-                .map(|(k, &v)| (k.clone(), v))
-                .collect(),
+            floors: meta.floors.iter().map(|(k, &v)| (k.clone(), v)).collect(),
             applied: meta.applied.iter().map(|(&id, &v)| (id, v)).collect(),
         }
     }

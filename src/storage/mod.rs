@@ -39,8 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::types::{
-    Epoch, Key, Op, ServerId, ServerInfo, TxId, TxState, Value, Version, Versioned,
-    KEYS_PAGE_MAX,
+    Epoch, Key, Op, ServerId, ServerInfo, TxId, TxState, Value, Version, Versioned, KEYS_PAGE_MAX,
 };
 
 /// Decisions remembered for idempotent commit/abort and termination queries; the oldest is

@@ -20,8 +20,8 @@ use crate::error::{Error, Result};
 use crate::storage::{Engine, PreparedTx, Record, Recovered};
 pub use crate::storage::{DECIDED_MAX, FLOORS_MAX};
 use crate::types::{
-    check_epoch, check_value, check_version, Epoch, Key, Op, ServerInfo, TxId, TxState,
-    Value, Version, Versioned,
+    check_epoch, check_value, check_version, Epoch, Key, Op, ServerInfo, TxId, TxState, Value,
+    Version, Versioned,
 };
 
 /// Transactions pending at once on one server; a prepare beyond it is voted no.
@@ -283,7 +283,8 @@ impl Participant {
                 )
                 .map(|_| ()),
         };
-        let decided = applied.and_then(|()| self.remember(store, tx, TxState::Committed { version }));
+        let decided =
+            applied.and_then(|()| self.remember(store, tx, TxState::Committed { version }));
         if let Err(err) = decided {
             // Not applied or not recorded (a full disk): the vote stands, undecided, so a
             // retried commit or the termination rules finish it rather than a status query

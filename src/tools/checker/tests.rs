@@ -731,7 +731,7 @@ fn generate_with(
         let completed = point + rng.below(spread);
         let roll = rng.below(100);
         let fate = rng.below(100);
-        let (call, mut ret) = if key_index % 2 == 0 {
+        let (call, mut ret) = if key_index.is_multiple_of(2) {
             if roll < 50 {
                 (Call::Write(Value::Text(format!("v{id}"))), Return::Written)
             } else {
@@ -750,7 +750,7 @@ fn generate_with(
             false
         } else if fate < 4 + unknown {
             ret = Return::Unknown;
-            fate % 2 == 0
+            fate.is_multiple_of(2)
         } else {
             true
         };
