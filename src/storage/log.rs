@@ -642,7 +642,6 @@ impl Log {
                 warn!(%err, "could not start a new log segment; going on with this one");
             }
         }
-        self.maybe_compact();
         Ok(())
     }
 
@@ -671,6 +670,9 @@ impl Log {
         Ok(())
     }
 
+    /// Takes a snapshot if the log has grown enough. Called after a change is in the in-memory
+    /// state, never between writing its record and applying it: the snapshot must hold every
+    /// change whose record is in a segment it replaces.
     fn maybe_compact(&mut self) {
         let threshold = self
             .options
@@ -829,7 +831,9 @@ impl Engine for Log {
             key: Cow::Borrowed(&key),
             versioned: Cow::Borrowed(&versioned),
         })?;
-        self.state.index.put_if_newer(key, versioned)
+        let stored = self.state.index.put_if_newer(key, versioned);
+        self.maybe_compact();
+        stored
     }
 
     fn append(&mut self, key: Key, item: String, version: Version) -> Result<()> {
@@ -843,7 +847,9 @@ impl Engine for Log {
             item: Cow::Borrowed(&item),
             version,
         })?;
-        self.state.index.append(key, item, version)
+        let appended = self.state.index.append(key, item, version);
+        self.maybe_compact();
+        appended
     }
 
     fn remove(&mut self, key: &str) -> Result<Option<Versioned>> {
@@ -855,7 +861,9 @@ impl Engine for Log {
             key: Cow::Borrowed(key),
             version,
         })?;
-        self.state.index.remove(key)
+        let removed = self.state.index.remove(key);
+        self.maybe_compact();
+        removed
     }
 
     fn scan<'a>(&'a self, after: Option<&'a str>) -> Box<dyn Iterator<Item = &'a str> + 'a> {
@@ -901,6 +909,7 @@ impl Engine for Log {
                 self.state.meta.applied.insert(*request_id, *version);
             }
         }
+        self.maybe_compact();
         Ok(())
     }
 
@@ -921,6 +930,7 @@ impl Engine for Log {
                 stored += 1;
             }
         }
+        self.maybe_compact();
         Ok(stored)
     }
 
