@@ -397,7 +397,9 @@ impl Log {
                 report.snapshot = Some(name);
                 seq
             }
-            None => segments.first().copied().unwrap_or(1),
+            // Without a snapshot the log must start at its first segment: anything else means
+            // the segments before were lost.
+            None => 1,
         };
         for &old in snapshots.iter().filter(|&&s| s < base) {
             let name = snapshot_name(old);
