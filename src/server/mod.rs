@@ -159,7 +159,8 @@ pub async fn serve(
         server.clone(),
         stopping.clone(),
     ));
-    tokio::join!(control, serve_rpc(listener, server, stopping));
+    let cluster = server.env().cluster.clone();
+    tokio::join!(control, serve_rpc(listener, cluster, server, stopping));
     let _ = heartbeats.await;
     let _ = views.await;
     let _ = terminations.await;

@@ -130,7 +130,7 @@ impl StorageServer {
         let viewleader = Locator::new(
             options.viewleader.clone(),
             net::VIEWLEADER_PORTS,
-            Pool::new(ServiceKind::ViewLeader, rpc_timeout, env.transport.clone()),
+            Pool::new(ServiceKind::ViewLeader, rpc_timeout, &env),
         );
         Self {
             state: Mutex::new(NodeState {
@@ -149,7 +149,7 @@ impl StorageServer {
                 last_settled: (0, Vec::new()),
             }),
             viewleader,
-            peers: Pool::new(ServiceKind::Server, rpc_timeout, env.transport.clone()),
+            peers: Pool::new(ServiceKind::Server, rpc_timeout, &env),
             faults: Faults::new(options.faults),
             started: env.now(),
             addr,
