@@ -4,6 +4,10 @@
 //! test or a simulation hands in its own (an in-memory network, a clock it drives, a seeded
 //! generator) and the same code runs unchanged, with no cargo feature and no `cfg`.
 //!
+//! The `Env` also names the cluster the node belongs to ([`Env::cluster`], like etcd's initial
+//! cluster token): every connection starts with a hello that carries it, and a peer of another
+//! cluster is refused there, so one cluster's keys never reach another's processes.
+//!
 //! Timers (`tokio::time::sleep`, `timeout`, `interval`) are tokio's and are not behind the seam:
 //! tokio's clock can already be paused and driven (`start_paused`, turmoil), and [`Clock::now`]
 //! reads that same clock, so deadlines and timers agree.
@@ -34,6 +38,11 @@ pub const VIEWLEADER_PORTS: RangeInclusive<u16> = 39000..=39010;
 /// Pause after a failed accept (out of file descriptors, say) before the next, so that a
 /// listener in trouble does not spin.
 pub const ACCEPT_BACKOFF_MS: u64 = 100;
+/// The cluster a process belongs to unless told otherwise (`--cluster`, `RINGLEADER_CLUSTER`).
+pub const CLUSTER_DEFAULT: &str = "ringleader";
+/// Longest cluster name, in bytes; a longer one is refused as invalid input. A peer's hello may
+/// carry anything, but only this much of a foreign name is quoted back in an error.
+pub const CLUSTER_NAME_MAX_BYTES: usize = 64;
 
 /// A byte stream to a peer: a TCP connection, or whatever a simulated network offers.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -77,22 +86,42 @@ pub struct Env {
     pub transport: Arc<dyn Transport>,
     pub clock: Arc<dyn Clock>,
     pub random: Arc<dyn Random>,
+    /// The cluster this node belongs to: sent in every hello, and the only one whose peers it
+    /// talks to. A valid name (see [`validate_cluster_name`]); set it with [`Env::in_cluster`].
+    pub cluster: Arc<str>,
 }
 
 impl fmt::Debug for Env {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Env")
+        write!(f, "Env {{ cluster: {:?} }}", self.cluster)
     }
 }
 
 impl Env {
-    /// TCP, the system clocks and the operating system's randomness.
+    /// TCP, the system clocks and the operating system's randomness, in cluster
+    /// [`CLUSTER_DEFAULT`].
     pub fn real() -> Self {
         Self {
             transport: Arc::new(Tcp),
             clock: Arc::new(SystemClock),
             random: Arc::new(OsRandom),
+            cluster: Arc::from(CLUSTER_DEFAULT),
         }
+    }
+
+    /// The same world, for a node of cluster `name`; an invalid name is refused (see
+    /// [`validate_cluster_name`]).
+    pub fn in_cluster(self, name: &str) -> Result<Self> {
+        validate_cluster_name(name)?;
+        Ok(Self {
+            cluster: Arc::from(name),
+            ..self
+        })
+    }
+
+    /// The cluster this node belongs to.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
     }
 
     pub fn now(&self) -> Instant {
@@ -149,6 +178,43 @@ impl Env {
             last_err.map(|e| e.to_string()).unwrap_or_default()
         )))
     }
+}
+
+/// Checks a cluster name: 1 to [`CLUSTER_NAME_MAX_BYTES`] bytes of ASCII letters, digits, `-`,
+/// `_` and `.`, so that it prints unambiguously in logs and errors.
+pub fn validate_cluster_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(errinput!("the cluster name is empty"));
+    }
+    if name.len() > CLUSTER_NAME_MAX_BYTES {
+        return Err(errinput!(
+            "the cluster name {:?} is {} bytes long; the limit is {CLUSTER_NAME_MAX_BYTES}",
+            shown_cluster(name),
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(errinput!(
+            "the cluster name {name:?} holds {bad:?}; use ASCII letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// A cluster name as errors quote it: cut to [`CLUSTER_NAME_MAX_BYTES`] (on a character
+/// boundary, marked by `...`), for names that come from a peer and may be anything.
+pub fn shown_cluster(name: &str) -> String {
+    if name.len() <= CLUSTER_NAME_MAX_BYTES {
+        return name.to_string();
+    }
+    let mut end = CLUSTER_NAME_MAX_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &name[..end])
 }
 
 /// `host:port`, with an IPv6 literal in brackets.
@@ -279,6 +345,38 @@ mod tests {
         assert_eq!(join_host_port("::1", 5), "[::1]:5");
         assert_eq!(join_host_port("[::1]", 5), "[::1]:5");
         assert_eq!(join_host_port("localhost", 5), "localhost:5");
+    }
+
+    #[test]
+    fn cluster_names_are_short_printable_ascii() {
+        for good in [
+            "ringleader",
+            "a",
+            "prod-eu_1.2",
+            &"x".repeat(CLUSTER_NAME_MAX_BYTES),
+        ] {
+            assert!(validate_cluster_name(good).is_ok(), "{good:?} refused");
+            assert_eq!(Env::real().in_cluster(good).unwrap().cluster(), good);
+        }
+        let long = "x".repeat(CLUSTER_NAME_MAX_BYTES + 1);
+        for bad in ["", " ", "a b", "ä", "a\n", "a\"b", "a/b", long.as_str()] {
+            let err = validate_cluster_name(bad).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidRequest(ref msg) if msg.contains("cluster name")),
+                "{bad:?}: {err}"
+            );
+            assert!(Env::real().in_cluster(bad).is_err());
+        }
+        assert_eq!(Env::real().cluster(), CLUSTER_DEFAULT);
+        assert!(validate_cluster_name(CLUSTER_DEFAULT).is_ok());
+    }
+
+    #[test]
+    fn a_foreign_cluster_name_is_cut_when_quoted() {
+        assert_eq!(shown_cluster("b"), "b");
+        let long = "é".repeat(CLUSTER_NAME_MAX_BYTES);
+        let shown = shown_cluster(&long);
+        assert!(shown.ends_with("...") && shown.len() <= CLUSTER_NAME_MAX_BYTES + 3);
     }
 
     #[test]

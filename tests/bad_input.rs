@@ -3,7 +3,7 @@
 //! Each test starts a view leader and a storage server, stores some data, opens one well-behaved
 //! connection to each, and then sends one kind of bad input to both over raw TCP: a frame over
 //! the size limit, random bytes, a truncated frame, an unknown request, a wrong protocol version,
-//! a hello for the wrong service. The offending peer must get an error reply or a closed
+//! a hello for the wrong service or from another cluster. The offending peer must get an error reply or a closed
 //! connection (never a hang: every read is bounded), and afterwards both processes must go on
 //! serving the connection that was already open and fresh clients, with the stored data unchanged.
 
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use ringleader::client::ClientOptions;
+use ringleader::net::{Env, CLUSTER_DEFAULT, CLUSTER_NAME_MAX_BYTES};
 use ringleader::rpc::frame::{decode, encode, FRAME_BYTES_MAX};
 use ringleader::rpc::message::{
     Envelope, Request, Response, ServerReply, ServerRequest, ServiceKind, ViewLeaderReply,
@@ -212,9 +213,20 @@ async fn send_frame(stream: &mut TcpStream, payload: &[u8]) {
 }
 
 fn hello_payload(request_id: u64, protocol_version: u32, service: ServiceKind) -> Vec<u8> {
+    hello_payload_in(request_id, protocol_version, service, CLUSTER_DEFAULT)
+}
+
+/// A hello from a process of `cluster`.
+fn hello_payload_in(
+    request_id: u64,
+    protocol_version: u32,
+    service: ServiceKind,
+    cluster: &str,
+) -> Vec<u8> {
     let hello: Request<()> = Request::Hello {
         protocol_version,
         service,
+        cluster: cluster.to_string(),
     };
     encode(request_id, &hello).unwrap().to_vec()
 }
@@ -284,9 +296,11 @@ async fn connect_with_hello(addr: &str, service: ServiceKind) -> TcpStream {
         Ok(Response::Hello {
             protocol_version,
             service: answered,
+            cluster,
         }) => {
             assert_eq!(protocol_version, PROTOCOL_VERSION);
             assert_eq!(answered, service);
+            assert_eq!(cluster, CLUSTER_DEFAULT);
         }
         other => panic!("hello to the {service:?} answered {other:?}"),
     }
@@ -561,6 +575,98 @@ async fn a_hello_for_the_wrong_service_gets_an_error_and_a_close() {
         cluster
             .assert_still_serving(&format!("a wrong-service hello to the {service:?}"))
             .await;
+    }
+    cluster.stop().await;
+}
+
+/// Whether `err` is the refusal of a hello between clusters `service_cluster` and
+/// `caller_cluster`, naming both.
+fn names_both_clusters(err: &Error, service_cluster: &str, caller_cluster: &str) -> bool {
+    matches!(err, Error::Protocol(msg)
+        if msg.contains(&format!("cluster {service_cluster:?}"))
+            && msg.contains(&format!("cluster {caller_cluster:?}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_from_another_cluster_gets_an_error_naming_both_and_a_close() {
+    let mut cluster = Cluster::start().await;
+    for service in BOTH {
+        let addr = cluster.addr(service).to_string();
+        let what = format!("a hello from cluster \"elsewhere\" to the {service:?}");
+        let mut stream = connect(&addr).await;
+        send_frame(
+            &mut stream,
+            &hello_payload_in(7, PROTOCOL_VERSION, service, "elsewhere"),
+        )
+        .await;
+        let (id, err) = read_error(&mut stream, &what).await;
+        assert_eq!(id, 7);
+        assert!(
+            names_both_clusters(&err, CLUSTER_DEFAULT, "elsewhere"),
+            "{what}: {err:?}"
+        );
+        assert_closed(&mut stream, &what).await;
+
+        // A name no process may take (too long, not printable) is refused and quoted cut.
+        let long = "\u{7}".repeat(10 * CLUSTER_NAME_MAX_BYTES);
+        let mut stream = connect(&addr).await;
+        send_frame(
+            &mut stream,
+            &hello_payload_in(8, PROTOCOL_VERSION, service, &long),
+        )
+        .await;
+        let (_, err) = read_error(&mut stream, &what).await;
+        assert!(
+            matches!(&err, Error::Protocol(msg) if msg.len() < 20 * CLUSTER_NAME_MAX_BYTES),
+            "{what}: the refusal quotes the whole foreign name: {err:?}"
+        );
+        assert_closed(&mut stream, &what).await;
+
+        // A library client of another cluster is refused, both names in the error.
+        let env = Env::real().in_cluster("elsewhere").unwrap();
+        let stranger = Client::with_env(
+            ClientOptions {
+                viewleader: cluster.vl_addr.clone(),
+                ..Default::default()
+            },
+            env,
+        );
+        let err = match service {
+            ServiceKind::ViewLeader => stranger.query_servers().await.unwrap_err(),
+            ServiceKind::Server => stranger.get(&addr, "alpha").await.unwrap_err(),
+        };
+        assert!(
+            names_both_clusters(&err, CLUSTER_DEFAULT, "elsewhere")
+                && err.to_string().contains(&addr),
+            "a client of another cluster calling the {service:?}: {err}"
+        );
+        cluster
+            .assert_still_serving(&format!("hellos from another cluster to the {service:?}"))
+            .await;
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_hello_from_another_cluster_is_refused_and_the_connection_goes_on() {
+    let mut cluster = Cluster::start().await;
+    for service in BOTH {
+        let addr = cluster.addr(service).to_string();
+        let what = format!("a second hello, from another cluster, to the {service:?}");
+        let mut stream = connect_with_hello(&addr, service).await;
+        send_frame(
+            &mut stream,
+            &hello_payload_in(13, PROTOCOL_VERSION, service, "elsewhere"),
+        )
+        .await;
+        let (id, err) = read_error(&mut stream, &what).await;
+        assert_eq!(id, 13);
+        assert!(
+            names_both_clusters(&err, CLUSTER_DEFAULT, "elsewhere"),
+            "{what}: {err:?}"
+        );
+        assert_connection_works(&mut stream, service, 14).await;
+        cluster.assert_still_serving(&what).await;
     }
     cluster.stop().await;
 }

@@ -100,7 +100,7 @@ impl RawParticipants {
         let timeout = Duration::from_secs(5);
         if !self.connections.contains_key(addr) {
             let client = self.runtime.block_on(RpcClient::connect(
-                &ringleader::net::Tcp,
+                &ringleader::net::Env::real(),
                 addr,
                 ServiceKind::Server,
                 timeout,

@@ -248,7 +248,7 @@ fn viewleader_call(
     rt.block_on(async {
         let timeout = Duration::from_secs(5);
         let conn = RpcClient::<ViewLeaderRequest, ViewLeaderReply>::connect(
-            &ringleader::net::Tcp,
+            &ringleader::net::Env::real(),
             addr,
             ServiceKind::ViewLeader,
             timeout,

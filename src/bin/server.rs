@@ -26,6 +26,9 @@ struct Args {
     /// The view leader, host[:port]; without a port, the first of 39000-39010 that answers.
     #[arg(long, default_value = "localhost:39000")]
     viewleader: String,
+    /// The cluster this server belongs to; processes of any other are refused.
+    #[arg(long, value_name = "NAME", env = process::CLUSTER_ENV, default_value = net::CLUSTER_DEFAULT)]
+    cluster: String,
     /// Interval between heartbeats, in ms.
     #[arg(long, default_value_t = viewleader::HEARTBEAT_INTERVAL_MS_DEFAULT)]
     heartbeat_interval_ms: u64,
@@ -82,7 +85,7 @@ async fn run(args: Args) -> Result<(), Error> {
         planted_bug: None,
     };
     options.validate()?;
-    let env = Env::real();
+    let env = Env::real().in_cluster(&args.cluster)?;
     let listener = env.bind(&args.host, args.port, net::SERVER_PORTS).await?;
     let http = match args.http_port {
         Some(port) => Some(env.bind(&args.host, Some(port), net::SERVER_PORTS).await?),

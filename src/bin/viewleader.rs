@@ -21,6 +21,9 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
+    /// The cluster this view leader belongs to; processes of any other are refused.
+    #[arg(long, value_name = "NAME", env = process::CLUSTER_ENV, default_value = net::CLUSTER_DEFAULT)]
+    cluster: String,
     /// Interval servers send heartbeats at, in ms.
     #[arg(long, default_value_t = viewleader::HEARTBEAT_INTERVAL_MS_DEFAULT)]
     heartbeat_interval_ms: u64,
@@ -55,7 +58,7 @@ async fn run(args: Args) -> Result<(), Error> {
         data_dir: Some(args.data_dir),
     };
     options.validate()?;
-    let env = Env::real();
+    let env = Env::real().in_cluster(&args.cluster)?;
     let listener = env
         .bind(&args.host, args.port, net::VIEWLEADER_PORTS)
         .await?;

@@ -14,6 +14,7 @@ pub mod process;
 use crate::client::{Client, ClientOptions, TIMEOUT_MS_DEFAULT, WAIT_MS_DEFAULT};
 use crate::errinput;
 use crate::error::Error;
+use crate::net::{self, Env};
 use crate::tools::sim::campaign;
 use crate::tools::{bench, chaos, demo};
 use crate::types::{LockReply, Value, Versioned};
@@ -51,6 +52,16 @@ pub struct ClientArgs {
     /// Time allowed for each call, in ms.
     #[arg(long, global = true, default_value_t = TIMEOUT_MS_DEFAULT)]
     pub timeout_ms: u64,
+    /// The cluster to talk to; processes of any other refuse. (demo, bench, chaos and sim start
+    /// clusters of their own, named ringleader.)
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = process::CLUSTER_ENV,
+        default_value = net::CLUSTER_DEFAULT
+    )]
+    pub cluster: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -138,7 +149,8 @@ pub async fn run(args: ClientArgs) -> u8 {
 }
 
 async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Result<u8, Error> {
-    let client = Client::new(options);
+    let env = Env::real().in_cluster(&args.cluster)?;
+    let client = Client::with_env(options, env.clone());
     let server = args
         .server
         .clone()
@@ -314,7 +326,7 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
         Command::Bench(bench_args) => return bench::command::run(bench_args, out).await,
         Command::Chaos(chaos_args) => return chaos::run(chaos_args, out).await,
         Command::Sim(sim_args) => return campaign::run(sim_args, out).await,
-        Command::Serve(serve_args) => return chaos::serve(serve_args).await,
+        Command::Serve(serve_args) => return chaos::serve(serve_args, env).await,
     }
     Ok(EXIT_OK)
 }

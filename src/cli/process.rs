@@ -6,6 +6,10 @@
 
 use crate::error::Error;
 
+/// The environment variable every binary's `--cluster` falls back to (then
+/// [`crate::net::CLUSTER_DEFAULT`]).
+pub const CLUSTER_ENV: &str = "RINGLEADER_CLUSTER";
+
 /// Logs to stderr, filtered by `RUST_LOG`, else by `default_filter` (the services log their
 /// lifecycle at info; the client only warnings, so its output stays readable).
 pub fn init_tracing(default_filter: &str) {

@@ -123,9 +123,9 @@ impl Client {
             viewleader: Locator::new(
                 options.viewleader.clone(),
                 net::VIEWLEADER_PORTS,
-                Pool::new(ServiceKind::ViewLeader, connect, env.transport.clone()),
+                Pool::new(ServiceKind::ViewLeader, connect, &env),
             ),
-            servers: Pool::new(ServiceKind::Server, connect, env.transport.clone()),
+            servers: Pool::new(ServiceKind::Server, connect, &env),
             env,
             view: Mutex::new(None),
             view_fetch: tokio::sync::Mutex::new(None),

@@ -15,10 +15,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::codec::Framed;
 
 use super::frame::{codec, decode, encode, write_coalesced};
-use super::message::{Request, Response, ServiceKind, PROTOCOL_VERSION};
+use super::message::{cluster_mismatch, Request, Response, ServiceKind, PROTOCOL_VERSION};
 use crate::error::{Error, Result};
 use crate::fasthash::FastBuildHasher;
-use crate::net::Transport;
+use crate::net::Env;
 
 /// Calls waiting for a reply on one connection; a caller beyond it waits for a slot.
 pub const IN_FLIGHT_PER_CONNECTION_MAX: usize = 4096;
@@ -70,14 +70,16 @@ where
     Req: Serialize + Send + 'static,
     Rep: DeserializeOwned + Send + 'static,
 {
-    /// Dials `addr` through `transport` and does the handshake, all within `timeout`.
+    /// Dials `addr` through `env`'s transport and does the handshake as a member of `env`'s
+    /// cluster, all within `timeout`. A service of another cluster is refused, whichever end
+    /// notices first.
     pub async fn connect(
-        transport: &dyn Transport,
+        env: &Env,
         addr: &str,
         service: ServiceKind,
         timeout: Duration,
     ) -> Result<Self> {
-        tokio::time::timeout(timeout, Self::connect_inner(transport, addr, service))
+        tokio::time::timeout(timeout, Self::connect_inner(env, addr, service))
             .await
             .map_err(|_| {
                 Error::Timeout(format!(
@@ -87,16 +89,13 @@ where
             })?
     }
 
-    async fn connect_inner(
-        transport: &dyn Transport,
-        addr: &str,
-        service: ServiceKind,
-    ) -> Result<Self> {
-        let stream = transport.connect(addr).await?;
+    async fn connect_inner(env: &Env, addr: &str, service: ServiceKind) -> Result<Self> {
+        let stream = env.connect(addr).await?;
         let mut framed = Framed::new(stream, codec());
         let hello: Request<Req> = Request::Hello {
             protocol_version: PROTOCOL_VERSION,
             service,
+            cluster: env.cluster().to_string(),
         };
         framed
             .send(encode(0, &hello)?)
@@ -117,13 +116,17 @@ where
             ))
         })?;
         match reply.body {
+            Ok(Response::Hello { cluster, .. }) if cluster != env.cluster() => {
+                let err = cluster_mismatch(service, &cluster, env.cluster());
+                return Err(refused_by(addr, err));
+            }
             Ok(Response::Hello { .. }) => {}
             Ok(Response::Reply(_)) => {
                 return Err(Error::Protocol(format!(
                     "{addr} answered the hello with a reply"
                 )))
             }
-            Err(err) => return Err(err),
+            Err(err) => return Err(refused_by(addr, err)),
         }
 
         let (sink, mut frames) = framed.split();
@@ -257,6 +260,15 @@ where
     }
 }
 
+/// A refused hello names the address that refused it (the refusing side cannot: it may not know
+/// the address it is reached at).
+fn refused_by(addr: &str, err: Error) -> Error {
+    match err {
+        Error::Protocol(msg) => Error::Protocol(format!("{addr} refused the hello: {msg}")),
+        other => other,
+    }
+}
+
 /// Addresses a pool keeps connections to; beyond it, broken connections are dropped first, then
 /// the least recently used one.
 pub const POOL_CONNECTIONS_MAX: usize = 256;
@@ -268,7 +280,8 @@ type Pooled<Req, Rep> = (RpcClient<Req, Rep>, u64);
 pub struct Pool<Req, Rep> {
     service: ServiceKind,
     connect_timeout: Duration,
-    transport: Arc<dyn Transport>,
+    /// Where connections come from, and the cluster their hellos name.
+    env: Env,
     /// Keyed by address; addresses come from views and options, not peers: see
     /// [`crate::fasthash`]. Each connection carries the use count at its last use.
     conns: Mutex<HashMap<String, Pooled<Req, Rep>, FastBuildHasher>>,
@@ -281,15 +294,12 @@ where
     Req: Serialize + Send + 'static,
     Rep: DeserializeOwned + Send + 'static,
 {
-    pub fn new(
-        service: ServiceKind,
-        connect_timeout: Duration,
-        transport: Arc<dyn Transport>,
-    ) -> Self {
+    /// A pool of connections to `service`s of `env`'s cluster, dialled through `env`.
+    pub fn new(service: ServiceKind, connect_timeout: Duration, env: &Env) -> Self {
         Self {
             service,
             connect_timeout,
-            transport,
+            env: env.clone(),
             conns: Mutex::new(HashMap::default()),
             uses: AtomicU64::new(0),
         }
@@ -301,7 +311,7 @@ where
             return Ok(client);
         }
         let client =
-            RpcClient::connect(&*self.transport, addr, self.service, self.connect_timeout).await?;
+            RpcClient::connect(&self.env, addr, self.service, self.connect_timeout).await?;
         let used = self.uses.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut conns) = self.conns.lock() {
             if conns.len() >= POOL_CONNECTIONS_MAX {

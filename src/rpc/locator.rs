@@ -1,7 +1,8 @@
 //! Finding a service that may be named by host alone: the view leader, for the storage servers
 //! and the client alike. A target with a port is one address; a host without one means every port
 //! of a range in turn (the course's convention), and the first that answers the hello as the
-//! right service is remembered until it stops answering.
+//! right service of the caller's cluster is remembered until it stops answering (so a view leader
+//! of another cluster on the same host is passed over).
 
 use std::ops::RangeInclusive;
 use std::sync::Mutex;

@@ -7,13 +7,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
+use crate::net;
 use crate::types::{
     Epoch, HeartbeatReply, Key, LockReply, Prepare, ServerId, ServerInfo, TxId, TxState, Value,
     Version, Versioned, View,
 };
 
-/// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// Bumped on any incompatible change to the messages below. Version 5: the hello names the
+/// cluster.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Which service a connection talks to. Checked in the handshake so a client that dialled the
 /// wrong port gets a clear error instead of a misread message.
@@ -45,7 +48,10 @@ pub struct Envelope<T> {
 pub enum Request<T> {
     Hello {
         protocol_version: u32,
+        /// The service the caller means to reach.
         service: ServiceKind,
+        /// The caller's cluster ([`crate::net::Env::cluster`]); a service of another refuses.
+        cluster: String,
     },
     Call(T),
 }
@@ -56,8 +62,25 @@ pub enum Response<R> {
     Hello {
         protocol_version: u32,
         service: ServiceKind,
+        /// The service's cluster: the caller checks it too.
+        cluster: String,
     },
     Reply(R),
+}
+
+/// The error of a hello between two clusters, the same from both ends: it names both (a
+/// foreign name cut to [`net::CLUSTER_NAME_MAX_BYTES`]) and where a process takes its own.
+pub fn cluster_mismatch(
+    service: ServiceKind,
+    service_cluster: &str,
+    caller_cluster: &str,
+) -> Error {
+    Error::Protocol(format!(
+        "the {service} belongs to cluster {:?} but the caller to cluster {:?}; a process talks \
+         only to its own cluster (check --cluster / RINGLEADER_CLUSTER)",
+        net::shown_cluster(service_cluster),
+        net::shown_cluster(caller_cluster),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 //! One TCP connection carries many requests. Each frame is a 4-byte big-endian length and a
 //! postcard-encoded [`message::Envelope`] `{request_id, body}`; replies carry the id of their
 //! request, so a connection is pipelined and pooled. The first exchange on a connection is a hello
-//! naming the protocol version and the service, so a client that dialled the wrong port, or an old
-//! binary, is told so instead of having its bytes misread.
+//! naming the protocol version, the service and the cluster, so a client that dialled the wrong
+//! port, an old binary, or a process of another cluster is told so instead of having its bytes
+//! misread (or, worse, understood).
 
 pub mod client;
 pub mod frame;

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
 use super::frame::{codec, decode, encode, write_coalesced};
-use super::message::{Request, Response, ServiceKind, PROTOCOL_VERSION};
+use super::message::{cluster_mismatch, Request, Response, ServiceKind, PROTOCOL_VERSION};
 use crate::error::{Error, Result};
 use crate::net::{self, Conn, Listener};
 
@@ -64,9 +64,11 @@ pub enum Answer<R> {
     Hangup,
 }
 
-/// Serves `listener` until `shutdown` fires, then gives open connections a grace period.
+/// Serves `listener` for peers of `cluster` until `shutdown` fires, then gives open connections
+/// a grace period. A hello from another cluster is refused.
 pub async fn serve<H: Handler>(
     listener: Box<dyn Listener>,
+    cluster: Arc<str>,
     handler: Arc<H>,
     shutdown: CancellationToken,
 ) {
@@ -86,10 +88,11 @@ pub async fn serve<H: Handler>(
         };
         let handler = handler.clone();
         let shutdown = shutdown.clone();
+        let cluster = cluster.clone();
         let span = tracing::debug_span!("connection", %peer, service = %H::SERVICE);
         tracker.spawn(
             async move {
-                connection(stream, handler, shutdown).await;
+                connection(stream, &cluster, handler, shutdown).await;
                 drop(permit);
             }
             .instrument(span),
@@ -104,7 +107,38 @@ pub async fn serve<H: Handler>(
     }
 }
 
-async fn connection<H: Handler>(stream: Conn, handler: Arc<H>, shutdown: CancellationToken) {
+/// The answer to a hello: ours if it asks for this service, in this protocol version and this
+/// cluster; else the error that says which of them differs.
+fn answer_hello<R>(
+    protocol_version: u32,
+    service: ServiceKind,
+    peer_cluster: &str,
+    service_wanted: ServiceKind,
+    cluster: &str,
+) -> Result<Response<R>> {
+    if protocol_version != PROTOCOL_VERSION || service != service_wanted {
+        return Err(Error::Protocol(format!(
+            "this is a {service_wanted} speaking protocol version {PROTOCOL_VERSION}; \
+             the peer asked for a {service} speaking version {protocol_version}"
+        )));
+    }
+    if peer_cluster != cluster {
+        debug!(peer_cluster = %net::shown_cluster(peer_cluster), "refused a hello from another cluster");
+        return Err(cluster_mismatch(service_wanted, cluster, peer_cluster));
+    }
+    Ok(Response::Hello {
+        protocol_version,
+        service,
+        cluster: cluster.to_string(),
+    })
+}
+
+async fn connection<H: Handler>(
+    stream: Conn,
+    cluster: &str,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) {
     let mut framed = Framed::new(stream, codec());
     let hello = tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), framed.next());
     let first = tokio::select! {
@@ -124,29 +158,25 @@ async fn connection<H: Handler>(stream: Conn, handler: Arc<H>, shutdown: Cancell
             Request::Hello {
                 protocol_version,
                 service,
-            } if protocol_version == PROTOCOL_VERSION && service == H::SERVICE => {
-                let hello: Result<Response<H::Reply>> = Ok(Response::Hello {
+                cluster: peer_cluster,
+            } => {
+                let hello: Result<Response<H::Reply>> = answer_hello(
                     protocol_version,
                     service,
-                });
+                    &peer_cluster,
+                    H::SERVICE,
+                    cluster,
+                );
+                if let Err(err) = hello {
+                    let _ = send_error(&mut framed, envelope.request_id, err).await;
+                    return;
+                }
                 let Ok(bytes) = encode(envelope.request_id, &hello) else {
                     return;
                 };
                 if framed.send(bytes).await.is_err() {
                     return;
                 }
-            }
-            Request::Hello {
-                protocol_version,
-                service,
-            } => {
-                let err = Error::Protocol(format!(
-                    "this is a {} speaking protocol version {PROTOCOL_VERSION}; \
-                     the peer asked for a {service} speaking version {protocol_version}",
-                    H::SERVICE
-                ));
-                let _ = send_error(&mut framed, envelope.request_id, err).await;
-                return;
             }
             Request::Call(_) => {
                 let err = Error::Protocol("the first message must be a hello".into());
@@ -219,19 +249,17 @@ async fn connection<H: Handler>(stream: Conn, handler: Arc<H>, shutdown: Cancell
             Request::Hello {
                 protocol_version,
                 service,
+                cluster: peer_cluster,
             } => {
-                let reply: Result<Response<H::Reply>> =
-                    if protocol_version == PROTOCOL_VERSION && service == H::SERVICE {
-                        Ok(Response::Hello {
-                            protocol_version,
-                            service,
-                        })
-                    } else {
-                        Err(Error::Protocol(format!(
-                            "this is a {} speaking protocol version {PROTOCOL_VERSION}",
-                            H::SERVICE
-                        )))
-                    };
+                // A later hello is answered (and checked) like the first, but a refusal leaves
+                // the connection, already past its handshake, open.
+                let reply: Result<Response<H::Reply>> = answer_hello(
+                    protocol_version,
+                    service,
+                    &peer_cluster,
+                    H::SERVICE,
+                    cluster,
+                );
                 if let Ok(bytes) = encode(request_id, &reply) {
                     let _ = reply_tx.send(bytes).await;
                 }
@@ -303,5 +331,145 @@ fn frame_error(err: &std::io::Error) -> String {
         )
     } else {
         format!("bad frame: {err}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Env;
+    use crate::rpc::client::RpcClient;
+
+    /// A service that answers `n` with `n + 1`.
+    struct Increment;
+
+    impl Handler for Increment {
+        type Request = u64;
+        type Reply = u64;
+        const SERVICE: ServiceKind = ServiceKind::ViewLeader;
+
+        async fn handle(self: Arc<Self>, request: u64) -> Answer<u64> {
+            Answer::Reply(Ok(request + 1))
+        }
+    }
+
+    /// Serves [`Increment`] for cluster `cluster` on a free loopback port; returns its address.
+    async fn start(cluster: &str, shutdown: &CancellationToken) -> String {
+        let env = Env::real().in_cluster(cluster).unwrap();
+        let listener = env.bind("127.0.0.1", Some(0), 0..=0).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(
+            listener,
+            env.cluster.clone(),
+            Arc::new(Increment),
+            shutdown.clone(),
+        ));
+        addr
+    }
+
+    async fn connect(addr: &str, cluster: &str) -> Result<RpcClient<u64, u64>> {
+        let env = Env::real().in_cluster(cluster).unwrap();
+        RpcClient::connect(&env, addr, ServiceKind::ViewLeader, Duration::from_secs(5)).await
+    }
+
+    #[test]
+    fn a_hello_from_another_cluster_is_answered_with_an_error_naming_both() {
+        let answer = |cluster: &str| {
+            answer_hello::<()>(
+                PROTOCOL_VERSION,
+                ServiceKind::Server,
+                cluster,
+                ServiceKind::Server,
+                "a",
+            )
+        };
+        match answer("a") {
+            Ok(Response::Hello { cluster, .. }) => assert_eq!(cluster, "a"),
+            other => panic!("a hello of the same cluster answered {other:?}"),
+        }
+        let err = answer("b").unwrap_err();
+        let Error::Protocol(msg) = &err else {
+            panic!("not a protocol error: {err:?}")
+        };
+        assert!(
+            msg.contains(r#"storage server belongs to cluster "a""#)
+                && msg.contains(r#"caller to cluster "b""#),
+            "{msg}"
+        );
+        // A wrong version is reported as such, whatever the cluster.
+        let err = answer_hello::<()>(
+            PROTOCOL_VERSION - 1,
+            ServiceKind::Server,
+            "b",
+            ServiceKind::Server,
+            "a",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("protocol version"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_caller_of_another_cluster_is_refused_and_one_of_the_same_is_served() {
+        let shutdown = CancellationToken::new();
+        let addr = start("a", &shutdown).await;
+
+        let err = connect(&addr, "b")
+            .await
+            .err()
+            .expect("cluster b was served");
+        let Error::Protocol(msg) = &err else {
+            panic!("not a protocol error: {err:?}")
+        };
+        assert!(
+            msg.contains(&addr)
+                && msg.contains(r#"view leader belongs to cluster "a""#)
+                && msg.contains(r#"caller to cluster "b""#),
+            "{msg}"
+        );
+        assert!(!err.is_retryable(), "{err:?}");
+
+        let client = connect(&addr, "a").await.unwrap();
+        assert_eq!(client.call(&41, Duration::from_secs(5)).await.unwrap(), 42);
+        shutdown.cancel();
+    }
+
+    /// The caller checks the answer too: a service that says hello from another cluster (one
+    /// that does not check, say) is refused by the caller.
+    #[tokio::test]
+    async fn a_hello_answered_from_another_cluster_is_refused_by_the_caller() {
+        let env = Env::real();
+        let listener = env.bind("127.0.0.1", Some(0), 0..=0).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = net::accept(&*listener).await;
+            let mut framed = Framed::new(stream, codec());
+            let Some(Ok(payload)) = framed.next().await else {
+                return;
+            };
+            let Ok(envelope) = decode::<Request<u64>>(&payload) else {
+                return;
+            };
+            let hello: Result<Response<u64>> = Ok(Response::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                service: ServiceKind::ViewLeader,
+                cluster: "a".into(),
+            });
+            let _ = framed
+                .send(encode(envelope.request_id, &hello).unwrap())
+                .await;
+            // Hold the connection open until the caller goes.
+            let _ = framed.next().await;
+        });
+        let err = connect(&addr, "b")
+            .await
+            .err()
+            .expect("cluster b was served");
+        let Error::Protocol(msg) = &err else {
+            panic!("not a protocol error: {err:?}")
+        };
+        assert!(
+            msg.contains(&addr) && msg.contains(r#"cluster "a""#) && msg.contains(r#"cluster "b""#),
+            "{msg}"
+        );
     }
 }

@@ -217,10 +217,9 @@ pub fn start(
         Some(advertise) => advertise.clone(),
         None => listener.local_addr()?,
     };
-    // Replaced by the cluster the process was started in once every process takes one.
-    let cluster = crate::storage::identity::CLUSTER_PLACEHOLDER;
-    let opened = storage.open(cluster)?;
-    let server = StorageServer::new(addr, options, env, opened, cluster)?;
+    let cluster = env.cluster.to_string();
+    let opened = storage.open(&cluster)?;
+    let server = StorageServer::new(addr, options, env, opened, &cluster)?;
     info!(addr = %server.addr(), id = %server.id(), viewleader = %server.options.viewleader, "storage server starting");
     Ok(Arc::new(server))
 }
@@ -259,7 +258,8 @@ pub async fn serve(
         server.clone(),
         stopping.clone(),
     ));
-    tokio::join!(control, serve_rpc(listener, server, stopping));
+    let cluster = server.env().cluster.clone();
+    tokio::join!(control, serve_rpc(listener, cluster, server, stopping));
     let _ = heartbeats.await;
     let _ = views.await;
     let _ = terminations.await;

@@ -181,7 +181,7 @@ impl StorageServer {
         let viewleader = Locator::new(
             options.viewleader.clone(),
             net::VIEWLEADER_PORTS,
-            Pool::new(ServiceKind::ViewLeader, rpc_timeout, env.transport.clone()),
+            Pool::new(ServiceKind::ViewLeader, rpc_timeout, &env),
         );
         let mut node = NodeState {
             id,
@@ -218,7 +218,7 @@ impl StorageServer {
             durability,
             data,
             viewleader,
-            peers: Pool::new(ServiceKind::Server, rpc_timeout, env.transport.clone()),
+            peers: Pool::new(ServiceKind::Server, rpc_timeout, &env),
             faults: Faults::new(options.faults),
             started: env.now(),
             addr,

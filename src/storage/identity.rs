@@ -12,8 +12,6 @@ use super::disk::Disk;
 use crate::error::{Error, Result};
 use crate::types::ServerId;
 
-/// The cluster every process is in until `--cluster` lands.
-pub const CLUSTER_PLACEHOLDER: &str = "ringleader";
 /// The identity file in a data dir.
 pub const IDENTITY_FILE: &str = "identity.json";
 /// The layout of the file this code writes; a newer one is refused.

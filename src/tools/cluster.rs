@@ -27,6 +27,8 @@ pub struct ClusterOptions {
     pub tx_timeout_ms: u64,
     /// Test hook for every server: dropped and duplicated replies.
     pub faults: ReplyFaults,
+    /// The cluster every process and client of it belongs to.
+    pub cluster: String,
 }
 
 impl Default for ClusterOptions {
@@ -36,6 +38,7 @@ impl Default for ClusterOptions {
             rpc_timeout_ms: server::RPC_TIMEOUT_MS_DEFAULT,
             tx_timeout_ms: server::TX_TIMEOUT_MS_DEFAULT,
             faults: ReplyFaults::default(),
+            cluster: net::CLUSTER_DEFAULT.to_string(),
         }
     }
 }
@@ -52,6 +55,8 @@ pub struct LocalServer {
 pub struct LocalCluster {
     pub viewleader_addr: String,
     options: ClusterOptions,
+    /// The world of every node and client: real, in `options.cluster`.
+    env: net::Env,
     viewleader_shutdown: CancellationToken,
     viewleader_task: JoinHandle<Result<()>>,
     pub servers: Vec<LocalServer>,
@@ -61,7 +66,7 @@ impl LocalCluster {
     /// Starts a view leader and `servers` storage servers, and waits until all are in the view.
     pub async fn start(servers: usize, options: ClusterOptions) -> Result<Self> {
         options.viewleader.validate()?;
-        let env = net::Env::real();
+        let env = net::Env::real().in_cluster(&options.cluster)?;
         let listener = env
             .bind("127.0.0.1", Some(0), net::VIEWLEADER_PORTS)
             .await?;
@@ -70,12 +75,13 @@ impl LocalCluster {
         let viewleader_task = tokio::spawn(viewleader::run(
             listener,
             options.viewleader.clone(),
-            env,
+            env.clone(),
             viewleader_shutdown.clone(),
         ));
         let mut cluster = Self {
             viewleader_addr,
             options,
+            env,
             viewleader_shutdown,
             viewleader_task,
             servers: Vec::new(),
@@ -94,7 +100,7 @@ impl LocalCluster {
 
     /// Starts one more storage server; returns its address.
     pub async fn add_server(&mut self) -> Result<String> {
-        let env = net::Env::real();
+        let env = self.env.clone();
         let listener = env.bind("127.0.0.1", Some(0), net::SERVER_PORTS).await?;
         let addr = listener.local_addr()?;
         let options = ServerOptions {
@@ -165,11 +171,14 @@ impl LocalCluster {
 
     /// A client of this cluster.
     pub fn client(&self, wait_ms: u64) -> Client {
-        Client::new(ClientOptions {
-            viewleader: self.viewleader_addr.clone(),
-            timeout_ms: self.options.rpc_timeout_ms,
-            wait_ms,
-        })
+        Client::with_env(
+            ClientOptions {
+                viewleader: self.viewleader_addr.clone(),
+                timeout_ms: self.options.rpc_timeout_ms,
+                wait_ms,
+            },
+            self.env.clone(),
+        )
     }
 
     /// Polls the view until `done` holds, for at most `timeout`.

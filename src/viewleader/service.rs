@@ -331,7 +331,7 @@ pub async fn serve(
             }
         })
     };
-    serve_rpc(listener, leader, shutdown).await;
+    serve_rpc(listener, leader.env.cluster.clone(), leader, shutdown).await;
     let _ = ticker.await;
     Ok(())
 }

@@ -41,6 +41,8 @@ const LINES_KEPT: usize = 20_000;
 pub const VIEWLEADER_BIN: &str = env!("CARGO_BIN_EXE_viewleader");
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_server");
 pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_client");
+/// The variable every binary's `--cluster` falls back to.
+pub const CLUSTER_ENV: &str = "RINGLEADER_CLUSTER";
 
 // ---------------------------------------------------------------------------------------------
 // Waiting
@@ -226,13 +228,27 @@ struct Captured {
 
 impl Captured {
     fn spawn(name: &str, program: &str, args: &[String], dir: Option<&std::path::Path>) -> Self {
+        Self::spawn_with_env(name, program, args, dir, &[])
+    }
+
+    /// [`Captured::spawn`] with `vars` set in the child's environment. `RINGLEADER_CLUSTER` is
+    /// never inherited from the test's own: a child takes the default cluster unless told.
+    fn spawn_with_env(
+        name: &str,
+        program: &str,
+        args: &[String],
+        dir: Option<&std::path::Path>,
+        vars: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(program);
         command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .env_remove(CLUSTER_ENV)
+            .envs(vars.iter().copied());
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
@@ -498,6 +514,17 @@ pub fn run_client<S: AsRef<str>>(args: &[S]) -> ClientRun {
     BackgroundClient::spawn(args).finish(CLIENT_RUN_TIMEOUT)
 }
 
+/// [`run_client`] with `vars` set in its environment.
+pub fn run_client_with_env<S: AsRef<str>>(args: &[S], vars: &[(&str, &str)]) -> ClientRun {
+    BackgroundClient::spawn_with_env(args, vars).finish(CLIENT_RUN_TIMEOUT)
+}
+
+/// Runs `program` (a service binary that is expected to stop by itself, on bad flags say) as
+/// [`run_client`] runs the client: bounded, killed and failed if it does not end in time.
+pub fn run_to_exit<S: AsRef<str>>(program: &str, args: &[S]) -> ClientRun {
+    BackgroundClient::spawn_program(program, args, &[]).finish(CLIENT_RUN_TIMEOUT)
+}
+
 /// A `client` run in progress, whose output can be watched while it runs.
 pub struct BackgroundClient {
     process: Captured,
@@ -507,9 +534,17 @@ pub struct BackgroundClient {
 
 impl BackgroundClient {
     pub fn spawn<S: AsRef<str>>(args: &[S]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    pub fn spawn_with_env<S: AsRef<str>>(args: &[S], vars: &[(&str, &str)]) -> Self {
+        Self::spawn_program(CLIENT_BIN, args, vars)
+    }
+
+    fn spawn_program<S: AsRef<str>>(program: &str, args: &[S], vars: &[(&str, &str)]) -> Self {
         let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
         Self {
-            process: Captured::spawn("client", CLIENT_BIN, &args, None),
+            process: Captured::spawn_with_env("client", program, &args, None, vars),
             args,
             stderr_seen: Vec::new(),
         }
@@ -655,17 +690,23 @@ impl ViewDoc {
 /// The view leader's `--data-dir`, inside the cluster's temp dir.
 pub const VIEWLEADER_DATA_DIR: &str = "viewleader.data";
 
-/// The view leader's flags: `port` (0 for any free one), the timings, and its data dir inside
-/// `dir` (the cluster's temp dir), the same across its restarts.
-fn viewleader_args(timings: &Timings, port: u16, dir: &std::path::Path) -> Vec<String> {
-    let mut args = vec![
+/// The view leader's flags: `port` (0 for any free one), the timings, its cluster (`None`: the
+/// default), and its data dir inside `dir` (the cluster's temp dir), the same across its restarts.
+fn viewleader_args(
+    timings: &Timings,
+    cluster: Option<&str>,
+    port: u16,
+    dir: &std::path::Path,
+) -> Vec<String> {
+    let mut args = cluster_args(cluster);
+    args.extend([
         "--port".to_string(),
         port.to_string(),
         "--heartbeat-interval-ms".into(),
         timings.heartbeat_ms.to_string(),
         "--lease-ms".into(),
         timings.lease_ms.to_string(),
-    ];
+    ]);
     if let Some(lock_lease_ms) = timings.lock_lease_ms {
         args.extend(["--lock-lease-ms".to_string(), lock_lease_ms.to_string()]);
     }
@@ -674,6 +715,13 @@ fn viewleader_args(timings: &Timings, port: u16, dir: &std::path::Path) -> Vec<S
         dir.join(VIEWLEADER_DATA_DIR).display().to_string(),
     ]);
     args
+}
+
+/// `--cluster NAME`, or nothing for the default cluster.
+fn cluster_args(cluster: Option<&str>) -> Vec<String> {
+    cluster
+        .map(|name| vec!["--cluster".to_string(), name.to_string()])
+        .unwrap_or_default()
 }
 
 /// How a test cluster is timed.
@@ -701,6 +749,8 @@ impl Default for Timings {
 /// A view leader and storage servers running as real processes; all killed on drop.
 pub struct TestCluster {
     timings: Timings,
+    /// The `--cluster` of every process and client run; `None`: the default.
+    cluster: Option<String>,
     viewleader: Option<Service>,
     /// Indexed by server number; `None` while killed.
     servers: Vec<Option<Service>>,
@@ -736,16 +786,23 @@ impl TestCluster {
     }
 
     pub fn start_with(timings: Timings, servers: usize) -> Self {
+        Self::start_in(None, timings, servers)
+    }
+
+    /// [`TestCluster::start_with`] in cluster `cluster` (`None`: the default): every process
+    /// started and every client run gets `--cluster`.
+    pub fn start_in(cluster: Option<&str>, timings: Timings, servers: usize) -> Self {
         let slot = ClusterSlot::acquire();
         let dir = tempfile::Builder::new()
             .prefix("ringleader-test-")
             .tempdir()
             .expect("create a temp dir for the cluster");
-        let args = viewleader_args(&timings, 0, dir.path());
+        let args = viewleader_args(&timings, cluster, 0, dir.path());
         let viewleader = start_service("viewleader", VIEWLEADER_BIN, &args, dir.path())
             .unwrap_or_else(|err| panic!("{err}"));
         let mut cluster = Self {
             timings,
+            cluster: cluster.map(str::to_string),
             viewleader_kept_addr: viewleader.addr.clone(),
             viewleader: Some(viewleader),
             servers: Vec::new(),
@@ -807,7 +864,12 @@ impl TestCluster {
             "the view leader is still running"
         );
         let port = port_of(&self.viewleader_kept_addr);
-        let args = viewleader_args(&self.timings, port, self.dir.path());
+        let args = viewleader_args(
+            &self.timings,
+            self.cluster.as_deref(),
+            port,
+            self.dir.path(),
+        );
         let service = wait_for(
             STARTUP_TIMEOUT,
             "the restarted view leader listens on its old port",
@@ -829,18 +891,37 @@ impl TestCluster {
     }
 
     fn server_args(&self, port: u16) -> Vec<String> {
-        let mut args = vec![
+        self.server_args_in(self.cluster.as_deref(), port)
+    }
+
+    /// A server's flags as [`TestCluster::server_args`] gives them, in cluster `cluster`.
+    fn server_args_in(&self, cluster: Option<&str>, port: u16) -> Vec<String> {
+        let mut args = cluster_args(cluster);
+        args.extend([
             "--port".into(),
             port.to_string(),
             "--viewleader".into(),
             self.viewleader_addr(),
             "--heartbeat-interval-ms".into(),
             self.timings.heartbeat_ms.to_string(),
-        ];
+        ]);
         if let Some(tx_timeout_ms) = self.timings.tx_timeout_ms {
             args.extend(["--tx-timeout-ms".into(), tx_timeout_ms.to_string()]);
         }
         args
+    }
+
+    /// Starts a storage server pointed at this cluster's view leader but with `--cluster
+    /// CLUSTER`, which the caller owns: the cluster neither counts nor waits for it. `Err` with
+    /// its stderr if it never listens.
+    pub fn start_server_of(&self, cluster: &str) -> Result<Service, String> {
+        let args = self.server_args_in(Some(cluster), 0);
+        start_service(
+            &format!("server of cluster {cluster:?}"),
+            SERVER_BIN,
+            &args,
+            self.dir.path(),
+        )
     }
 
     /// Starts one more server on a free port; returns its number. Does not wait for the view.
@@ -998,9 +1079,10 @@ impl TestCluster {
         wait_stopped(pid, false, "the view leader");
     }
 
-    /// Runs `client --viewleader ADDR ARGS...`.
+    /// Runs `client --viewleader ADDR ARGS...` (and `--cluster` when the cluster has a name).
     pub fn client<S: AsRef<str>>(&self, args: &[S]) -> ClientRun {
-        let mut full = vec!["--viewleader".to_string(), self.viewleader_addr()];
+        let mut full = cluster_args(self.cluster.as_deref());
+        full.extend(["--viewleader".to_string(), self.viewleader_addr()]);
         full.extend(args.iter().map(|a| a.as_ref().to_string()));
         run_client(&full)
     }
@@ -1014,7 +1096,8 @@ impl TestCluster {
 
     /// A client started in the background against this cluster's view leader.
     pub fn client_background<S: AsRef<str>>(&self, args: &[S]) -> BackgroundClient {
-        let mut full = vec!["--viewleader".to_string(), self.viewleader_addr()];
+        let mut full = cluster_args(self.cluster.as_deref());
+        full.extend(["--viewleader".to_string(), self.viewleader_addr()]);
         full.extend(args.iter().map(|a| a.as_ref().to_string()));
         BackgroundClient::spawn(&full)
     }

@@ -48,8 +48,11 @@ impl Proc {
             }
             None => Command::new(exe),
         };
+        // The run's own clients are of the default cluster: so are its processes, whatever
+        // `RINGLEADER_CLUSTER` they inherit.
         let mut child = command
             .arg("serve")
+            .args(["--cluster", crate::net::CLUSTER_DEFAULT])
             .args(args)
             .env(
                 "RUST_LOG",

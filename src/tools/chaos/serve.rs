@@ -42,10 +42,9 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-/// Runs the hidden `serve` role until a signal.
-pub async fn serve(args: ServeArgs) -> Result<u8> {
+/// Runs the hidden `serve` role until a signal, in `env`'s cluster (the global `--cluster`).
+pub async fn serve(args: ServeArgs, env: crate::net::Env) -> Result<u8> {
     let (shutdown, kill) = crate::cli::process::shutdown_on_signal();
-    let env = crate::net::Env::real();
     match args.role {
         Role::Viewleader => {
             let options = crate::viewleader::ViewLeaderOptions {

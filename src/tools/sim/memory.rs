@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::{SeededRandom, SimClock};
 use crate::errinput;
 use crate::error::{Error, Result};
-use crate::net::{Conn, Env, Listener, Transport};
+use crate::net::{self, Conn, Env, Listener, Transport};
 
 /// Bytes buffered in each direction of one in-memory connection; a writer beyond it waits for
 /// the reader, as with a TCP window.
@@ -54,6 +54,7 @@ impl MemoryNetwork {
             transport: self.host(host),
             clock,
             random: Arc::new(SeededRandom::new(seed)),
+            cluster: Arc::from(net::CLUSTER_DEFAULT),
         }
     }
 
