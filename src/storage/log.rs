@@ -24,9 +24,9 @@
 //!    is missing, the server **refuses to start**: the segments it replaced are gone, so nothing
 //!    can rebuild the state. The message names the file and the offset and says how to recover
 //!    (move the data dir away: the server rejoins empty and the other replicas refill it).
-//! 3. The segments from the snapshot's number on are replayed in order. They must be
-//!    consecutive: a missing one is refused, naming it. Segments older than the snapshot are
-//!    left over from an interrupted compaction and are deleted.
+//! 3. The segments from the snapshot's number on (from 1 without a snapshot) are replayed in
+//!    order. They must be consecutive: a missing one is refused, naming it. Segments older than
+//!    the snapshot are left over from an interrupted compaction and are deleted.
 //! 4. In the **last** segment, a record that is cut short or fails its CRC, with no valid record
 //!    anywhere after it, is a **torn tail** (the process died in the middle of a write that was
 //!    never acknowledged, since acknowledgements wait for the sync): the segment is truncated
@@ -36,7 +36,9 @@
 //! 5. Replaying is idempotent and version-guarded (a copy is stored only over an older version,
 //!    an append only onto an older list), so a snapshot and the segments after it can both hold
 //!    a change.
-//! 6. The engine then opens a new segment, synced with its directory, and serves.
+//! 6. The segments replayed are synced (a killed process leaves its unsynced writes with the
+//!    operating system, and the engine is about to serve them and build on them), then the
+//!    engine opens a new segment, synced with its directory, and serves.
 //!
 //! # Failures while serving
 //! * A write that fails (disk full, say) is undone by truncating the segment back to where it
@@ -395,7 +397,9 @@ impl Log {
                 report.snapshot = Some(name);
                 seq
             }
-            None => segments.first().copied().unwrap_or(1),
+            // Without a snapshot the log starts at segment 1: a later first one means the
+            // first is missing.
+            None => 1,
         };
         for &old in snapshots.iter().filter(|&&s| s < base) {
             let name = snapshot_name(old);
@@ -574,6 +578,12 @@ impl Log {
                 Err(bad) => return Err(corrupt(disk, name, offset, &describe_bad(&bad))),
             }
         }
+        // What was replayed is served from now on, and later records build on it: make it
+        // durable, in case the process that wrote it died before syncing it (the operating
+        // system kept the bytes, a power failure would not).
+        disk.open_append(name)
+            .and_then(|file| file.sync())
+            .map_err(|err| io_error(disk, name, "syncing", err))?;
         Ok(Replayed {
             bytes: offset as u64,
             recreate: false,
@@ -629,7 +639,8 @@ impl Log {
                 warn!(%err, "could not start a new log segment; going on with this one");
             }
         }
-        self.maybe_compact();
+        // No compaction here: the caller has not applied the record to the state yet, and a
+        // snapshot taken now would delete the segment holding it. Callers compact after.
         Ok(())
     }
 
@@ -813,7 +824,9 @@ impl Engine for Log {
             key: Cow::Borrowed(&key),
             versioned: Cow::Borrowed(&versioned),
         })?;
-        self.state.index.put_if_newer(key, versioned)
+        let stored = self.state.index.put_if_newer(key, versioned);
+        self.maybe_compact();
+        stored
     }
 
     fn append(&mut self, key: Key, item: String, version: Version) -> Result<()> {
@@ -827,7 +840,9 @@ impl Engine for Log {
             item: Cow::Borrowed(&item),
             version,
         })?;
-        self.state.index.append(key, item, version)
+        let appended = self.state.index.append(key, item, version);
+        self.maybe_compact();
+        appended
     }
 
     fn remove(&mut self, key: &str) -> Result<Option<Versioned>> {
@@ -839,7 +854,9 @@ impl Engine for Log {
             key: Cow::Borrowed(key),
             version,
         })?;
-        self.state.index.remove(key)
+        let removed = self.state.index.remove(key);
+        self.maybe_compact();
+        removed
     }
 
     fn scan<'a>(&'a self, after: Option<&'a str>) -> Box<dyn Iterator<Item = &'a str> + 'a> {
@@ -885,6 +902,7 @@ impl Engine for Log {
                 self.state.meta.applied.insert(*request_id, *version);
             }
         }
+        self.maybe_compact();
         Ok(())
     }
 
@@ -905,6 +923,7 @@ impl Engine for Log {
                 stored += 1;
             }
         }
+        self.maybe_compact();
         Ok(stored)
     }
 
