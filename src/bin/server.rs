@@ -92,7 +92,6 @@ async fn run(args: Args) -> Result<(), Error> {
         None => None,
     };
     let (shutdown, kill) = process::shutdown_on_signal();
-    process::announce(&*listener)?;
     let log = LogOptions {
         fsync: args.fsync,
         segment_bytes_max: args.segment_bytes_max,
@@ -103,6 +102,8 @@ async fn run(args: Args) -> Result<(), Error> {
         false => server::Storage::for_listener(args.data_dir, &*listener, log)?,
     };
     let node = server::start(&*listener, options, env, storage)?;
+    // Only once the data dir is open and recovered: a refused start never looks ready.
+    process::announce(&*listener)?;
     let gateway = match http {
         Some(http_listener) => {
             process::announce_as("http listening on", &*http_listener)?;

@@ -24,9 +24,9 @@
 //!    is missing, the server **refuses to start**: the segments it replaced are gone, so nothing
 //!    can rebuild the state. The message names the file and the offset and says how to recover
 //!    (move the data dir away: the server rejoins empty and the other replicas refill it).
-//! 3. The segments from the snapshot's number on are replayed in order. They must be
-//!    consecutive: a missing one is refused, naming it. Segments older than the snapshot are
-//!    left over from an interrupted compaction and are deleted.
+//! 3. The segments from the snapshot's number on (from 1 without a snapshot) are replayed in
+//!    order. They must be consecutive: a missing one is refused, naming it. Segments older than
+//!    the snapshot are left over from an interrupted compaction and are deleted.
 //! 4. In the **last** segment, a record that is cut short or fails its CRC, with no valid record
 //!    anywhere after it, is a **torn tail** (the process died in the middle of a write that was
 //!    never acknowledged, since acknowledgements wait for the sync): the segment is truncated
@@ -36,7 +36,9 @@
 //! 5. Replaying is idempotent and version-guarded (a copy is stored only over an older version,
 //!    an append only onto an older list), so a snapshot and the segments after it can both hold
 //!    a change.
-//! 6. The engine then opens a new segment, synced with its directory, and serves.
+//! 6. The segments replayed are synced (a killed process leaves its unsynced writes with the
+//!    operating system, and the engine is about to serve them and build on them), then the
+//!    engine opens a new segment, synced with its directory, and serves.
 //!
 //! # Failures while serving
 //! * A write that fails (disk full, say) is undone by truncating the segment back to where it
@@ -110,9 +112,12 @@ enum Entry<'a> {
         key: Cow<'a, str>,
         versioned: Cow<'a, Versioned>,
     },
+    /// `item` added to the list at `key`, which was at version `base` (0: absent) and is now
+    /// at `version`.
     Append {
         key: Cow<'a, str>,
         item: Cow<'a, str>,
+        base: Version,
         version: Version,
     },
     Remove {
@@ -176,14 +181,31 @@ impl State {
                     .index
                     .put_if_newer(key.into_owned(), versioned.into_owned());
             }
-            Entry::Append { key, item, version } => {
-                if self.index.version(&key) < version
-                    && self
+            Entry::Append {
+                key,
+                item,
+                base,
+                version,
+            } => {
+                let held = self.index.version(&key);
+                if held == base {
+                    if self
                         .index
                         .append(key.to_string(), item.into_owned(), version)
                         .is_err()
-                {
-                    warn!(key_bytes = key.len(), "replayed append onto a text skipped");
+                    {
+                        warn!(key_bytes = key.len(), "replayed append onto a text skipped");
+                    }
+                } else if held < version {
+                    // Only a snapshot can hold a key at another version than the log expects,
+                    // and only a newer one: the list the item went onto is not this one.
+                    warn!(
+                        key_bytes = key.len(),
+                        held,
+                        base,
+                        version,
+                        "replayed append onto another version of its list skipped"
+                    );
                 }
             }
             Entry::Remove { key, version } => {
@@ -397,8 +419,8 @@ impl Log {
                 report.snapshot = Some(name);
                 seq
             }
-            // Without a snapshot the log must start at its first segment: anything else means
-            // the segments before were lost.
+            // Without a snapshot the log starts at segment 1: a later first one means the
+            // first is missing.
             None => 1,
         };
         for &old in snapshots.iter().filter(|&&s| s < base) {
@@ -589,6 +611,12 @@ impl Log {
                 Err(bad) => return Err(corrupt(disk, name, offset, &describe_bad(&bad))),
             }
         }
+        // What was replayed is served from now on, and later records build on it: make it
+        // durable, in case the process that wrote it died before syncing it (the operating
+        // system kept the bytes, a power failure would not).
+        disk.open_append(name)
+            .and_then(|file| file.sync())
+            .map_err(|err| io_error(disk, name, "syncing", err))?;
         Ok(Replayed {
             bytes: offset as u64,
             recreate: false,
@@ -600,10 +628,19 @@ impl Log {
         let file = disk
             .create(&name)
             .map_err(|err| io_error(disk, &name, "creating", err))?;
-        file.append(SEGMENT_MAGIC)
+        let created = file
+            .append(SEGMENT_MAGIC)
             .and_then(|()| file.sync())
-            .and_then(|()| disk.sync_dir())
-            .map_err(|err| io_error(disk, &name, "creating", err))?;
+            .and_then(|()| disk.sync_dir());
+        if let Err(err) = created {
+            // A half-made segment must not outlive the failure: the log goes on in the segment
+            // before it, which would then no longer be the last one, and a torn tail there
+            // would be refused as corruption at the next start.
+            if disk.remove(&name).and_then(|()| disk.sync_dir()).is_err() {
+                warn!(file = %disk.describe(&name), "could not remove a half-made segment");
+            }
+            return Err(io_error(disk, &name, "creating", err));
+        }
         Ok(file)
     }
 
@@ -644,6 +681,8 @@ impl Log {
                 warn!(%err, "could not start a new log segment; going on with this one");
             }
         }
+        // No compaction here: the caller has not applied the record to the state yet, and a
+        // snapshot taken now would delete the segment holding it. Callers compact after.
         Ok(())
     }
 
@@ -844,9 +883,11 @@ impl Engine for Log {
                 "{key:?} holds a text, not a list: cannot append to it"
             ));
         }
+        let base = self.state.index.version(&key);
         self.write(&Entry::Append {
             key: Cow::Borrowed(&key),
             item: Cow::Borrowed(&item),
+            base,
             version,
         })?;
         let appended = self.state.index.append(key, item, version);

@@ -443,3 +443,158 @@ fn a_committed_append_holds_the_list_computed_at_the_vote_even_if_a_copy_arrived
     p.commit(&mut store, 2).unwrap();
     assert_eq!(store.get("l"), Some(list(&["a", "c", "d"], 11)));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Restarts on the durable engine: what the participant must find again after a power failure
+// ---------------------------------------------------------------------------------------------
+
+mod restart {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::storage::{Log, LogOptions, SimDisk};
+
+    const TIMEOUT_MS: u64 = 1_000;
+
+    /// The data dir of a server on a simulated disk, opened as a (re)starting server opens it.
+    fn open_log(disk: &SimDisk) -> Log {
+        Log::open(Arc::new(disk.clone()), LogOptions::default()).unwrap()
+    }
+
+    /// What the server does before it sends a vote or an answer: waits for the sync.
+    fn sync(log: &Log) {
+        futures::executor::block_on(log.durability().flush()).unwrap();
+    }
+
+    /// The power fails (tearing what was not synced in the middle); the server restarts.
+    fn power_failure(disk: &SimDisk, log: Log) -> Log {
+        drop(log);
+        disk.crash(&mut |unsynced| unsynced / 2);
+        open_log(disk)
+    }
+
+    fn text(s: &str, version: Version) -> Versioned {
+        Versioned {
+            value: Value::Text(s.into()),
+            version,
+        }
+    }
+
+    #[test]
+    fn a_yes_vote_is_pending_again_after_a_power_failure_and_its_commit_applies() {
+        let disk = SimDisk::new();
+        let mut log = open_log(&disk);
+        let mut p = Participant::default();
+        log.put_if_newer("k".into(), text("old", 5)).unwrap();
+        // This server is the primary of 7 and a replica of 8.
+        assert_eq!(
+            p.prepare(&ctx(), &mut log, args(7, "k", put("new"), 10, ME)),
+            Ok(Vote::Yes)
+        );
+        assert_eq!(
+            p.prepare(&ctx(), &mut log, args(8, "j", put("other"), 3, "p1")),
+            Ok(Vote::Yes)
+        );
+        sync(&log); // the votes are sent only now
+
+        let mut log = power_failure(&disk, log);
+        let restarted_ms = 50_000;
+        let mut p = Participant::restore(log.recovered(), restarted_ms);
+        assert_eq!(p.pending_count(), 2);
+        assert!(p.is_held("k") && p.is_held("j"));
+        assert_eq!(p.voted_as_ids(), BTreeSet::from([ME]));
+        assert_eq!(p.status(&mut log, 7), Ok(TxState::Prepared));
+        let held = p.prepare(&ctx(), &mut log, args(9, "k", put("later"), 11, ME));
+        assert!(matches!(held, Err(Error::Conflict(_))), "{held:?}");
+        // The timers start again at the restart, and the ids the votes were cast under decide
+        // who aborts and who asks.
+        assert!(p.overdue(restarted_ms + TIMEOUT_MS, TIMEOUT_MS).is_empty());
+        assert_eq!(
+            p.overdue(restarted_ms + TIMEOUT_MS + 1, TIMEOUT_MS),
+            vec![
+                Overdue::AbortAsPrimary {
+                    tx: 7,
+                    key: "k".into()
+                },
+                Overdue::Ask {
+                    tx: 8,
+                    others: vec![server("p1"), server("third")]
+                },
+            ]
+        );
+
+        assert_eq!(p.commit(&mut log, 7), Ok(10));
+        assert_eq!(log.get("k"), Some(text("new", 10)));
+        assert!(!p.is_held("k"));
+        sync(&log);
+
+        let mut log = power_failure(&disk, log);
+        let mut p = Participant::restore(log.recovered(), 0);
+        assert_eq!(log.get("k"), Some(text("new", 10)));
+        assert_eq!(
+            p.status(&mut log, 7),
+            Ok(TxState::Committed { version: 10 })
+        );
+        assert_eq!(
+            p.commit(&mut log, 7),
+            Ok(10),
+            "a retried commit is answered the same"
+        );
+        assert!(!p.is_held("k") && p.is_held("j"));
+    }
+
+    #[test]
+    fn a_decided_transaction_keeps_its_outcome_across_a_power_failure() {
+        let disk = SimDisk::new();
+        let mut log = open_log(&disk);
+        let mut p = Participant::default();
+        p.prepare(&ctx(), &mut log, args(1, "a", put("x"), 10, ME))
+            .unwrap();
+        assert_eq!(p.commit(&mut log, 1), Ok(10));
+        p.prepare(&ctx(), &mut log, args(2, "b", put("y"), 20, ME))
+            .unwrap();
+        p.abort(&mut log, 2).unwrap();
+        // Asked about a transaction it never saw: aborted here, for good.
+        assert_eq!(p.status(&mut log, 3), Ok(TxState::Aborted));
+        sync(&log);
+
+        let mut log = power_failure(&disk, log);
+        let mut p = Participant::restore(log.recovered(), 0);
+        assert_eq!(
+            p.status(&mut log, 1),
+            Ok(TxState::Committed { version: 10 })
+        );
+        assert_eq!(p.status(&mut log, 2), Ok(TxState::Aborted));
+        assert_eq!(p.status(&mut log, 3), Ok(TxState::Aborted));
+        assert_eq!(log.get("a"), Some(text("x", 10)));
+        assert_eq!(p.commit(&mut log, 1), Ok(10));
+        assert!(matches!(p.abort(&mut log, 1), Err(Error::Refused(_))));
+        assert!(matches!(p.commit(&mut log, 2), Err(Error::Refused(_))));
+        for tx in [2, 3] {
+            let late = p.prepare(&ctx(), &mut log, args(tx, "c", put("z"), 30, ME));
+            assert!(matches!(late, Err(Error::Refused(_))), "{tx}: {late:?}");
+        }
+        // The aborted write's floor survived: nothing at or below it is applied to its key.
+        assert_eq!(
+            p.prepare(&ctx(), &mut log, args(4, "b", put("w"), 20, ME)),
+            Ok(Vote::Outdated { above: 20 })
+        );
+    }
+
+    #[test]
+    fn an_unsynced_yes_vote_is_lost_by_a_power_failure_and_its_transaction_aborts_here() {
+        let disk = SimDisk::new();
+        let mut log = open_log(&disk);
+        let mut p = Participant::default();
+        p.prepare(&ctx(), &mut log, args(5, "k", put("v"), 10, ME))
+            .unwrap();
+        // No sync: the vote was never sent, so no coordinator counted it.
+        drop(log);
+        disk.crash(&mut |_| 0);
+        let mut log = open_log(&disk);
+        let mut p = Participant::restore(log.recovered(), 0);
+        assert!(!p.is_held("k"));
+        assert_eq!(p.status(&mut log, 5), Ok(TxState::Aborted));
+    }
+}
