@@ -10,8 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    holds_for, run_client, run_client_with_env, run_to_exit, wait_until, TestCluster, Timings,
-    CLUSTER_ENV, EXPIRY_TIMEOUT, VIEWLEADER_BIN,
+    holds_for, run_client, run_client_with_env, run_service_to_exit, wait_until, TestCluster,
+    Timings, CLUSTER_ENV, EXPIRY_TIMEOUT, VIEWLEADER_BIN,
 };
 
 /// Whether `text` names both clusters of these tests, as a refused hello does.
@@ -132,7 +132,7 @@ fn with_the_matching_name_everything_works() {
 fn a_malformed_cluster_name_is_a_usage_error() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let data_dir = dir.path().join("vl").display().to_string();
-    let viewleader = run_to_exit(
+    let viewleader = run_service_to_exit(
         VIEWLEADER_BIN,
         &["--port", "0", "--data-dir", &data_dir, "--cluster", "a b"],
     );

@@ -440,7 +440,7 @@ pub fn unused_port() -> u16 {
 // Running the client binary
 // ---------------------------------------------------------------------------------------------
 
-/// What one `client` run did.
+/// What one `client` run (or another process run to its exit, [`run_to_exit`]) did.
 #[derive(Clone, Debug)]
 pub struct ClientRun {
     pub args: Vec<String>,
@@ -509,6 +509,49 @@ fn exit_code(status: ExitStatus) -> i32 {
     status.code().unwrap_or(-1)
 }
 
+/// Runs `program` with `args` (in `dir`, if given) until it exits, for at most `timeout`: what it
+/// did, as a [`ClientRun`]. `Err` with what it printed if it was still running (it is killed).
+pub fn run_to_exit<S: AsRef<str>>(
+    name: &str,
+    program: &str,
+    args: &[S],
+    dir: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<ClientRun, String> {
+    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+    let mut process = Captured::spawn(name, program, &args, dir);
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match process.child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+            Ok(None) => break None,
+            Err(err) => panic!("cannot wait for {name}: {err}"),
+        }
+    };
+    if status.is_none() {
+        process.kill();
+    }
+    for reader in process.readers.drain(..) {
+        let _ = reader.join();
+    }
+    let stdout = process.stdout_lines().join("\n");
+    let stderr = process.stderr_text();
+    match status {
+        Some(status) => Ok(ClientRun {
+            args,
+            code: exit_code(status),
+            stdout,
+            stderr,
+        }),
+        None => Err(format!(
+            "{name} ({} {}) was still running after {timeout:?}; stdout:\n{stdout}\nstderr:\n{stderr}",
+            program,
+            args.join(" ")
+        )),
+    }
+}
+
 /// Runs the `client` binary with exactly `args`; bounded by [`CLIENT_RUN_TIMEOUT`].
 pub fn run_client<S: AsRef<str>>(args: &[S]) -> ClientRun {
     BackgroundClient::spawn(args).finish(CLIENT_RUN_TIMEOUT)
@@ -521,7 +564,7 @@ pub fn run_client_with_env<S: AsRef<str>>(args: &[S], vars: &[(&str, &str)]) -> 
 
 /// Runs `program` (a service binary that is expected to stop by itself, on bad flags say) as
 /// [`run_client`] runs the client: bounded, killed and failed if it does not end in time.
-pub fn run_to_exit<S: AsRef<str>>(program: &str, args: &[S]) -> ClientRun {
+pub fn run_service_to_exit<S: AsRef<str>>(program: &str, args: &[S]) -> ClientRun {
     BackgroundClient::spawn_program(program, args, &[]).finish(CLIENT_RUN_TIMEOUT)
 }
 
@@ -759,6 +802,9 @@ pub struct TestCluster {
     dir: tempfile::TempDir,
     /// The view leader's address, kept while it is killed so it can restart there.
     viewleader_kept_addr: String,
+    /// Flags every server of this cluster is started with, after the harness's own
+    /// ([`TestCluster::start_with_server_args`]).
+    server_extra_args: Vec<String>,
     _slot: ClusterSlot,
 }
 
@@ -786,12 +832,31 @@ impl TestCluster {
     }
 
     pub fn start_with(timings: Timings, servers: usize) -> Self {
-        Self::start_in(None, timings, servers)
+        Self::start_configured::<&str>(None, timings, servers, &[])
     }
 
     /// [`TestCluster::start_with`] in cluster `cluster` (`None`: the default): every process
     /// started and every client run gets `--cluster`.
     pub fn start_in(cluster: Option<&str>, timings: Timings, servers: usize) -> Self {
+        Self::start_configured::<&str>(cluster, timings, servers, &[])
+    }
+
+    /// As [`TestCluster::start_with`], every server (also when added or restarted later) started
+    /// with `server_args` after the harness's own flags (`--in-memory`, `--segment-bytes-max N`).
+    pub fn start_with_server_args<S: AsRef<str>>(
+        timings: Timings,
+        servers: usize,
+        server_args: &[S],
+    ) -> Self {
+        Self::start_configured(None, timings, servers, server_args)
+    }
+
+    fn start_configured<S: AsRef<str>>(
+        cluster: Option<&str>,
+        timings: Timings,
+        servers: usize,
+        server_args: &[S],
+    ) -> Self {
         let slot = ClusterSlot::acquire();
         let dir = tempfile::Builder::new()
             .prefix("ringleader-test-")
@@ -808,6 +873,10 @@ impl TestCluster {
             servers: Vec::new(),
             ports: Vec::new(),
             dir,
+            server_extra_args: server_args
+                .iter()
+                .map(|arg| arg.as_ref().to_string())
+                .collect(),
             _slot: slot,
         };
         for _ in 0..servers {
@@ -908,6 +977,7 @@ impl TestCluster {
         if let Some(tx_timeout_ms) = self.timings.tx_timeout_ms {
             args.extend(["--tx-timeout-ms".into(), tx_timeout_ms.to_string()]);
         }
+        args.extend(self.server_extra_args.iter().cloned());
         args
     }
 
@@ -921,6 +991,42 @@ impl TestCluster {
             SERVER_BIN,
             &args,
             self.dir.path(),
+        )
+    }
+
+    /// Runs the `server` binary as this cluster would start a new one (on any free port, with
+    /// the cluster's flags), plus `extra_args`, in the cluster's temp dir, and waits for it to
+    /// exit: for starts that must be refused. `Err` (the process killed) if it still runs after
+    /// `timeout`.
+    pub fn run_server_to_exit<S: AsRef<str>>(
+        &self,
+        extra_args: &[S],
+        timeout: Duration,
+    ) -> Result<ClientRun, String> {
+        let mut args = self.server_args(0);
+        args.extend(extra_args.iter().map(|arg| arg.as_ref().to_string()));
+        run_to_exit("server", SERVER_BIN, &args, Some(self.dir.path()), timeout)
+    }
+
+    /// Starts server `number` again as [`TestCluster::restart_server`] would (its old port, its
+    /// data dir) and waits for it to exit: for a restart that must be refused. `Err` (the
+    /// process killed) if it still runs after `timeout`; the server stays killed either way.
+    pub fn restart_server_to_exit(
+        &self,
+        number: usize,
+        timeout: Duration,
+    ) -> Result<ClientRun, String> {
+        assert!(
+            self.servers[number].is_none(),
+            "server {number} is still running"
+        );
+        let args = self.server_args(self.ports[number]);
+        run_to_exit(
+            &format!("server {number}"),
+            SERVER_BIN,
+            &args,
+            Some(self.dir.path()),
+            timeout,
         )
     }
 
