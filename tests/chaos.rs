@@ -1,7 +1,9 @@
 //! The bounded chaos run inside `cargo test`: real processes (each in a network namespace of its
-//! own where the machine allows it), a nemesis that strikes every kind of fault it knows at least
-//! once, concurrent clients, and the safety and liveness checks, through the `client chaos`
-//! command a user would run.
+//! own where the machine allows it, each server with a data dir of its own), a nemesis that
+//! strikes every kind of fault it knows at least once (among them restarts from the data dir,
+//! every server killed at once, and a server replaced with its data dir wiped), concurrent
+//! clients, and the safety and liveness checks, through the `client chaos` command a user would
+//! run.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -67,6 +69,19 @@ fn a_chaos_run_strikes_every_fault_kind_and_finds_no_safety_or_liveness_violatio
         .cloned()
         .unwrap_or_default();
     assert!(kinds.len() >= 10, "too few fault kinds: {summary:#}");
+    // The kinds that need no namespaces run everywhere: the restarts from disk among them.
+    for name in [
+        "server_kill_new_addr",
+        "server_kill_same_addr",
+        "server_wipe_restart",
+        "kill_all_restart",
+        "during_rebalance",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == name),
+            "fault kind {name} is not run: {summary:#}"
+        );
+    }
     for kind in kinds {
         let name = kind.as_str().unwrap_or_default();
         assert!(

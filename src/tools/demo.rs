@@ -1,7 +1,9 @@
 //! `client demo`: the README's first command. It starts a view leader and storage servers inside
 //! this process, tells the story of the system with readable progress (replicated writes, where
-//! keys live, servers dying, rebalancing, a server joining, locks), checks every claim it makes,
-//! and stops everything it started, whatever happens.
+//! keys live, servers dying, rebalancing, a server joining, locks, every server killed at once
+//! and restarted from its data dir), checks every claim it makes, and stops everything it
+//! started, whatever happens. The servers keep their keys in temporary data dirs, removed when
+//! the demo stops.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,6 +22,12 @@ use crate::types::{LockReply, Op, Value};
 
 /// Longest the demo waits for the cluster to settle after a change.
 pub const SETTLE_WAIT_MS: u64 = 20_000;
+/// Clients appending to the list `guests` at once, and the items they append in all.
+const GUEST_CLIENTS: usize = 3;
+const GUESTS: usize = 15;
+/// The key the dying client writes, and what it writes.
+const DYING_KEY: &str = "key-000001";
+const DYING_VALUE: &str = "written by a dying client";
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -193,17 +201,89 @@ impl Demo {
 
         self.faults(cluster, &client).await?;
 
+        let recovered = self.restart_all(cluster, &client).await?;
+
         let view = client.query_servers().await?;
-        Ok(
-            json!({"keys": self.keys, "servers": view.servers.len(), "epoch": view.epoch, "copies_moved_on_join": moved}),
+        Ok(json!({
+            "keys": self.keys, "servers": view.servers.len(), "epoch": view.epoch,
+            "copies_moved_on_join": moved, "keys_recovered_on_restart": recovered,
+        }))
+    }
+
+    /// Kills every server at once, as `kill -9` would, restarts them all from their data dirs,
+    /// and reads every key back.
+    async fn restart_all(
+        &self,
+        cluster: &mut LocalCluster,
+        client: &Client,
+    ) -> Result<BTreeMap<String, u64>> {
+        let before = client.query_servers().await?;
+        let addrs: Vec<String> = cluster.servers.iter().map(|s| s.addr.clone()).collect();
+        self.say(format!(
+            "killing all {} servers at once (as kill -9 would: no goodbye, no handoff)",
+            addrs.len()
+        ));
+        cluster.kill_all().await;
+        self.say("restarting every one at its address from its data dir".into());
+        let mut recovered = BTreeMap::new();
+        for addr in &addrs {
+            let keys = cluster.restart_server(addr).await?;
+            recovered.insert(addr.clone(), keys);
+        }
+        let line: Vec<String> = recovered
+            .iter()
+            .map(|(addr, keys)| format!("{addr}={keys}"))
+            .collect();
+        self.say(format!(
+            "  keys each recovered from disk (every key it held, not only key-*): {}",
+            line.join(" ")
+        ));
+        self.settle(
+            cluster,
+            client,
+            "the servers report to the view leader again",
         )
+        .await?;
+        let after = client.query_servers().await?;
+        let same_ids = after
+            .servers
+            .iter()
+            .filter(|s| before.servers.iter().any(|b| b.id == s.id))
+            .count();
+        self.say(if same_ids == after.servers.len() {
+            format!(
+                "  all {same_ids} are back under their old ids (their leases still held): epoch {}",
+                after.epoch
+            )
+        } else {
+            format!(
+                "  {same_ids} back under their old ids, {} rejoined under new ids keeping their \
+                 keys (their leases ran out): epoch {}",
+                after.servers.len() - same_ids,
+                after.epoch
+            )
+        });
+        self.verify_all(client).await?;
+        let guests = match client.getr("guests").await?.map(|f| f.value.value) {
+            Some(Value::List(items)) => items.len(),
+            _ => 0,
+        };
+        if guests != GUESTS {
+            return Err(Error::Internal(format!(
+                "guests holds {guests} items after the restart, not {GUESTS}"
+            )));
+        }
+        self.say(format!(
+            "  and the list guests still holds its {GUESTS} items"
+        ));
+        Ok(recovered)
     }
 
     /// Lists, a coordinator that dies mid-commit, and a simulated crash.
     async fn faults(&self, cluster: &LocalCluster, client: &Client) -> Result<()> {
         self.say("appends: three clients append to one list at once".into());
-        let appends = (0..3).map(|c| async move {
-            for i in 0..5 {
+        let appends = (0..GUEST_CLIENTS).map(|c| async move {
+            for i in 0..GUESTS / GUEST_CLIENTS {
                 client
                     .append("guests", &format!("client{c}-guest{i}"))
                     .await?;
@@ -225,8 +305,8 @@ impl Demo {
         self.say("a client dies after committing at the primary only".into());
         let outcome = client
             .write_then_crash(
-                "key-000001",
-                Op::Put(Value::Text("written by a dying client".into())),
+                DYING_KEY,
+                Op::Put(Value::Text(DYING_VALUE.into())),
                 CrashPoint::AfterFirstCommit,
             )
             .await;
@@ -234,14 +314,13 @@ impl Demo {
             "  the client saw: {}",
             outcome.err().map(|e| e.to_string()).unwrap_or_default()
         ));
-        let replicas = client.view(true).await?.replicas("key-000001");
+        let replicas = client.view(true).await?.replicas(DYING_KEY);
         let deadline = Instant::now() + Duration::from_millis(SETTLE_WAIT_MS);
         loop {
             let mut agreed = true;
             for replica in &replicas {
-                let copy = client.get(&replica.addr, "key-000001").await?;
-                agreed &=
-                    copy.map(|c| c.value) == Some(Value::Text("written by a dying client".into()));
+                let copy = client.get(&replica.addr, DYING_KEY).await?;
+                agreed &= copy.map(|c| c.value) == Some(Value::Text(DYING_VALUE.into()));
             }
             if agreed {
                 break;
@@ -367,7 +446,8 @@ impl Demo {
         total
     }
 
-    /// Reads every key back with getr and checks its value.
+    /// Reads every key back with getr and checks its value (the dying client's key holds what
+    /// it wrote once that write is done).
     async fn verify_all(&self, client: &Client) -> Result<()> {
         for i in 0..self.keys {
             let key = Self::key(i);
@@ -375,7 +455,10 @@ impl Demo {
                 .getr(&key)
                 .await?
                 .ok_or_else(|| Error::Internal(format!("{key} was lost")))?;
-            if found.value.value != Value::Text(format!("value-{i}")) {
+            let dying = Value::Text(DYING_VALUE.into());
+            if found.value.value != Value::Text(format!("value-{i}"))
+                && !(key == DYING_KEY && found.value.value == dying)
+            {
                 return Err(Error::Internal(format!(
                     "{key} has a wrong value: {}",
                     found.value.value

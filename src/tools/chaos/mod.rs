@@ -23,8 +23,11 @@
 //! timing and the faults by kind, exits 1 on any violation and then prints the command that
 //! reruns it.
 //!
-//! Left out: durable storage servers (the cluster runs in memory, so a fault never kills two
-//! servers at once), several hosts, and faults of the disk or the clock.
+//! The servers are durable, each with a data dir of its own under the run's temporary directory
+//! ([`procs`]): a killed server restarts with its data, and the nemesis may kill every server at
+//! once ([`nemesis`]).
+//!
+//! Left out: several hosts, and faults of the disk or the clock.
 
 pub mod liveness;
 pub mod nemesis;

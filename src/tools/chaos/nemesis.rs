@@ -6,12 +6,26 @@
 //! is done, within [`ROUND_OVERRUN_MS_MAX`]). One fault (or one pair) at a time: each is healed,
 //! and the cluster must settle again (every live server in the view under its current id, not
 //! rebalancing) within [`Nemesis::settle_bound_ms`]; a cluster that does not is a liveness
-//! finding. A fault that destroys a process's memory (a kill) is only made on a settled
-//! cluster, so no key ever loses every replica at once: that would be a loss no protocol can
-//! prevent, not a finding.
+//! finding.
 //!
-//! Left out: killing two servers at once, clock skew, disk faults (the servers are in memory),
-//! and message delay or loss short of a cut link.
+//! The servers are durable: every kill restarts its server from its data dir (see
+//! [`super::procs`]), which it comes back with, under its old member id if its lease still holds.
+//! So kills strike at any time, and [`FaultKind::KillAllRestart`] kills every server at once
+//! (sometimes the view leader too): an acknowledged write must survive it, and the workload's
+//! checks (linearizability, every acknowledged append exactly once) go on through it as through
+//! any fault (calls in flight at the kill fail or end unknown, which the checker allows either
+//! way). The one fault that loses data, [`FaultKind::ServerWipeRestart`] (a replaced machine),
+//! is only made on a settled cluster and on one server, so no key ever loses every copy: that
+//! would be a loss no protocol can prevent, not a finding.
+//!
+//! A server restarted at a new address comes back under a new id, keeping its data: either
+//! because the view leader expired its old id meanwhile (the restart is denied it), or because
+//! its data dir records the address it had (a server at another address never takes its old id,
+//! which the view knows at the dead address). [`FaultKind::ServerKillNewAddr`] strikes both ways.
+//!
+//! Left out: clock skew, disk faults (a full or failing disk, torn writes: the kill -9s only
+//! test what the operating system already holds), power loss (unsynced writes lost), and
+//! message delay or loss short of a cut link.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -46,10 +60,18 @@ pub const VIEW_CHANGE_WAIT_MS: u64 = 5_000;
 /// A kind of fault, counted under its name in the summary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FaultKind {
-    /// `SIGKILL` a server; a fresh one starts at a new port after a hold.
+    /// `SIGKILL` a server; a hold later (one time in two after the view leader has expired it)
+    /// it starts again at a new port from its data dir, and rejoins under a new id with its data.
     ServerKillNewAddr,
-    /// `SIGKILL` a server; a fresh one starts at once at the same address.
+    /// `SIGKILL` a server; it starts again at once at the same address from its data dir (under
+    /// its old id: its lease still holds).
     ServerKillSameAddr,
+    /// `SIGKILL` a server and wipe its data dir: a replaced machine, holding nothing, under a new
+    /// id, at the same address at once or at a new port after a hold.
+    ServerWipeRestart,
+    /// `SIGKILL` every server at once, and one time in two the view leader with them; after a
+    /// hold of up to two leases every one starts again at its address from its data dir.
+    KillAllRestart,
     /// `SIGSTOP` a server, then `SIGCONT` (sometimes longer than the lease).
     ServerPause,
     /// A server's simulated crash (`Crash`, then `Recover`): it answers nothing, keeps its memory.
@@ -72,11 +94,13 @@ pub enum FaultKind {
     IsolateViewLeader,
     /// Two faults at once on different targets (pauses, crashes, cuts).
     TwoAtOnce,
-    /// A server killed and restarted at its address, and as soon as the view changes (the
-    /// cluster rebalancing) a second fault on another target.
+    /// A server killed; as soon as the view changes (its expiry: the cluster rebalancing) a
+    /// second fault on another target, and the killed server restarted at its address from its
+    /// data dir (rejoining under a new id: another view change) while the second fault holds.
     DuringRebalance,
-    /// Two servers cut apart, then a third killed and restarted at its address (a view change
-    /// that may move keys across the cut): the cluster must settle with the link still cut.
+    /// Two servers cut apart, then a third killed and, once expired, restarted at its address
+    /// from its data dir (view changes that may move keys across the cut): the cluster must
+    /// settle with the link still cut.
     ViewChangeUnderCut,
     /// A client stops mid-commit (after the first prepare, all prepares or the first commit);
     /// injected by the workload, one write in [`super::workload::COORDINATOR_KILL_ONE_IN`].
@@ -84,9 +108,11 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::ServerKillNewAddr,
         FaultKind::ServerKillSameAddr,
+        FaultKind::ServerWipeRestart,
+        FaultKind::KillAllRestart,
         FaultKind::ServerPause,
         FaultKind::ServerCrash,
         FaultKind::ViewLeaderKillRestart,
@@ -108,6 +134,8 @@ impl FaultKind {
         match self {
             FaultKind::ServerKillNewAddr => "server_kill_new_addr",
             FaultKind::ServerKillSameAddr => "server_kill_same_addr",
+            FaultKind::ServerWipeRestart => "server_wipe_restart",
+            FaultKind::KillAllRestart => "kill_all_restart",
             FaultKind::ServerPause => "server_pause",
             FaultKind::ServerCrash => "server_crash",
             FaultKind::ViewLeaderKillRestart => "viewleader_kill_restart",
@@ -138,14 +166,9 @@ impl FaultKind {
         )
     }
 
-    /// Loses a server's memory: only made on a settled cluster.
-    fn destructive(self) -> bool {
-        matches!(
-            self,
-            FaultKind::ServerKillNewAddr
-                | FaultKind::ServerKillSameAddr
-                | FaultKind::DuringRebalance
-        )
+    /// Loses a server's data (its memory and its disk): only made on a settled cluster.
+    fn loses_data(self) -> bool {
+        self == FaultKind::ServerWipeRestart
     }
 
     /// Made and healed around a hold (what [`FaultKind::TwoAtOnce`] combines).
@@ -257,7 +280,7 @@ impl<'a> Nemesis<'a> {
                 }
                 let gap = self.rng.gen_range(GAP_MS_MIN..=GAP_MS_MAX);
                 tokio::time::sleep(Duration::from_millis(gap)).await;
-                if kind.destructive() && !settled {
+                if kind.loses_data() && !settled {
                     settled = self
                         .settle(Duration::from_millis(self.timing.lease_ms))
                         .await;
@@ -321,18 +344,89 @@ impl<'a> Nemesis<'a> {
             FaultKind::ServerKillNewAddr => {
                 let victim = self.rng.gen_range(0..self.cluster.servers.len());
                 let hold = self.rng.gen_range(100..=self.timing.lease_ms);
+                let after_expiry = self.rng.gen_bool(0.5);
                 let old = self.cluster.servers[victim].proc.addr.clone();
-                blocking(|| self.cluster.kill_server(victim))?;
+                let expired = if after_expiry {
+                    self.kill_until_expired(victim).await?
+                } else {
+                    blocking(|| self.cluster.kill_server(victim))?;
+                    false
+                };
                 tokio::time::sleep(Duration::from_millis(hold)).await;
-                blocking(|| self.cluster.restart_server(victim, false))?;
+                self.restart(victim, false).await?;
                 self.note(format!(
-                    "kill -9 {old}; {hold} ms later a fresh server at {}",
+                    "kill -9 {old}; {}{hold} ms later restarted from its data dir at {}",
+                    match (after_expiry, expired) {
+                        (false, _) => "",
+                        (true, true) => "expired, and ",
+                        (true, false) => "NOT expired in time; ",
+                    },
                     self.cluster.servers[victim].proc.addr
                 ));
             }
             FaultKind::ServerKillSameAddr => {
                 let victim = self.rng.gen_range(0..self.cluster.servers.len());
-                self.kill_same_addr(victim)?;
+                self.kill_same_addr(victim).await?;
+            }
+            FaultKind::ServerWipeRestart => {
+                let victim = self.rng.gen_range(0..self.cluster.servers.len());
+                let same_addr = self.rng.gen_bool(0.5);
+                let hold = if same_addr {
+                    0
+                } else {
+                    self.rng.gen_range(100..=self.timing.lease_ms)
+                };
+                let old = self.cluster.servers[victim].proc.addr.clone();
+                blocking(|| {
+                    self.cluster.kill_server(victim)?;
+                    self.cluster.wipe_server_data(victim)
+                })?;
+                tokio::time::sleep(Duration::from_millis(hold)).await;
+                blocking(|| self.cluster.restart_server(victim, same_addr))?;
+                self.note(format!(
+                    "kill -9 {old} and wipe its data dir (a replaced machine); {hold} ms later a \
+                     fresh server at {}",
+                    self.cluster.servers[victim].proc.addr
+                ));
+            }
+            FaultKind::KillAllRestart => {
+                let with_viewleader = self.rng.gen_bool(0.5);
+                let hold = self.rng.gen_range(100..=2 * self.timing.lease_ms);
+                let servers = self.cluster.servers.len();
+                blocking(|| {
+                    for slot in 0..servers {
+                        self.cluster.kill_server(slot)?;
+                    }
+                    if with_viewleader {
+                        self.cluster.kill_viewleader();
+                    }
+                    Ok::<_, Error>(())
+                })?;
+                tokio::time::sleep(Duration::from_millis(hold)).await;
+                if with_viewleader {
+                    blocking(|| self.cluster.start_viewleader())?;
+                }
+                for slot in 0..servers {
+                    self.restart(slot, true).await?;
+                }
+                let mut held = Vec::new();
+                for addr in self.cluster.server_addrs() {
+                    let keys = match self.admin.status(&addr).await {
+                        Ok(status) => status.keys.to_string(),
+                        Err(_) => "?".into(),
+                    };
+                    held.push(format!("{addr}={keys}"));
+                }
+                self.note(format!(
+                    "kill -9 every server{} at once; {hold} ms later all restarted from their \
+                     data dirs, holding keys: {}",
+                    if with_viewleader {
+                        " and the view leader"
+                    } else {
+                        ""
+                    },
+                    held.join(" ")
+                ));
             }
             FaultKind::ViewLeaderKillRestart => {
                 blocking(|| self.cluster.restart_viewleader())?;
@@ -375,7 +469,9 @@ impl<'a> Nemesis<'a> {
                     .map(|v| v.epoch)
                     .unwrap_or(0);
                 let victim = self.rng.gen_range(0..self.cluster.servers.len());
-                self.kill_same_addr(victim)?;
+                let old = self.cluster.servers[victim].proc.addr.clone();
+                blocking(|| self.cluster.kill_server(victim))?;
+                self.note(format!("kill -9 {old}"));
                 let changed = self.wait_view_change(epoch).await;
                 let mut candidates = vec![FaultKind::ServerPause, FaultKind::ServerCrash];
                 if self.cluster.net.is_some() {
@@ -386,11 +482,13 @@ impl<'a> Nemesis<'a> {
                     ]);
                 }
                 let second = candidates[self.rng.gen_range(0..candidates.len())];
-                let mut busy = Vec::new();
+                let mut busy = vec![victim];
                 let held = self.start(second, &mut busy).await?;
+                // At its address: under its old id if that has not expired, else it rejoins.
+                self.restart(victim, true).await?;
                 let hold = self.hold_server_ms();
                 self.note(format!(
-                    "during rebalancing ({}): {} for {hold} ms",
+                    "during rebalancing ({}): {} for {hold} ms, {old} restarted from its data dir",
                     if changed {
                         "the view changed"
                     } else {
@@ -405,7 +503,17 @@ impl<'a> Nemesis<'a> {
                 let mut busy = Vec::new();
                 self.start_cut(FaultKind::CutServerServer, &mut busy)?;
                 let victim = self.pick_server(&mut busy);
-                self.kill_same_addr(victim)?;
+                let old = self.cluster.servers[victim].proc.addr.clone();
+                let expired = self.kill_until_expired(victim).await?;
+                self.restart(victim, true).await?;
+                self.note(format!(
+                    "kill -9 {old}; {} restarted from its data dir",
+                    if expired {
+                        "expired, then"
+                    } else {
+                        "not expired in time;"
+                    }
+                ));
                 // One cut link never stalls the cluster: it settles with the link still cut.
                 let bound = Self::settle_bound_ms(&self.timing);
                 if !self.settle(Duration::from_millis(bound)).await {
@@ -439,16 +547,54 @@ impl<'a> Nemesis<'a> {
         Ok(())
     }
 
-    fn kill_same_addr(&mut self, victim: usize) -> Result<()> {
-        blocking(|| {
-            self.cluster.kill_server(victim)?;
-            self.cluster.restart_server(victim, true)
-        })?;
+    async fn kill_same_addr(&mut self, victim: usize) -> Result<()> {
+        blocking(|| self.cluster.kill_server(victim))?;
+        self.restart(victim, true).await?;
         self.note(format!(
-            "kill -9 {}; a fresh server at the same address at once",
+            "kill -9 {}; restarted at once at the same address from its data dir",
             self.cluster.servers[victim].proc.addr
         ));
         Ok(())
+    }
+
+    /// Kills server `victim` and waits (the lease plus [`VIEW_CHANGE_WAIT_MS`]) until the view no
+    /// longer names its address: the view leader expired its id. Whether it did.
+    async fn kill_until_expired(&mut self, victim: usize) -> Result<bool> {
+        let addr = self.cluster.servers[victim].proc.addr.clone();
+        blocking(|| self.cluster.kill_server(victim))?;
+        let deadline =
+            Instant::now() + Duration::from_millis(self.timing.lease_ms + VIEW_CHANGE_WAIT_MS);
+        while Instant::now() < deadline {
+            if let Ok(view) = self.admin.query_servers().await {
+                if !view.servers.iter().any(|s| s.addr == addr) {
+                    return Ok(true);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(liveness::POLL_MS)).await;
+        }
+        Ok(false)
+    }
+
+    /// Starts server `victim` (killed) again from its data dir. A server that cannot start from
+    /// its data dir is a finding (a kill -9 must leave a data dir it recovers from); it is then
+    /// started afresh with the data dir wiped, so the run goes on.
+    async fn restart(&mut self, victim: usize, same_addr: bool) -> Result<()> {
+        let Err(err) = blocking(|| self.cluster.restart_server(victim, same_addr)) else {
+            return Ok(());
+        };
+        let finding = format!(
+            "server slot {victim} did not start again from its data dir {} (at {:.1} s): {err}",
+            self.cluster.servers[victim].data_dir.display(),
+            self.started.elapsed().as_secs_f64()
+        );
+        self.note(format!(
+            "FINDING: {finding}; starting it with its data dir wiped"
+        ));
+        self.report.findings.push(finding);
+        blocking(|| {
+            self.cluster.wipe_server_data(victim)?;
+            self.cluster.restart_server(victim, same_addr)
+        })
     }
 
     /// Polls the view until its epoch passes `epoch` (the lease plus [`VIEW_CHANGE_WAIT_MS`]).

@@ -1,9 +1,15 @@
 //! The processes of a chaos run: a view leader and storage servers, each this very binary in its
 //! hidden `serve` role, each in its own network namespace when the run has them ([`super::netns`])
-//! or all on loopback when it has not. It starts them, kills them (`SIGKILL`), starts them again
-//! at a new address or at the same one (same port, same `--data-dir` for the view leader), and
-//! stops or continues them (`SIGSTOP`/`SIGCONT`). Every child is killed when its handle drops,
-//! and the run's temporary directory is removed with the cluster.
+//! or all on loopback when it has not. It starts them, kills them (`SIGKILL`, and reaps them, so
+//! their port and data dir lock are free), starts them again at a new address or at the same one,
+//! and stops or continues them (`SIGSTOP`/`SIGCONT`).
+//!
+//! Every process has a data dir of its own under the run's temporary directory: `viewleader/`,
+//! and `server-N/` for server slot N. A slot keeps its data dir across restarts, so a server
+//! killed and started again comes back with what it held (under its old member id while its
+//! lease holds); [`Cluster::wipe_server_data`] empties it first, for a replaced machine. Every
+//! child is killed when its handle drops, and the run's temporary directory (every data dir) is
+//! removed with the cluster.
 //!
 //! Left out: anything the processes do themselves (that is the nemesis's and the workload's), and
 //! killing children when this process dies by `SIGKILL` (no parent-death signal is set).
@@ -31,6 +37,8 @@ pub const VIEWLEADER_PORT_NETNS: u16 = 39_000;
 /// A child process of the run, killed when dropped.
 pub struct Proc {
     child: Child,
+    /// Killed and waited for: its pid may belong to another process now, so no more signals.
+    reaped: bool,
     /// `host:port` it listens on and advertises.
     pub addr: String,
 }
@@ -96,11 +104,27 @@ impl Proc {
         Ok(Self {
             addr: addr.to_string(),
             child,
+            reaped: false,
         })
+    }
+
+    /// `SIGKILL`, then waits for the process to be gone: its port and its data dir's lock are
+    /// free once this returns.
+    pub fn kill(&mut self) {
+        if self.reaped {
+            return;
+        }
+        self.signal("KILL");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reaped = true;
     }
 
     /// Sends `signal` (`STOP`, `CONT`, `KILL`) to the process.
     pub fn signal(&self, signal: &str) {
+        if self.reaped {
+            return;
+        }
         let _ = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
@@ -121,14 +145,15 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.signal("CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
-/// One storage server's place in the cluster: its namespace (kept across restarts) and process.
+/// One storage server's place in the cluster: its namespace and data dir (both kept across
+/// restarts) and its process.
 pub struct Slot {
     pub node: Option<Node>,
+    pub data_dir: PathBuf,
     pub proc: Proc,
 }
 
@@ -141,7 +166,7 @@ pub struct Cluster {
     timing: Timing,
     /// The `client` binary the processes run.
     exe: PathBuf,
-    /// The run's temporary directory (the view leader's `--data-dir` lives in it).
+    /// The run's temporary directory: every process's `--data-dir` lives in it.
     dir: PathBuf,
 }
 
@@ -213,18 +238,24 @@ impl Cluster {
                 }
                 None => None,
             };
-            let proc = cluster.spawn_server(node.as_ref(), 0)?;
-            cluster.servers.push(Slot { node, proc });
+            let data_dir = cluster.dir.join(format!("server-{slot}"));
+            let proc = cluster.spawn_server(node.as_ref(), 0, &data_dir)?;
+            cluster.servers.push(Slot {
+                node,
+                data_dir,
+                proc,
+            });
         }
         Ok(cluster)
     }
 
-    fn spawn_server(&self, node: Option<&Node>, port: u16) -> Result<Proc> {
+    fn spawn_server(&self, node: Option<&Node>, port: u16, data_dir: &Path) -> Result<Proc> {
         let args = server_args(
             &self.timing,
             host(&node.cloned()),
             port,
             &self.viewleader.addr,
+            data_dir,
         );
         Proc::spawn(&self.exe, node.map(|n| n.ns.as_str()), &args)
     }
@@ -242,24 +273,40 @@ impl Cluster {
             .collect()
     }
 
-    /// Kills server `slot` with `SIGKILL`; the slot keeps its namespace but has no process until
-    /// [`Cluster::restart_server`].
+    /// Kills server `slot` with `SIGKILL` and waits until it is gone; the slot keeps its
+    /// namespace and data dir but has no process until [`Cluster::restart_server`].
     pub fn kill_server(&mut self, slot: usize) -> Result<()> {
-        let server = self.slot(slot)?;
-        server.proc.signal("KILL");
+        self.slot(slot)?.proc.kill();
         Ok(())
     }
 
-    /// Starts server `slot` again: at its old address when `same_addr`, else at a new port.
+    /// Empties the data dir of server `slot` (killed already): its next start is a fresh server
+    /// on a new machine, holding nothing and under a new id.
+    pub fn wipe_server_data(&mut self, slot: usize) -> Result<()> {
+        let dir = self.slot(slot)?.data_dir.clone();
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(Error::Internal(format!(
+                "cannot wipe {}: {err}",
+                dir.display()
+            ))),
+        }
+    }
+
+    /// Starts server `slot` again from its data dir (killing it first if it still runs): at its
+    /// old address when `same_addr`, else at a new port.
     pub fn restart_server(&mut self, slot: usize, same_addr: bool) -> Result<()> {
+        self.slot(slot)?.proc.kill();
         let port = if same_addr {
             self.slot(slot)?.proc.port()?
         } else {
             0
         };
         let node = self.slot(slot)?.node.clone();
-        let proc = retry_bind(|| self.spawn_server(node.as_ref(), port))?;
-        // The old handle drops here: its process is dead already, this only reaps it.
+        let data_dir = self.slot(slot)?.data_dir.clone();
+        let proc = retry_bind(|| self.spawn_server(node.as_ref(), port, &data_dir))?;
+        // The old handle drops here: its process is dead and reaped already.
         self.slot(slot)?.proc = proc;
         Ok(())
     }
@@ -267,11 +314,24 @@ impl Cluster {
     /// Kills the view leader with `SIGKILL` and starts it again at once, at the same address and
     /// with the same `--data-dir`.
     pub fn restart_viewleader(&mut self) -> Result<()> {
-        self.viewleader.signal("KILL");
+        self.kill_viewleader();
+        self.start_viewleader()
+    }
+
+    /// Kills the view leader with `SIGKILL` and waits until it is gone; it has no process until
+    /// [`Cluster::start_viewleader`].
+    pub fn kill_viewleader(&mut self) {
+        self.viewleader.kill();
+    }
+
+    /// Starts the view leader again at its address, with its `--data-dir` (killing it first if
+    /// it still runs).
+    pub fn start_viewleader(&mut self) -> Result<()> {
         let port = self.viewleader.port()?;
         let node = self.viewleader_node.clone();
         let args = viewleader_args(&self.timing, host(&node), port, &self.dir);
         let exe = self.exe.clone();
+        self.viewleader.kill();
         let proc = retry_bind(|| Proc::spawn(&exe, node.as_ref().map(|n| n.ns.as_str()), &args))?;
         self.viewleader = proc;
         Ok(())
@@ -288,7 +348,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // Processes go first (their handles kill them), then the namespaces, then the files.
         self.servers.clear();
-        self.viewleader.signal("KILL");
+        self.viewleader.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -311,7 +371,7 @@ fn host(node: &Option<Node>) -> String {
         .unwrap_or_else(|| "127.0.0.1".into())
 }
 
-fn viewleader_args(timing: &Timing, host: String, port: u16, dir: &std::path::Path) -> Vec<String> {
+fn viewleader_args(timing: &Timing, host: String, port: u16, dir: &Path) -> Vec<String> {
     vec![
         "--role".into(),
         "viewleader".into(),
@@ -328,7 +388,13 @@ fn viewleader_args(timing: &Timing, host: String, port: u16, dir: &std::path::Pa
     ]
 }
 
-fn server_args(timing: &Timing, host: String, port: u16, viewleader: &str) -> Vec<String> {
+fn server_args(
+    timing: &Timing,
+    host: String,
+    port: u16,
+    viewleader: &str,
+    data_dir: &Path,
+) -> Vec<String> {
     vec![
         "--role".into(),
         "server".into(),
@@ -342,5 +408,7 @@ fn server_args(timing: &Timing, host: String, port: u16, viewleader: &str) -> Ve
         timing.heartbeat_ms.to_string(),
         "--tx-timeout-ms".into(),
         timing.tx_timeout_ms.to_string(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
     ]
 }

@@ -36,8 +36,9 @@ pub struct ServeArgs {
     pub lease_ms: u64,
     #[arg(long, default_value_t = crate::server::TX_TIMEOUT_MS_DEFAULT)]
     pub tx_timeout_ms: u64,
-    /// The view leader's durable state (its restart generation); the same directory across a
-    /// restart.
+    /// The process's durable state, the same directory across a restart: the view leader's
+    /// restart generation and epoch ceiling, or a server's data dir (without one, a server runs
+    /// in memory).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
 }
