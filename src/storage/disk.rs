@@ -47,6 +47,12 @@ pub trait Disk: Send + Sync + fmt::Debug {
     fn syncs_block(&self) -> bool;
     /// How to name `name` in a message (its path, for a real disk).
     fn describe(&self, name: &str) -> String;
+
+    /// How long a sync takes on a disk that does not block (the simulated one), so that in a
+    /// simulation other writes arrive while one is under way, as on a real disk. Zero: at once.
+    fn sync_delay(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// One open file, appended to at its end. Shared: one task appends while another syncs.
@@ -201,6 +207,8 @@ struct SimState {
     capacity_bytes: Option<u64>,
     /// Syncs made, for tests.
     syncs: u64,
+    /// What [`Disk::sync_delay`] answers.
+    sync_delay: std::time::Duration,
 }
 
 #[derive(Debug, Default)]
@@ -237,6 +245,12 @@ impl SimDisk {
     /// does. `None` lifts the limit.
     pub fn set_capacity(&self, capacity_bytes: Option<u64>) {
         self.state().capacity_bytes = capacity_bytes;
+    }
+
+    /// Makes every group-committed sync take `delay` (of the caller's clock: simulated time in
+    /// a simulation), so that writes can be caught unsynced by a crash.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.state().sync_delay = delay;
     }
 
     /// How many syncs of files were made so far.
@@ -365,6 +379,10 @@ impl Disk for SimDisk {
     fn describe(&self, name: &str) -> String {
         format!("simulated disk: {name}")
     }
+
+    fn sync_delay(&self) -> std::time::Duration {
+        self.state().sync_delay
+    }
 }
 
 #[derive(Debug)]
@@ -415,12 +433,12 @@ impl DiskFile for SimFile {
     fn sync(&self) -> io::Result<()> {
         self.with(|state, inode| {
             state.syncs += 1;
-            let file = state
-                .inodes
-                .get_mut(&inode)
-                .ok_or_else(|| not_found("file"))?;
-            file.synced_len = file.data.len();
-            file.durable_shadow = None;
+            // A file removed while open is gone with its data, and syncing it succeeds, as on
+            // a real file system (a group commit may sync a segment a snapshot just replaced).
+            if let Some(file) = state.inodes.get_mut(&inode) {
+                file.synced_len = file.data.len();
+                file.durable_shadow = None;
+            }
             Ok(())
         })
     }

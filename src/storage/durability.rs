@@ -94,6 +94,8 @@ struct SyncState {
     file: Arc<dyn DiskFile>,
     /// Whether a sync must leave the async runtime (a real disk).
     blocking: bool,
+    /// How long a sync takes where it does not block (a simulated disk).
+    delay: std::time::Duration,
     failed: Option<String>,
 }
 
@@ -104,7 +106,12 @@ impl Durability {
     }
 
     /// Syncs of `file`, starting with `written` bytes, all durable.
-    pub(super) fn new(file: Arc<dyn DiskFile>, written: Lsn, blocking: bool) -> Self {
+    pub(super) fn new(
+        file: Arc<dyn DiskFile>,
+        written: Lsn,
+        blocking: bool,
+        delay: std::time::Duration,
+    ) -> Self {
         Self {
             shared: Some(Arc::new(Shared {
                 state: Mutex::new(SyncState {
@@ -113,6 +120,7 @@ impl Durability {
                     syncing: false,
                     file,
                     blocking,
+                    delay,
                     failed: None,
                 }),
                 synced: Notify::new(),
@@ -201,12 +209,17 @@ impl Durability {
                     None
                 } else {
                     state.syncing = true;
-                    Some((state.written, state.file.clone(), state.blocking))
+                    Some((
+                        state.written,
+                        state.file.clone(),
+                        state.blocking,
+                        state.delay,
+                    ))
                 }
             };
             match job {
                 None => notified.await,
-                Some((target, file, blocking)) => {
+                Some((target, file, blocking, delay)) => {
                     // The sync finishes and publishes on its own even if this waiter is
                     // dropped half way: a waiter that gave up must not leave `syncing` set.
                     let shared = shared.clone();
@@ -226,8 +239,14 @@ impl Durability {
                     if blocking {
                         // Awaiting the handle is not needed: the closure publishes its result.
                         drop(tokio::task::spawn_blocking(sync));
-                    } else {
+                    } else if delay.is_zero() {
                         sync();
+                    } else {
+                        // A task of its own, so the sync ends even if this waiter is dropped.
+                        drop(tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            sync();
+                        }));
                     }
                 }
             }
@@ -244,7 +263,7 @@ mod tests {
     async fn concurrent_waiters_share_one_sync() {
         let disk = SimDisk::new();
         let file = disk.create("log").unwrap();
-        let durability = Durability::new(file.clone(), 0, false);
+        let durability = Durability::new(file.clone(), 0, false, std::time::Duration::ZERO);
         for lsn in 1..=10 {
             file.append(b"x").unwrap();
             durability.advance(lsn, false);
@@ -263,7 +282,7 @@ mod tests {
     async fn a_failed_sync_fails_every_later_wait() {
         let disk = SimDisk::new();
         let file = disk.create("log").unwrap();
-        let durability = Durability::new(file.clone(), 0, false);
+        let durability = Durability::new(file.clone(), 0, false, std::time::Duration::ZERO);
         file.append(b"x").unwrap();
         durability.advance(1, false);
         disk.crash(&mut |_| 0);

@@ -473,7 +473,8 @@ impl Log {
         let file = Self::create_segment(&*disk, next_seq)?;
         report.keys = state.index.len();
         let written = SEGMENT_MAGIC.len() as u64;
-        let durability = Durability::new(file.clone(), written, disk.syncs_block());
+        let durability =
+            Durability::new(file.clone(), written, disk.syncs_block(), disk.sync_delay());
         Ok(Self {
             segment: Segment {
                 seq: next_seq,

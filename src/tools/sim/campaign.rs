@@ -2,9 +2,18 @@
 //! time, each on a plain OS thread of its own (a turmoil simulation is not `Send`, so each thread
 //! builds and runs its own; outcomes come back over a channel), and sums them up: seeds run,
 //! failures with their first violations and the command that replays each, seeds per second,
-//! simulated time, operations and faults injected. Traces go to [`TRACE_DIR`]: every run's with
-//! `--trace`, the failing seeds' otherwise. With `--shrink`, a failing seed's schedule is cut
-//! down one fault at a time to the smallest that still fails ([`shrink`]).
+//! simulated time, operations, faults injected, and what the servers' disks went through
+//! (machine crashes, unsynced bytes dropped, restarts from disk and the keys they recovered; see
+//! [`super::run`] for what the simulated disks model and what they leave out). Traces go to
+//! [`TRACE_DIR`]: every run's with `--trace`, the failing seeds' otherwise. With `--shrink`, a
+//! failing seed's schedule is cut down one fault at a time to the smallest that still fails
+//! ([`shrink`]).
+//!
+//! A run's promise is the store's: an acknowledged write survives as long as, for its key, one
+//! replica that held it keeps its disk. So a schedule may crash every replica of a key at once
+//! ([`FaultKind::Restart`] of several servers: their disks survive), but never wipes two disks
+//! at overlapping times ([`FaultKind::RestartWiped`]). The default faults
+//! ([`FaultKind::HANDLED`]) are every kind.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,7 +28,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use super::run::{draw_schedule, run as run_seed, Fault, FaultKind, Outcome, SimOptions};
+use super::run::{
+    draw_schedule, run as run_seed, DiskStats, Fault, FaultKind, Outcome, SimOptions,
+};
 use crate::cli::output::Output;
 use crate::errinput;
 use crate::error::{Error, Result};
@@ -92,7 +103,7 @@ pub struct SimArgs {
     pub start: Option<u64>,
     /// Faults the schedules draw from: handled, all, none, or kinds separated by commas
     /// (delay, client-cut, short-pause, cut-link, one-way-cut, isolate, isolate-viewleader,
-    /// long-pause, restart, restart-viewleader).
+    /// long-pause, restart, restart-viewleader, restart-wiped).
     #[arg(long, default_value = "handled", value_parser = FaultList::parse)]
     pub faults: FaultList,
     /// Seeds run at once, one thread each (default: the available cores).
@@ -230,6 +241,8 @@ pub struct Summary {
     pub operations: u64,
     pub simulated_ms: u64,
     pub faults_injected: BTreeMap<FaultKind, u64>,
+    /// What the servers' disks went through, over every seed.
+    pub disks: DiskStats,
     pub wall: Duration,
     /// The seed that took the longest, and how long (wall).
     pub slowest: Option<(u64, Duration)>,
@@ -292,6 +305,7 @@ fn run_caught(options: &SimOptions) -> Outcome {
                 faults: BTreeMap::new(),
                 violations: vec![format!("the run panicked: {message}")],
                 simulated_ms: 0,
+                disks: DiskStats::default(),
             }
         }
     }
@@ -497,6 +511,7 @@ fn collect(
     for (kind, count) in &outcome.faults {
         *summary.faults_injected.entry(*kind).or_default() += count;
     }
+    summary.disks.add(&outcome.disks);
     if summary.slowest.is_none_or(|(_, slowest)| wall > slowest) {
         summary.slowest = Some((outcome.seed, wall));
     }
@@ -617,6 +632,19 @@ pub fn summary_text(summary: &Summary) -> String {
             injected.join(", ")
         }
     );
+    let disks = &summary.disks;
+    let _ = writeln!(
+        text,
+        "  disks: {} crashed ({} unsynced bytes dropped, {} kept torn); {} restarts from disk \
+         recovered {} keys and {} prepared writes; {} restarts on a wiped disk",
+        disks.crashes,
+        disks.unsynced_bytes_dropped,
+        disks.torn_bytes_kept,
+        disks.restarts_from_disk,
+        disks.keys_recovered,
+        disks.prepared_recovered,
+        disks.restarts_wiped
+    );
     if !summary.violation_kinds.is_empty() {
         let kinds: Vec<String> = summary
             .violation_kinds
@@ -727,6 +755,15 @@ pub fn summary_json(summary: &Summary) -> serde_json::Value {
         "simulated_hours": summary.simulated_hours(),
         "operations": summary.operations,
         "faults_injected": injected,
+        "disks": {
+            "crashes": summary.disks.crashes,
+            "unsynced_bytes_dropped": summary.disks.unsynced_bytes_dropped,
+            "torn_bytes_kept": summary.disks.torn_bytes_kept,
+            "restarts_from_disk": summary.disks.restarts_from_disk,
+            "keys_recovered": summary.disks.keys_recovered,
+            "prepared_recovered": summary.disks.prepared_recovered,
+            "restarts_wiped": summary.disks.restarts_wiped,
+        },
         "traces": {"dir": summary.trace_dir.display().to_string(), "written": summary.traces_written,
                    "errors": summary.trace_errors},
     })
@@ -932,5 +969,8 @@ mod tests {
         let doc = summary_json(&summary);
         assert_eq!(doc["seeds"], 2);
         assert_eq!(doc["failed"], 0);
+        assert_eq!(summary.disks, DiskStats::default(), "no fault, no crash");
+        assert_eq!(doc["disks"]["restarts_from_disk"], 0);
+        assert!(summary_text(&summary).contains("disks: 0 crashed"));
     }
 }

@@ -1,6 +1,7 @@
 //! Worlds for running whole clusters inside one process: an in-memory network on tokio's paused
 //! clock ([`memory`]), and turmoil's simulated network of hosts ([`turmoil_net`]) with
-//! partitions, delays, crashes and restarts, where one seed replays one run ([`run`]); a campaign
+//! partitions, delays, crashes and restarts, each storage server on a simulated disk of its own
+//! that a crash cuts back to what was synced, where one seed replays one run ([`run`]); a campaign
 //! of many seeds is `client sim` ([`campaign`]). Both worlds hand each node an
 //! [`crate::net::Env`]; the store's code cannot tell them from the real world.
 

@@ -1,9 +1,10 @@
 //! One simulated run: the real view leader, storage servers and clients as the hosts of one
 //! turmoil simulation, a seeded fault schedule against them, a recorded history, and the checks of
 //! [`super::checks`] over it. Everything that varies comes from the seed: the ids of servers,
-//! transactions and requests, the jitter, the clients' clock skews, the operations, the faults
-//! and the network's delays (turmoil's own generator, and tokio's scheduler when built with
-//! `--cfg tokio_unstable`, as `.cargo/config.toml` does). One seed replays one run.
+//! transactions and requests, the jitter, the clients' clock skews, the operations, the faults,
+//! how much of a crashed disk's unsynced writes survives, and the network's delays (turmoil's
+//! own generator, and tokio's scheduler when built with `--cfg tokio_unstable`, as
+//! `.cargo/config.toml` does). One seed replays one run.
 //!
 //! A run has three phases, all in simulated time: the workload with faults
 //! ([`SimOptions::workload_ms`]), healing (every partition repaired, every held message released,
@@ -11,11 +12,35 @@
 //! all through the workload) checks that the cluster is live again within
 //! [`SimOptions::liveness_ms`].
 //!
+//! # Disks
+//! Every storage server runs the durable log engine ([`crate::storage::Log`]) on a
+//! [`SimDisk`] of its own machine, kept across the server's restarts, with small segments and
+//! snapshot thresholds ([`SEGMENT_BYTES_MAX`], [`COMPACT_BYTES_MIN`]) so that a run rolls segments
+//! and takes snapshots. The engine syncs and compacts inline on a simulated disk (no threads), so
+//! the disks keep the run deterministic.
+//! * [`FaultKind::Restart`] is a machine crash: the processes of one or more servers die at the
+//!   same instant, each disk drops what was not synced and keeps a prefix of each file's unsynced
+//!   tail (a torn write; its length drawn from the run's seed), and each server restarts from
+//!   what its disk kept, at its address, as the member its `identity.json` names (denied and
+//!   rejoining under a new id, with its keys, if it stayed down past its lease). Since a disk
+//!   survives the crash, the promise of an acknowledged write holds even when every replica of
+//!   a key crashes at once, and the schedule draws exactly that: up to every server together.
+//! * [`FaultKind::RestartWiped`] is a replaced machine: one server comes back on a fresh empty
+//!   disk, under a new id (what `Restart` did before the servers had disks). It loses a replica's
+//!   copy for good, so it is drawn for one server at a time, as before; the replicas that keep
+//!   their disks hold what it lost.
+//!
 //! # Deliberately left out
 //! * A pause of a process is approximated by holding every message to and from its host: its
 //!   timers keep running, as if only its network stalled.
-//! * Disk: nothing is durable yet, so a crash loses a host's memory; faults that can lose every
-//!   replica of a key are outside the fault model and are not drawn together.
+//! * A power loss of the whole cluster: the view leader keeps its data directory on the real
+//!   file system (a temporary directory of the run), so its restarts keep everything it wrote;
+//!   only the storage servers' disks drop unsynced writes. Servers and the view leader may still
+//!   be down at once, when a `Restart` of every server overlaps a `RestartViewLeader`.
+//! * Disk faults other than a crash: no full disk, no failed sync, no flipped byte (the log
+//!   engine's own tests make those).
+//! * Wiped replicas of a key at once: losing every copy of a key is outside the fault model, so
+//!   wiped restarts are never drawn to overlap (nor were the memory-losing restarts before).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -38,6 +63,7 @@ use crate::error::Error;
 use crate::faults::PlantedBug;
 use crate::net::{self, Clock, Env};
 use crate::server::{self, ServerOptions};
+use crate::storage::{Disk, FsyncMode, LogOptions, SimDisk};
 use crate::tools::checker::{Call, Operation, Return};
 use crate::types::{LockReply, Value, View};
 use crate::viewleader::{self, ViewLeaderOptions};
@@ -70,6 +96,34 @@ pub const CLIENT_WAIT_MS: u64 = 2_000;
 /// their operations waits out the client's whole wait: the stuck-rebalancing check needs samples
 /// on both sides of its bound whatever the clients are doing.
 pub const VIEW_SAMPLE_MS: u64 = 250;
+/// Size at which a simulated server's log moves to a new segment: small, so that a run of a
+/// few hundred writes per server crosses segment rolls (the production default is 64 MiB).
+pub const SEGMENT_BYTES_MAX: u64 = 8 * 1024;
+/// Log size since the last snapshot below which a simulated server takes none: small, so that a
+/// run takes snapshots and deletes the segments they cover (the production default is 64 MiB).
+pub const COMPACT_BYTES_MIN: u64 = 32 * 1024;
+
+/// How a simulated server's log engine runs: group commit, as the real binary's default, on
+/// small segments and snapshots.
+pub fn log_options() -> LogOptions {
+    LogOptions {
+        fsync: FsyncMode::Batch,
+        segment_bytes_max: SEGMENT_BYTES_MAX,
+        compact_bytes_min: COMPACT_BYTES_MIN,
+    }
+}
+
+/// How long a sync of a simulated disk takes, in simulated µs: long enough that writes of
+/// other requests arrive while one is under way (group commit shares it) and a crash can catch
+/// them unsynced, as on a real disk.
+pub const DISK_SYNC_US: u64 = 500;
+
+/// A disk for one simulated machine.
+fn simulated_disk() -> SimDisk {
+    let disk = SimDisk::new();
+    disk.set_sync_delay(Duration::from_micros(DISK_SYNC_US));
+    disk
+}
 
 /// What the fault schedule may draw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -90,14 +144,19 @@ pub enum FaultKind {
     IsolateViewLeader,
     /// Hold every message of one server for longer than a lease (a long pause).
     LongPause,
-    /// Crash a server (its memory is gone) and restart it at the same address.
+    /// Crash one or more servers' machines at once: each process dies, each disk keeps what was
+    /// synced (and a torn prefix of what was not), and each server restarts from its disk at
+    /// the same address.
     Restart,
     /// Crash the view leader and restart it.
     RestartViewLeader,
+    /// Crash a server and bring it back at the same address on a fresh empty disk: a replaced
+    /// machine, which comes back under a new id knowing nothing.
+    RestartWiped,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Delay,
         FaultKind::ClientCut,
         FaultKind::ShortPause,
@@ -108,16 +167,24 @@ impl FaultKind {
         FaultKind::LongPause,
         FaultKind::Restart,
         FaultKind::RestartViewLeader,
+        FaultKind::RestartWiped,
     ];
 
     /// The faults the code is meant to survive, which the default campaign draws from: every
-    /// kind, since the faults issue (#13) fixed the defects the others found. A kind that finds a
-    /// defect nobody has fixed yet leaves this list until it is.
-    pub const HANDLED: [FaultKind; 10] = FaultKind::ALL;
+    /// kind. (A kind that finds a defect nobody has fixed yet leaves this list until it is.)
+    pub const HANDLED: [FaultKind; 11] = FaultKind::ALL;
 
     /// Whether the fault acts on links (cuts or holds them) rather than on a process.
     pub fn is_link_fault(self) -> bool {
-        !matches!(self, FaultKind::Restart | FaultKind::RestartViewLeader)
+        !self.is_process_fault()
+    }
+
+    /// Whether the fault stops processes (and restarts them when it ends).
+    pub fn is_process_fault(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Restart | FaultKind::RestartViewLeader | FaultKind::RestartWiped
+        )
     }
 
     /// Whether the fault cuts links (messages dropped) rather than holding them.
@@ -144,6 +211,7 @@ impl FaultKind {
             FaultKind::LongPause => "long-pause",
             FaultKind::Restart => "restart",
             FaultKind::RestartViewLeader => "restart-viewleader",
+            FaultKind::RestartWiped => "restart-wiped",
         }
     }
 
@@ -276,6 +344,39 @@ pub struct Outcome {
     /// Promises broken; empty when the run passed.
     pub violations: Vec<String>,
     pub simulated_ms: u64,
+    /// What the servers' disks went through.
+    pub disks: DiskStats,
+}
+
+/// What the storage servers' simulated disks went through in one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// Machine crashes ([`FaultKind::Restart`]): one per server crashed.
+    pub crashes: u64,
+    /// Bytes written but not synced that crashes threw away.
+    pub unsynced_bytes_dropped: u64,
+    /// Bytes written but not synced that crashes kept (the torn prefixes).
+    pub torn_bytes_kept: u64,
+    /// Server starts on a disk a previous incarnation had written.
+    pub restarts_from_disk: u64,
+    /// Keys the servers held when they started from a disk, summed over those starts.
+    pub keys_recovered: u64,
+    /// Prepared writes (yes votes with no decision) read back by those starts.
+    pub prepared_recovered: u64,
+    /// Server starts on a fresh empty disk after a [`FaultKind::RestartWiped`].
+    pub restarts_wiped: u64,
+}
+
+impl DiskStats {
+    pub fn add(&mut self, other: &DiskStats) {
+        self.crashes += other.crashes;
+        self.unsynced_bytes_dropped += other.unsynced_bytes_dropped;
+        self.torn_bytes_kept += other.torn_bytes_kept;
+        self.restarts_from_disk += other.restarts_from_disk;
+        self.keys_recovered += other.keys_recovered;
+        self.prepared_recovered += other.prepared_recovered;
+        self.restarts_wiped += other.restarts_wiped;
+    }
 }
 
 impl Outcome {
@@ -382,10 +483,29 @@ pub fn draw_schedule(options: &SimOptions) -> Vec<Fault> {
             FaultKind::IsolateViewLeader => {
                 (vec![VIEWLEADER_HOST.to_string()], rng.gen_range(500..4_000))
             }
-            FaultKind::Restart => (vec![server(&mut rng)], rng.gen_range(0..500)),
+            FaultKind::Restart => {
+                // One machine half the time, otherwise from two up to every server at once:
+                // with their disks, every replica of a key may crash together. Down for up to
+                // two leases, so a server comes back both as its old member and, denied, under
+                // a new id.
+                let crashed = if options.servers < 2 || rng.gen_bool(0.5) {
+                    1
+                } else {
+                    rng.gen_range(2..=options.servers)
+                };
+                let mut picked =
+                    rand::seq::index::sample(&mut rng, options.servers, crashed).into_vec();
+                picked.sort_unstable();
+                (
+                    picked.into_iter().map(server_host).collect(),
+                    rng.gen_range(0..lease * 2),
+                )
+            }
             FaultKind::RestartViewLeader => {
                 (vec![VIEWLEADER_HOST.to_string()], rng.gen_range(0..500))
             }
+            // Shorter than the gap between two faults: two wiped restarts never overlap.
+            FaultKind::RestartWiped => (vec![server(&mut rng)], rng.gen_range(0..500)),
         };
         schedule.push(Fault {
             kind,
@@ -494,15 +614,30 @@ fn run_hosts(options: &SimOptions) -> Outcome {
             }
         });
     }
+    let mut machines = Machines::new(seed);
     for i in 0..options.servers {
         let host = server_host(i);
         let options = options.clone();
         let viewleader_addr = viewleader_addr.clone();
         let incarnations = Rc::new(Cell::new(0u64));
+        let disk = machines.add_disk(&host);
+        let stats = machines.stats.clone();
+        let trace = trace.clone();
         sim.host(host.as_str(), move || {
             incarnations.set(incarnations.get() + 1);
+            let restart = incarnations.get() > 1;
             let host = server_host(i);
             let env = env(derive(seed, &format!("{host}-{}", incarnations.get())), 0);
+            // The disk of this machine as the last crash left it (or a fresh one, if the
+            // machine was replaced): a clone shares its files.
+            let disk = disk.borrow().clone();
+            let from_disk = disk.list().is_ok_and(|names| !names.is_empty());
+            let storage = server::Storage::Disk {
+                disk: Arc::new(disk),
+                options: log_options(),
+            };
+            let stats = stats.clone();
+            let trace = trace.clone();
             let server_options = ServerOptions {
                 viewleader: viewleader_addr.clone(),
                 advertise: Some(format!("{host}:{PORT}")),
@@ -514,11 +649,29 @@ fn run_hosts(options: &SimOptions) -> Outcome {
             };
             async move {
                 let listener = env.bind(&host, Some(PORT), net::SERVER_PORTS).await?;
-                server::run(
+                let server = server::start(&*listener, server_options, env, storage)?;
+                if restart {
+                    let snapshot = server.snapshot()?;
+                    let mut stats = stats.borrow_mut();
+                    let line = if from_disk {
+                        stats.restarts_from_disk += 1;
+                        stats.keys_recovered += snapshot.keys;
+                        stats.prepared_recovered += snapshot.pending_transactions;
+                        format!(
+                            "restarted from its disk: {} keys, {} prepared writes, as {}",
+                            snapshot.keys, snapshot.pending_transactions, snapshot.server_id
+                        )
+                    } else {
+                        stats.restarts_wiped += 1;
+                        format!("restarted on an empty disk, as {}", snapshot.server_id)
+                    };
+                    trace
+                        .borrow_mut()
+                        .push(format!("{:>8} ms  {host} {line}", now_us() / 1_000));
+                }
+                server::serve(
+                    server,
                     listener,
-                    server_options,
-                    env,
-                    server::Storage::Memory,
                     CancellationToken::new(),
                     CancellationToken::new(),
                 )
@@ -552,14 +705,17 @@ fn run_hosts(options: &SimOptions) -> Outcome {
                 trace
                     .borrow_mut()
                     .push(format!("{now_ms:>8} ms  fault   {fault}"));
-                inject(&mut sim, fault, &hosts);
+                inject(&mut sim, fault, &hosts, &mut machines);
+                for line in machines.lines.drain(..) {
+                    trace.borrow_mut().push(format!("{now_ms:>8} ms  {line}"));
+                }
             }
             if started[n] && !ended[n] && now_ms >= fault.at_ms + fault.for_ms {
                 ended[n] = true;
                 trace
                     .borrow_mut()
                     .push(format!("{now_ms:>8} ms  heal    {fault}"));
-                end(&mut sim, fault, &hosts);
+                end(&mut sim, fault, &hosts, &mut machines);
                 // Ending one fault repairs or releases links that another fault still active
                 // cuts or holds (a pause ending inside an isolation): apply those again, holds
                 // first so that a cut link stays cut rather than held.
@@ -571,7 +727,7 @@ fn run_hosts(options: &SimOptions) -> Outcome {
                     .collect();
                 active.sort_by_key(|f| f.kind.cuts());
                 for fault in active {
-                    inject(&mut sim, fault, &hosts);
+                    inject(&mut sim, fault, &hosts, &mut machines);
                 }
             }
         }
@@ -580,7 +736,7 @@ fn run_hosts(options: &SimOptions) -> Outcome {
             for (n, fault) in schedule.iter().enumerate() {
                 if started[n] && !ended[n] {
                     ended[n] = true;
-                    end(&mut sim, fault, &hosts);
+                    end(&mut sim, fault, &hosts, &mut machines);
                 }
             }
             trace
@@ -610,6 +766,7 @@ fn run_hosts(options: &SimOptions) -> Outcome {
     let trace = trace.take();
     let mut hasher = std::hash::DefaultHasher::new();
     trace.hash(&mut hasher);
+    let disks = *machines.stats.borrow();
     Outcome {
         seed,
         trace_hash: hasher.finish(),
@@ -618,6 +775,97 @@ fn run_hosts(options: &SimOptions) -> Outcome {
         faults,
         violations,
         simulated_ms,
+        disks,
+    }
+}
+
+/// The machines under the hosts, as the process faults see them: each storage server's disk,
+/// kept across its restarts, and how many process faults hold each host down (they may overlap:
+/// a host comes back when the last one ends).
+struct Machines {
+    disks: BTreeMap<String, Rc<RefCell<SimDisk>>>,
+    down: BTreeMap<String, u32>,
+    /// Draws how much of each file's unsynced tail a crash keeps.
+    torn: StdRng,
+    stats: Rc<RefCell<DiskStats>>,
+    /// Lines for the run's trace, taken by the run loop.
+    lines: Vec<String>,
+}
+
+impl Machines {
+    fn new(seed: u64) -> Self {
+        Self {
+            disks: BTreeMap::new(),
+            down: BTreeMap::new(),
+            torn: StdRng::seed_from_u64(derive(seed, "torn-writes")),
+            stats: Rc::default(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// A fresh disk for `host`'s machine; the host's software reads it at every start.
+    fn add_disk(&mut self, host: &str) -> Rc<RefCell<SimDisk>> {
+        let disk = Rc::new(RefCell::new(simulated_disk()));
+        self.disks.insert(host.to_string(), disk.clone());
+        disk
+    }
+
+    /// Stops the fault's hosts: the processes die (unless already down) and, for a machine
+    /// crash, each disk drops what was not synced but a torn prefix; a wiped machine gets a
+    /// fresh disk.
+    fn stop(&mut self, sim: &mut turmoil::Sim<'_>, fault: &Fault) {
+        for host in &fault.hosts {
+            let down = self.down.entry(host.clone()).or_default();
+            *down += 1;
+            let first = *down == 1;
+            if first {
+                sim.crash(host.as_str());
+            }
+            let Some(disk) = self.disks.get(host) else {
+                continue;
+            };
+            match fault.kind {
+                // A disk that is already down was crashed when its process died.
+                FaultKind::Restart if first => {
+                    let (mut dropped, mut kept) = (0, 0);
+                    let torn = &mut self.torn;
+                    disk.borrow().crash(&mut |unsynced| {
+                        let keep = if unsynced == 0 {
+                            0
+                        } else {
+                            torn.gen_range(0..=unsynced)
+                        };
+                        dropped += (unsynced - keep) as u64;
+                        kept += keep as u64;
+                        keep
+                    });
+                    let mut stats = self.stats.borrow_mut();
+                    stats.crashes += 1;
+                    stats.unsynced_bytes_dropped += dropped;
+                    stats.torn_bytes_kept += kept;
+                    self.lines.push(format!(
+                        "disk    {host} crashed: {dropped} unsynced bytes dropped, {kept} kept torn"
+                    ));
+                }
+                FaultKind::RestartWiped => {
+                    disk.replace(simulated_disk());
+                    self.lines
+                        .push(format!("disk    {host} replaced by an empty one"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Ends the fault on its hosts: each comes back once no other process fault holds it down.
+    fn start(&mut self, sim: &mut turmoil::Sim<'_>, fault: &Fault) {
+        for host in &fault.hosts {
+            let down = self.down.entry(host.clone()).or_default();
+            *down = down.saturating_sub(1);
+            if *down == 0 {
+                sim.bounce(host.as_str());
+            }
+        }
     }
 }
 
@@ -626,7 +874,7 @@ fn others<'a>(hosts: &'a [String], host: &'a str) -> impl Iterator<Item = &'a St
     hosts.iter().filter(move |h| *h != host)
 }
 
-fn inject(sim: &mut turmoil::Sim<'_>, fault: &Fault, hosts: &[String]) {
+fn inject(sim: &mut turmoil::Sim<'_>, fault: &Fault, hosts: &[String], machines: &mut Machines) {
     match fault.kind {
         FaultKind::Delay => sim.hold(fault.hosts[0].as_str(), fault.hosts[1].as_str()),
         FaultKind::ClientCut | FaultKind::CutLink => {
@@ -645,11 +893,13 @@ fn inject(sim: &mut turmoil::Sim<'_>, fault: &Fault, hosts: &[String]) {
                 sim.partition(fault.hosts[0].as_str(), other.as_str());
             }
         }
-        FaultKind::Restart | FaultKind::RestartViewLeader => sim.crash(fault.hosts[0].as_str()),
+        FaultKind::Restart | FaultKind::RestartViewLeader | FaultKind::RestartWiped => {
+            machines.stop(sim, fault)
+        }
     }
 }
 
-fn end(sim: &mut turmoil::Sim<'_>, fault: &Fault, hosts: &[String]) {
+fn end(sim: &mut turmoil::Sim<'_>, fault: &Fault, hosts: &[String], machines: &mut Machines) {
     match fault.kind {
         FaultKind::Delay => sim.release(fault.hosts[0].as_str(), fault.hosts[1].as_str()),
         FaultKind::ClientCut | FaultKind::CutLink => {
@@ -666,7 +916,9 @@ fn end(sim: &mut turmoil::Sim<'_>, fault: &Fault, hosts: &[String]) {
                 sim.repair(fault.hosts[0].as_str(), other.as_str());
             }
         }
-        FaultKind::Restart | FaultKind::RestartViewLeader => sim.bounce(fault.hosts[0].as_str()),
+        FaultKind::Restart | FaultKind::RestartViewLeader | FaultKind::RestartWiped => {
+            machines.start(sim, fault)
+        }
     }
 }
 
