@@ -129,6 +129,16 @@ fn fixed_seeds_keep_every_promise_under_the_handled_faults() {
     }
 }
 
+/// Seed 500134: every server's machine crashes for longer than the lease, then the view
+/// leader restarts, and long pauses keep the membership moving. The servers came back from
+/// their disks having forgotten the last settled view (it was kept in memory only), so the
+/// restarted view leader, which knows none, waited for a still membership and reported
+/// rebalancing for 10.6 s. They keep it in their data dir now and teach it at once.
+#[test]
+fn servers_restarted_from_disk_teach_a_restarted_viewleader_the_settled_view() {
+    assert_passes(&SimOptions::new(500_134));
+}
+
 #[test]
 fn a_random_batch_of_seeds_keeps_every_promise_under_the_handled_faults() {
     let started = Instant::now();

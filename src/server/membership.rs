@@ -193,6 +193,12 @@ fn on_view(server: &Arc<StorageServer>, view: View) {
     node.epoch_seen = node.epoch_seen.max(view.epoch);
     if view.settled_epoch > node.last_settled.0 {
         node.last_settled = (view.settled_epoch, view.settled_servers.clone());
+        // Kept on disk too: after the view leader and every server restart, the servers
+        // are the ones that tell it which view was last settled (else it waits, blind, for
+        // the membership to keep still).
+        if let Err(err) = server.store_identity(&node) {
+            warn!(%err, "could not record the settled view in the data dir");
+        }
     }
     node.view = view.clone();
     drop(node);

@@ -95,6 +95,8 @@ fn identity_of(node: &NodeState, cluster: &str, addr: &str) -> Identity {
         server_id: node.id.clone(),
         addr: addr.to_string(),
         former_ids: node.former_ids.iter().cloned().collect(),
+        settled_epoch: node.last_settled.0,
+        settled_servers: node.last_settled.1.clone(),
     }
 }
 
@@ -165,6 +167,10 @@ impl StorageServer {
             recent_sets.insert(*request_id, *version);
         }
         let participant = Participant::restore(recovered, 0);
+        let settled = identity
+            .as_ref()
+            .map(|i| (i.settled_epoch, i.settled_servers.clone()))
+            .unwrap_or_default();
         let (id, former) = match identity {
             Some(identity) if identity.addr == addr => (identity.server_id, identity.former_ids),
             // The view knows the old id at the old address, where nobody answers now: this
@@ -196,7 +202,7 @@ impl StorageServer {
             recent_sets,
             resolving: HashSet::new(),
             former_ids: VecDeque::new(),
-            last_settled: (0, Vec::new()),
+            last_settled: settled,
         };
         // A transaction voted under an id the identity file no longer names (the server
         // rejoined and died before recording it) is still this server's to answer for.
@@ -232,7 +238,8 @@ impl StorageServer {
         })
     }
 
-    /// Records the node's current id in its data dir (nothing in memory mode).
+    /// Records the node's id, former ids and last settled view in its data dir (nothing in
+    /// memory mode).
     pub(super) fn store_identity(&self, node: &NodeState) -> Result<()> {
         match &self.data {
             Some((disk, cluster)) => {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::disk::Disk;
 use crate::error::{Error, Result};
-use crate::types::ServerId;
+use crate::types::{Epoch, ServerId, ServerInfo};
 
 /// The identity file in a data dir.
 pub const IDENTITY_FILE: &str = "identity.json";
@@ -28,6 +28,12 @@ pub struct Identity {
     pub addr: String,
     /// The ids the server held before, newest last.
     pub former_ids: Vec<ServerId>,
+    /// The newest settled view the server heard of (epoch, members): what it tells a restarted
+    /// view leader.
+    #[serde(default)]
+    pub settled_epoch: Epoch,
+    #[serde(default)]
+    pub settled_servers: Vec<ServerInfo>,
 }
 
 /// The identity stored in `disk`, if any.
@@ -103,6 +109,11 @@ mod tests {
             server_id: "a".into(),
             addr: "h:1".into(),
             former_ids: vec!["z".into()],
+            settled_epoch: 3,
+            settled_servers: vec![ServerInfo {
+                id: "a".into(),
+                addr: "h:1".into(),
+            }],
         };
         store(&disk, &identity).unwrap();
         disk.crash(&mut |_| 0);
