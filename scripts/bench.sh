@@ -10,7 +10,8 @@
 #   durable   a 3-member etcd with its data dir on the disk, against 5 ringleader servers with
 #             their defaults (a data dir each on the same disk, --fsync batch): writes only;
 #   recovery  a durable server loaded with RECOVERY_KEYS keys, killed (-9) and restarted:
-#             restart time, keys/s recovered, disk bytes per key (ringleader-bench recovery);
+#             restart time, keys/s recovered, disk bytes per key (ringleader-bench recovery),
+#             with snapshots and with the log alone;
 #   engines   the log engine against redb, concurrent durable puts (ringleader-bench engines);
 #   rebalance re-replication after one of 5 servers is lost (client bench);
 #   memory    peak RSS per server with 1,000,000 keys (ringleader-bench memory);
@@ -303,11 +304,16 @@ fi
 if has_section recovery; then
     out=$WORK/recovery.jsonl
     load_start=$(load1)
-    setting "Restart benchmark" "ringleader $COMMIT: one durable server (default flags) on $DISK_DESCRIPTION, $RECOVERY_KEYS keys of 100 B loaded by $RECOVERY_LOAD, $RECOVERY_RESTARTS kill -9 and restarts" >"$out"
-    say "restart after kill -9: $RECOVERY_KEYS keys, $RECOVERY_RESTARTS restarts"
-    step "$BIN/ringleader-bench" recovery --bin-dir "$BIN" --dir "$DISK/recovery" \
-        --keys "$RECOVERY_KEYS" --load "$RECOVERY_LOAD" --restarts "$RECOVERY_RESTARTS" \
-        --out "$out" >/dev/null
+    setting "Restart benchmark" "ringleader $COMMIT: one durable server (default flags) on $DISK_DESCRIPTION, $RECOVERY_KEYS keys of 100 B loaded by $RECOVERY_LOAD, $RECOVERY_RESTARTS kill -9 and restarts, with snapshots (the default) and with the log alone (--no-snapshots)" >"$out"
+    # With snapshots (the default), then with the log alone (as before the first snapshot).
+    for snapshots in on off; do
+        say "restart after kill -9: $RECOVERY_KEYS keys, $RECOVERY_RESTARTS restarts, snapshots $snapshots"
+        flags=()
+        [[ $snapshots == off ]] && flags=(--no-snapshots)
+        step "$BIN/ringleader-bench" recovery --bin-dir "$BIN" --dir "$DISK/recovery" \
+            --keys "$RECOVERY_KEYS" --load "$RECOVERY_LOAD" --restarts "$RECOVERY_RESTARTS" \
+            "${flags[@]}" --out "$out" >/dev/null
+    done
     load_setting recovery "$load_start" >>"$out"
     section_done recovery
 fi

@@ -39,6 +39,8 @@ pub const LINE_WAIT_MS: u64 = 600_000;
 pub const CALL_TIMEOUT_MS: u64 = 60_000;
 /// Pause between two tries to reach a restarted server that refuses connections.
 pub const RETRY_MS: u64 = 5;
+/// `--compact-bytes-min` with `--no-snapshots`: 1 TiB, more than any run writes.
+pub const NO_SNAPSHOT_BYTES: u64 = 1 << 40;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Load {
@@ -71,6 +73,10 @@ pub struct RecoveryArgs {
     /// Kill-and-restart cycles on the loaded data dir.
     #[arg(long, default_value_t = 3)]
     pub restarts: u32,
+    /// Start the servers with snapshots off (the hidden `--compact-bytes-min`, set beyond any
+    /// log this run writes): the data dir is the log alone, and a restart replays all of it.
+    #[arg(long)]
+    pub no_snapshots: bool,
     /// Appends every JSON line to this file too.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -222,15 +228,19 @@ fn measure_dir(dir: &Path) -> Result<DirBytes> {
     Ok(bytes)
 }
 
-fn server_args(port: u16, viewleader: &str, data_dir: &Path) -> Vec<String> {
-    vec![
+fn server_args(port: u16, viewleader: &str, data_dir: &Path, no_snapshots: bool) -> Vec<String> {
+    let mut args = vec![
         "--port".into(),
         port.to_string(),
         "--viewleader".into(),
         viewleader.into(),
         "--data-dir".into(),
         data_dir.display().to_string(),
-    ]
+    ];
+    if no_snapshots {
+        args.extend(["--compact-bytes-min".into(), NO_SNAPSHOT_BYTES.to_string()]);
+    }
+    args
 }
 
 fn port_of(addr: &str) -> Result<u16> {
@@ -307,7 +317,10 @@ async fn measure(args: &RecoveryArgs, out: &mut Option<std::fs::File>) -> Result
     let mut servers = Vec::new();
     for i in 0..args.servers {
         let data_dir = args.dir.join(format!("server-{i}"));
-        let mut server = Proc::spawn(&server_exe, &server_args(0, &vl_addr, &data_dir))?;
+        let mut server = Proc::spawn(
+            &server_exe,
+            &server_args(0, &vl_addr, &data_dir, args.no_snapshots),
+        )?;
         let (_, line) = server.wait_line(Stream::Stdout, "listening on").await?;
         let addr = addr_of(&line)?;
         server
@@ -370,7 +383,10 @@ async fn measure(args: &RecoveryArgs, out: &mut Option<std::fs::File>) -> Result
     for restart in 1..=args.restarts {
         let before = measure_dir(&data_dir)?;
         server.kill();
-        let mut restarted = Proc::spawn(&server_exe, &server_args(port, &vl_addr, &data_dir))?;
+        let mut restarted = Proc::spawn(
+            &server_exe,
+            &server_args(port, &vl_addr, &data_dir, args.no_snapshots),
+        )?;
         let started = restarted.started;
         let (listening, _) = restarted.wait_line(Stream::Stdout, "listening on").await?;
         let (recovered, line) = restarted
@@ -382,6 +398,7 @@ async fn measure(args: &RecoveryArgs, out: &mut Option<std::fs::File>) -> Result
         let recovered_s = recovered.saturating_duration_since(started).as_secs_f64();
         let line = json!({
             "kind": "recovery", "run": restart, "load": format!("{:?}", args.load).to_lowercase(),
+            "snapshots_on": !args.no_snapshots,
             "keys_loaded": args.keys, "value_bytes": args.value_bytes, "servers": args.servers,
             "keys_held": held, "load_s": (load_s * 10.0).round() / 10.0,
             "listening_ms": ms(started, listening), "recovered_ms": ms(started, recovered),

@@ -778,7 +778,7 @@ fn render_durable(md: &mut String, durable: &Cells, lines: &[Json]) {
     md.push('\n');
 }
 
-const RECOVERY_FIELDS: [&str; 11] = [
+const RECOVERY_FIELDS: [&str; 12] = [
     "listening_ms",
     "recovered_ms",
     "serving_ms",
@@ -790,6 +790,7 @@ const RECOVERY_FIELDS: [&str; 11] = [
     "snapshot_bytes",
     "segment_bytes",
     "load_s",
+    "keys_held",
 ];
 
 /// Restarts of a durable server after `kill -9`.
@@ -801,6 +802,10 @@ fn render_recovery(md: &mut String, lines: &[Json]) {
             Some((
                 l.get("keys_loaded").and_then(Json::as_u64)?,
                 str_of(l, "load").unwrap_or("setr").to_string(),
+                // Snapshots off sorts after the default.
+                !l.get("snapshots_on")
+                    .and_then(Json::as_bool)
+                    .unwrap_or(true),
             ))
         },
         &RECOVERY_FIELDS,
@@ -814,26 +819,31 @@ fn render_recovery(md: &mut String, lines: &[Json]) {
         "One durable server (default flags) is loaded with the keys (100 B values) by `setr` \
          (each key leaves a yes vote, the value and the decision in the log) or by `transfer` \
          (rebalancing's bulk copies), killed with `SIGKILL` and started again on its data dir, \
-         several times; medians over the restarts. Times run from the start of the process: \
-         `listening on` is printed once the port is bound, before the data dir is read; \
-         `recovered` is the log line that ends recovery; serving is the first answer to a `get`. \
-         The data dir is read from the page cache (a process crash, not a reboot). Bytes per \
-         key divide the data dir (its files' lengths; `du` counts the allocated blocks) by the \
-         keys held.\n"
+         several times; medians over the restarts. With snapshots (the default) the data dir is \
+         the last snapshot and the log after it; with snapshots off (the hidden \
+         `--compact-bytes-min` set beyond the run) it is the whole log, as before the first \
+         snapshot. Times run from the start of the process: `listening on` is printed once the \
+         port is bound, before the data dir is read; `recovered` is the log line that ends \
+         recovery; serving is the first answer to a `get`. The data dir is read from the page \
+         cache (a process crash, not a reboot). Bytes per key divide the data dir (its files' \
+         lengths; `du` counts the allocated blocks) by the keys held before the kill.\n"
     );
     let _ = writeln!(
         md,
-        "| keys | loaded by | restarts | listening on (ms) | recovered (ms) | serving (ms) | keys/s recovered | records replayed | data dir (MiB) | bytes / key | du bytes / key | in snapshots (MiB) | in segments (MiB) | load (s) |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| keys held | loaded by | snapshots | restarts | listening on (ms) | recovered (ms) | serving (ms) | keys recovered | keys/s recovered | records replayed | data dir (MiB) | bytes / key | du bytes / key | in snapshots (MiB) | in segments (MiB) | load (s) |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
-    for ((keys, load), (runs, m)) in groups {
-        let per_key = |bytes: Option<f64>| bytes.map(|b| b / (keys.max(1) as f64));
+    for ((keys, load, snapshots_off), (runs, m)) in groups {
+        let held = m[11].unwrap_or(keys as f64);
+        let per_key = |bytes: Option<f64>| bytes.map(|b| b / held.max(1.0));
         let mib = |bytes: Option<f64>| bytes.map(|b| b / MIB);
         let _ = writeln!(
             md,
-            "| {keys} | {load} | {runs} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {held:.0} | {load} | {} | {runs} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            if snapshots_off { "off" } else { "on" },
             fmt_num(m[0], 0),
             fmt_num(m[1], 0),
             fmt_num(m[2], 0),
+            fmt_num(m[4], 0),
             fmt_num(m[3], 0),
             fmt_num(m[5], 0),
             fmt_num(mib(m[6]), 1),

@@ -401,7 +401,7 @@ fn report_tables_recovery_and_engines() {
             "listening_ms": 3.0, "recovered_ms": recovered_ms, "serving_ms": recovered_ms + 5.0,
             "keys_per_sec": 1_000_000.0, "recovered_keys": 1_000_000, "records": 3_000_000,
             "data_bytes": 200_000_000, "data_allocated_bytes": 201_000_000,
-            "snapshot_bytes": 100_000_000, "segment_bytes": 100_000_000, "load_s": 60.0}),
+            "snapshot_bytes": 100_000_000, "segment_bytes": 100_000_000, "load_s": 60.0, "keys_held": 1_000_000}),
         );
         lines.push(
             json!({"kind": "engine", "engine": "redb", "run": run, "concurrency": 1,
@@ -418,7 +418,7 @@ fn report_tables_recovery_and_engines() {
     }
     let md = report::render(&lines, &Machine::default(), None);
     assert!(
-        md.contains("| 1000000 | setr | 3 | 3 | 1000 | 1005 | 1000000 | 3000000 | 190.7 | 200 | 201 | 95.4 | 95.4 | 60.0 |"),
+        md.contains("| 1000000 | setr | on | 3 | 3 | 1000 | 1005 | 1000000 | 1000000 | 3000000 | 190.7 | 200 | 201 | 95.4 | 95.4 | 60.0 |"),
         "{md}"
     );
     assert!(md.contains("p50 1500 µs, p99 3000 µs, 600 syncs/s"), "{md}");
