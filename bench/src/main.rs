@@ -1,18 +1,23 @@
 //! `ringleader-bench`: the side-by-side benchmark. `matrix` drives ringleader, etcd and Redis
 //! with the same closed-loop workloads (the library's load generator, one driver per store),
-//! `memory` measures a ringleader server's peak RSS against the bytes it holds, and `report`
-//! writes BENCHMARKS.md from the JSON lines. `scripts/bench.sh` runs all three.
+//! `memory` measures a ringleader server's peak RSS against the bytes it holds, `recovery` times
+//! a durable server's restart after `kill -9` and its disk bytes per key, `engines` compares the
+//! log engine with redb on the same disk, `previous` reads the figures out of an earlier
+//! BENCHMARKS.md, and `report` writes BENCHMARKS.md from the JSON lines. `scripts/bench.sh` runs
+//! them all.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ringleader::error::{Error, Result};
-use ringleader::tools::bench::report::{render, Machine};
+use ringleader::tools::bench::report::{previous_lines, render, Machine};
 
+mod engines;
 mod etcd;
 mod matrix;
 mod memory;
+mod recovery;
 mod redis;
 
 #[derive(Parser, Debug)]
@@ -31,6 +36,16 @@ enum Command {
     Matrix(matrix::MatrixArgs),
     /// Loads keys into a ringleader cluster and reports each server's peak RSS.
     Memory(memory::MemoryArgs),
+    /// Loads a durable server, kills it, and times its restart on the same data dir.
+    Recovery(recovery::RecoveryArgs),
+    /// Concurrent durable puts on the log engine and on redb, and the disk's sync latency.
+    Engines(engines::EnginesArgs),
+    /// The figures of an earlier BENCHMARKS.md as JSON lines, for the next report.
+    Previous {
+        /// The BENCHMARKS.md to read; nothing is printed if it does not exist.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Writes BENCHMARKS.md from JSON lines.
     Report {
         /// Files of JSON lines (matrix, memory, `client bench --json`, versions).
@@ -79,6 +94,16 @@ fn report(
     std::fs::write(out, md).map_err(|err| Error::Internal(format!("{}: {err}", out.display())))
 }
 
+fn previous(from: &PathBuf) -> Result<()> {
+    if !from.exists() {
+        return Ok(());
+    }
+    for line in previous_lines(&read(from)?) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -89,6 +114,9 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Matrix(args) => matrix::run(args).await,
         Command::Memory(args) => memory::run(args).await,
+        Command::Recovery(args) => recovery::run(args).await,
+        Command::Engines(args) => engines::run(args).await,
+        Command::Previous { from } => previous(&from),
         Command::Report {
             results,
             appendix,

@@ -113,6 +113,10 @@ pub struct MatrixArgs {
     /// Appends every JSON line to this file too.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Tags every line with this section (the report keeps sections apart: `durable` is the
+    /// comparison on disk, no section the in-memory matrix).
+    #[arg(long)]
+    pub section: Option<String>,
 }
 
 /// The drivers of one matrix, each connected and preloaded once.
@@ -184,11 +188,15 @@ async fn connect(args: &MatrixArgs, keys: &KeySpace) -> Result<Drivers> {
 /// Where the JSON lines go.
 struct Sink {
     file: Option<std::fs::File>,
+    section: Option<String>,
 }
 
 impl Sink {
     fn emit(&mut self, mut line: serde_json::Value, run: u32) -> Result<()> {
         line["run"] = run.into();
+        if let Some(section) = &self.section {
+            line["section"] = section.as_str().into();
+        }
         println!("{line}");
         if let Some(file) = &mut self.file {
             writeln!(file, "{line}")
@@ -225,7 +233,10 @@ pub async fn run(args: MatrixArgs) -> Result<()> {
         ),
         None => None,
     };
-    let mut sink = Sink { file };
+    let mut sink = Sink {
+        file,
+        section: args.section.clone(),
+    };
     // Key choice differs per distribution, the stores and values do not: one key space each.
     let spaces: Vec<(Distribution, KeySpace)> = args
         .distributions

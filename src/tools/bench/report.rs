@@ -10,7 +10,19 @@
 //!   run (`client bench --json`, an in-process cluster) are not mixed into the matrix;
 //! * `{"workload": "rebalance", "keys", "detect_ms", "rereplicate_ms", "copies_moved", ...}`;
 //! * `{"kind": "memory", "server", "keys_held", "raw_bytes", "peak_rss_bytes"}`;
-//! * `{"kind": "version", "name", "version"}`, `{"kind": "setting", "name", "value"}`.
+//! * `{"kind": "version", "name", "version"}`, `{"kind": "setting", "name", "value"}`;
+//! * a matrix cell with `"section": "durable"`: the durable write comparison (ringleader's
+//!   default durable servers against etcd with its data dir on the same disk), kept apart from
+//!   the in-memory matrix;
+//! * `{"kind": "previous", "system", "workload", "distribution", "concurrency", "ops_per_sec",
+//!   "p50_us", "p99_us"}` and `{"kind": "previous_run", "date", "version"}`: the figures of the
+//!   report this one replaces ([`previous_lines`] reads them out of its tables), shown beside
+//!   the in-memory ones;
+//! * `{"kind": "recovery", "recovered_ms", "keys_per_sec", "bytes_per_key", ...}`: a restart of
+//!   a durable server (`ringleader-bench recovery`);
+//! * `{"kind": "engine", "engine", "concurrency", "ops_per_sec", "p50_us", ...}` and
+//!   `{"kind": "fsync_probe", "p50_us", ...}`: the storage engine micro-benchmark
+//!   (`ringleader-bench engines`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,6 +35,8 @@ pub const GETR_OVER_ETCD_GET_MIN: f64 = 2.0;
 /// setr p50 at one client ≤ this many loopback pairs of round trips, plus the slack below.
 pub const SETR_P50_ROUND_TRIP_PAIRS: f64 = 3.0;
 pub const SETR_P50_SLACK_US: f64 = 100.0;
+/// Durable setr at 64 clients ≥ this factor of etcd's put with its WAL on the same disk.
+pub const DURABLE_SETR_OVER_ETCD_PUT_MIN: f64 = 2.0;
 /// Peak RSS per server ≤ this factor of its raw bytes, plus the allowance below.
 pub const RSS_RAW_FACTOR: f64 = 2.0;
 pub const RSS_ALLOWANCE_BYTES: f64 = 20.0 * 1024.0 * 1024.0;
@@ -117,9 +131,17 @@ fn workload_label(workload: &str) -> String {
     }
 }
 
-/// Whether a line is a result of the matrix (it carries its run number).
-fn is_matrix_line(line: &Json) -> bool {
+/// Whether a line is a result of the matrix (it carries its run number) in `section` (`None`:
+/// the in-memory matrix, which has no section).
+fn is_section_line(line: &Json, section: Option<&str>) -> bool {
     line.get("run").is_some_and(Json::is_u64)
+        && line.get("system").is_some()
+        && str_of(line, "kind").is_none()
+        && str_of(line, "section") == section
+}
+
+fn is_matrix_line(line: &Json) -> bool {
+    is_section_line(line, None)
 }
 
 fn str_of<'a>(line: &'a Json, field: &str) -> Option<&'a str> {
@@ -130,10 +152,13 @@ fn num_of(line: &Json, field: &str) -> Option<f64> {
     line.get(field).and_then(Json::as_f64)
 }
 
-/// Medians per cell and system.
-fn cell_medians(lines: &[Json]) -> BTreeMap<CellKey, BTreeMap<String, Medians>> {
+/// Per cell, the medians of each system.
+type Cells = BTreeMap<CellKey, BTreeMap<String, Medians>>;
+
+/// Medians per cell and system, of the matrix `section`.
+fn cell_medians(lines: &[Json], section: Option<&str>) -> Cells {
     let mut samples: BTreeMap<(CellKey, String), Vec<&Json>> = BTreeMap::new();
-    for line in lines.iter().filter(|l| is_matrix_line(l)) {
+    for line in lines.iter().filter(|l| is_section_line(l, section)) {
         let (Some(system), Some(workload)) = (str_of(line, "system"), str_of(line, "workload"))
         else {
             continue;
@@ -152,7 +177,7 @@ fn cell_medians(lines: &[Json]) -> BTreeMap<CellKey, BTreeMap<String, Medians>> 
             .or_default()
             .push(line);
     }
-    let mut cells: BTreeMap<CellKey, BTreeMap<String, Medians>> = BTreeMap::new();
+    let mut cells: Cells = BTreeMap::new();
     for ((key, system), runs) in samples {
         let field = |name: &str| {
             let mut values: Vec<f64> = runs.iter().filter_map(|l| num_of(l, name)).collect();
@@ -180,13 +205,7 @@ fn ratio(numerator: Option<&Medians>, denominator: Option<&Medians>) -> Option<f
 
 /// The row of a target "ringleader ≥ `minimum` × etcd" on `workload` at 64 clients (uniform
 /// keys). Any error in either cell fails it.
-fn ratio_target(
-    md: &mut String,
-    cells: &BTreeMap<CellKey, BTreeMap<String, Medians>>,
-    workload: &str,
-    label: &str,
-    minimum: f64,
-) {
+fn ratio_target(md: &mut String, cells: &Cells, workload: &str, label: &str, minimum: f64) {
     let cell = find(cells, workload, 64);
     let (ours, etcd) = (
         cell.and_then(|c| c.get("ringleader")),
@@ -222,7 +241,8 @@ fn verdict(met: Option<bool>) -> &'static str {
 /// The whole `BENCHMARKS.md`. `appendix` (hand-written notes, e.g. the profile's before/after)
 /// is included verbatim at the end.
 pub fn render(lines: &[Json], machine: &Machine, appendix: Option<&str>) -> String {
-    let cells = cell_medians(lines);
+    let cells = cell_medians(lines, None);
+    let durable = cell_medians(lines, Some(DURABLE_SECTION));
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
@@ -283,9 +303,13 @@ pub fn render(lines: &[Json], machine: &Machine, appendix: Option<&str>) -> Stri
     }
     md.push('\n');
 
-    render_targets(&mut md, &cells, lines, rtt_us);
+    render_targets(&mut md, &cells, &durable, lines, rtt_us);
     render_throughput(&mut md, &cells);
     render_latency(&mut md, &cells);
+    render_previous(&mut md, &cells, lines);
+    render_durable(&mut md, &durable, lines);
+    render_recovery(&mut md, lines);
+    render_engines(&mut md, lines);
     render_rebalance(&mut md, lines);
     render_memory(&mut md, lines);
     if let Some(appendix) = appendix {
@@ -296,7 +320,7 @@ pub fn render(lines: &[Json], machine: &Machine, appendix: Option<&str>) -> Stri
 }
 
 fn find<'a>(
-    cells: &'a BTreeMap<CellKey, BTreeMap<String, Medians>>,
+    cells: &'a Cells,
     workload: &str,
     concurrency: u64,
 ) -> Option<&'a BTreeMap<String, Medians>> {
@@ -312,7 +336,8 @@ fn find<'a>(
 
 fn render_targets(
     md: &mut String,
-    cells: &BTreeMap<CellKey, BTreeMap<String, Medians>>,
+    cells: &Cells,
+    durable: &Cells,
     lines: &[Json],
     rtt_us: Option<f64>,
 ) {
@@ -354,6 +379,30 @@ fn render_targets(
             Some((rss / (RSS_RAW_FACTOR * raw + RSS_ALLOWANCE_BYTES), raw, rss))
         })
         .max_by(|a, b| a.0.total_cmp(&b.0));
+    ratio_target(
+        md,
+        durable,
+        "write",
+        &format!(
+            "durable setr ops/s at 64 clients ≥ {DURABLE_SETR_OVER_ETCD_PUT_MIN} × etcd put, \
+             both on disk"
+        ),
+        DURABLE_SETR_OVER_ETCD_PUT_MIN,
+    );
+    let p50s = find(durable, "write", 1).map(|c| (c.get("ringleader"), c.get("etcd")));
+    let (ours, etcd) = p50s.unwrap_or((None, None));
+    let errors = [ours, etcd].iter().flatten().any(|m| m.errors > 0);
+    let _ = writeln!(
+        md,
+        "| durable setr p50 at 1 client ≤ etcd put p50, both on disk | ringleader {} µs, etcd {} µs | {} |",
+        fmt_us(ours.map(|m| m.p50_us)),
+        fmt_us(etcd.map(|m| m.p50_us)),
+        if errors {
+            "**not met** (errors)"
+        } else {
+            verdict(ours.zip(etcd).map(|(o, e)| o.p50_us <= e.p50_us))
+        }
+    );
     let _ = writeln!(
         md,
         "| peak RSS per server ≤ {RSS_RAW_FACTOR} × raw bytes + 20 MiB | {} | {} |\n",
@@ -371,12 +420,20 @@ fn render_targets(
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// The `section` of the durable write comparison's matrix lines.
+pub const DURABLE_SECTION: &str = "durable";
+
+fn fmt_us(us: Option<f64>) -> String {
+    us.map(|us| format!("{us:.0}"))
+        .unwrap_or_else(|| "–".into())
+}
+
 fn fmt_ops(m: Option<&Medians>) -> String {
     m.map(|m| format!("{:.0}", m.ops_per_sec))
         .unwrap_or_else(|| "–".into())
 }
 
-fn present_systems(cells: &BTreeMap<CellKey, BTreeMap<String, Medians>>) -> Vec<(&str, &str)> {
+fn present_systems(cells: &Cells) -> Vec<(&str, &str)> {
     SYSTEMS
         .iter()
         .copied()
@@ -404,7 +461,7 @@ fn row_head(key: &CellKey) -> String {
     )
 }
 
-fn render_throughput(md: &mut String, cells: &BTreeMap<CellKey, BTreeMap<String, Medians>>) {
+fn render_throughput(md: &mut String, cells: &Cells) {
     let systems = present_systems(cells);
     let runs = cells
         .values()
@@ -419,9 +476,10 @@ fn render_throughput(md: &mut String, cells: &BTreeMap<CellKey, BTreeMap<String,
          serializable a local read of one member. Writes are setr (two-phase commit on three \
          replicas), etcd put (Raft on three members) and Redis SET (one node, nothing \
          replicated: the ceiling). The ratios divide ringleader by etcd, linearizable by \
-         linearizable and stale by serializable. Durability differs: ringleader keeps its data \
-         in memory only (three replicas, nothing on disk), etcd writes its Raft log and \
-         database (here on tmpfs, so a sync costs next to nothing), Redis persistence is off. \
+         linearizable and stale by serializable. Durability differs: ringleader's servers run \
+         here with `--in-memory` (three replicas, nothing on disk), etcd writes its Raft log \
+         and database on tmpfs (so a sync costs next to nothing), Redis persistence is off. \
+         Both on a real disk is the [durable comparison](#durable-writes-both-on-disk) below. \
          Only successful operations count in ops/s and latency; the last column lists the \
          failures by system.\n"
     );
@@ -461,7 +519,7 @@ fn render_throughput(md: &mut String, cells: &BTreeMap<CellKey, BTreeMap<String,
     md.push('\n');
 }
 
-fn render_latency(md: &mut String, cells: &BTreeMap<CellKey, BTreeMap<String, Medians>>) {
+fn render_latency(md: &mut String, cells: &Cells) {
     let systems = present_systems(cells);
     let _ = writeln!(md, "## Latency (p50 / p99 µs, medians over the runs)\n");
     table_head(md, &systems, &[]);
@@ -559,4 +617,422 @@ fn render_memory(md: &mut String, lines: &[Json]) {
         );
     }
     md.push('\n');
+}
+
+/// The medians over the lines of `kind` (one per run) grouped by `key`, of `fields`.
+fn grouped_medians<K: Ord>(
+    lines: &[Json],
+    kind: &str,
+    key: impl Fn(&Json) -> Option<K>,
+    fields: &[&str],
+) -> BTreeMap<K, (usize, Vec<Option<f64>>)> {
+    let mut groups: BTreeMap<K, Vec<&Json>> = BTreeMap::new();
+    for line in lines.iter().filter(|l| str_of(l, "kind") == Some(kind)) {
+        if let Some(k) = key(line) {
+            groups.entry(k).or_default().push(line);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(k, runs)| {
+            let medians = fields
+                .iter()
+                .map(|field| {
+                    let mut values: Vec<f64> =
+                        runs.iter().filter_map(|l| num_of(l, field)).collect();
+                    median(&mut values)
+                })
+                .collect();
+            (k, (runs.len(), medians))
+        })
+        .collect()
+}
+
+fn fmt_num(value: Option<f64>, decimals: usize) -> String {
+    value
+        .map(|v| format!("{v:.decimals$}"))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// The in-memory matrix beside the report it replaces (lines of kind `previous`).
+fn render_previous(md: &mut String, cells: &Cells, lines: &[Json]) {
+    let mut previous: Cells = BTreeMap::new();
+    for line in lines
+        .iter()
+        .filter(|l| str_of(l, "kind") == Some("previous"))
+    {
+        let (Some(system), Some(workload)) = (str_of(line, "system"), str_of(line, "workload"))
+        else {
+            continue;
+        };
+        let Some(order) = WORKLOAD_ORDER.iter().position(|w| *w == workload) else {
+            continue;
+        };
+        let key = CellKey {
+            workload_order: order,
+            workload: workload.to_string(),
+            distribution: str_of(line, "distribution").unwrap_or("-").to_string(),
+            concurrency: line.get("concurrency").and_then(Json::as_u64).unwrap_or(0),
+        };
+        previous.entry(key).or_default().insert(
+            system.to_string(),
+            Medians {
+                ops_per_sec: num_of(line, "ops_per_sec").unwrap_or(0.0),
+                p50_us: num_of(line, "p50_us").unwrap_or(0.0),
+                p99_us: num_of(line, "p99_us").unwrap_or(0.0),
+                runs: 1,
+                errors: 0,
+            },
+        );
+    }
+    if previous.is_empty() || cells.is_empty() {
+        return;
+    }
+    let run = lines
+        .iter()
+        .find(|l| str_of(l, "kind") == Some("previous_run"));
+    let date = run.and_then(|l| str_of(l, "date")).unwrap_or("?");
+    let version = run.and_then(|l| str_of(l, "version")).unwrap_or("?");
+    let _ = writeln!(md, "## In-memory mode against the previous report\n");
+    let _ = writeln!(
+        md,
+        "ringleader's servers with `--in-memory` in this run, beside the ringleader of the report \
+         this one replaced (written on {date}, ringleader {version}, when memory was the only \
+         mode). The machine is shared, so compare the ratios to etcd (measured in the same run \
+         each time) more than the raw ops/s.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| workload | keys | clients | ringleader before | ringleader now | now / before | p50 µs before | p50 µs now | ringleader / etcd before | ringleader / etcd now |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (key, now) in cells {
+        let Some(before) = previous.get(key) else {
+            continue;
+        };
+        let (b, n) = (before.get("ringleader"), now.get("ringleader"));
+        if b.is_none() && n.is_none() {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "{} {} | {} | {} | {} | {} | {} | {} |",
+            row_head(key),
+            fmt_ops(b),
+            fmt_ops(n),
+            fmt_ratio(ratio(n, b)),
+            fmt_us(b.map(|m| m.p50_us)),
+            fmt_us(n.map(|m| m.p50_us)),
+            fmt_ratio(ratio(b, before.get("etcd"))),
+            fmt_ratio(ratio(n, now.get("etcd"))),
+        );
+    }
+    md.push('\n');
+}
+
+/// Durable setr against etcd, both writing to the same disk.
+fn render_durable(md: &mut String, durable: &Cells, lines: &[Json]) {
+    if durable.is_empty() {
+        return;
+    }
+    let runs = durable
+        .values()
+        .flat_map(|c| c.values().map(|m| m.runs))
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(md, "## Durable writes, both on disk\n");
+    let disk = lines
+        .iter()
+        .find(|l| str_of(l, "kind") == Some("setting") && str_of(l, "name") == Some("Disk"))
+        .and_then(|l| str_of(l, "value"))
+        .unwrap_or("the machine's disk");
+    let _ = writeln!(
+        md,
+        "ringleader's servers with their defaults (a data dir each, `--fsync batch`: a reply waits \
+         for the group commit that covers its records) against etcd with its data dir and WAL on \
+         the same disk ({disk}), write-only on uniform keys, medians of {runs} runs. A setr is \
+         acknowledged once all three replicas have synced their vote and the decision; an etcd \
+         put once a majority of the three members has synced its WAL entry.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| clients | ringleader durable (ops/s) | etcd on disk (ops/s) | ringleader / etcd | ringleader p50 / p99 µs | etcd p50 / p99 µs | errors |\n|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (key, by_system) in durable.iter().filter(|(k, _)| k.workload == "write") {
+        let (ours, etcd) = (by_system.get("ringleader"), by_system.get("etcd"));
+        let latency = |m: Option<&Medians>| {
+            m.map(|m| format!("{:.0} / {:.0}", m.p50_us, m.p99_us))
+                .unwrap_or_else(|| "–".into())
+        };
+        let errors: u64 = [ours, etcd].iter().flatten().map(|m| m.errors).sum();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {errors} |",
+            key.concurrency,
+            fmt_ops(ours),
+            fmt_ops(etcd),
+            fmt_ratio(ratio(ours, etcd)),
+            latency(ours),
+            latency(etcd),
+        );
+    }
+    md.push('\n');
+}
+
+const RECOVERY_FIELDS: [&str; 12] = [
+    "listening_ms",
+    "recovered_ms",
+    "serving_ms",
+    "keys_per_sec",
+    "recovered_keys",
+    "records",
+    "data_bytes",
+    "data_allocated_bytes",
+    "snapshot_bytes",
+    "segment_bytes",
+    "load_s",
+    "keys_held",
+];
+
+/// Restarts of a durable server after `kill -9`.
+fn render_recovery(md: &mut String, lines: &[Json]) {
+    let groups = grouped_medians(
+        lines,
+        "recovery",
+        |l| {
+            Some((
+                l.get("keys_loaded").and_then(Json::as_u64)?,
+                str_of(l, "load").unwrap_or("setr").to_string(),
+                // Snapshots off sorts after the default.
+                !l.get("snapshots_on")
+                    .and_then(Json::as_bool)
+                    .unwrap_or(true),
+            ))
+        },
+        &RECOVERY_FIELDS,
+    );
+    if groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "## Restart after kill -9, and disk bytes per key\n");
+    let _ = writeln!(
+        md,
+        "One durable server (default flags) is loaded with the keys (100 B values) by `setr` \
+         (each key leaves a yes vote, the value and the decision in the log) or by `transfer` \
+         (rebalancing's bulk copies), killed with `SIGKILL` and started again on its data dir, \
+         several times; medians over the restarts. With snapshots (the default) the data dir is \
+         the last snapshot and the log after it; with snapshots off (the hidden \
+         `--compact-bytes-min` set beyond the run) it is the whole log, as before the first \
+         snapshot. Times run from the start of the process: `listening on` is printed once the \
+         port is bound, before the data dir is read; `recovered` is the log line that ends \
+         recovery; serving is the first answer to a `get`. The data dir is read from the page \
+         cache (a process crash, not a reboot). Bytes per key divide the data dir (its files' \
+         lengths; `du` counts the allocated blocks) by the keys held before the kill.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| keys held | loaded by | snapshots | restarts | listening on (ms) | recovered (ms) | serving (ms) | keys recovered | keys/s recovered | records replayed | data dir (MiB) | bytes / key | du bytes / key | in snapshots (MiB) | in segments (MiB) | load (s) |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for ((keys, load, snapshots_off), (runs, m)) in groups {
+        let held = m[11].unwrap_or(keys as f64);
+        let per_key = |bytes: Option<f64>| bytes.map(|b| b / held.max(1.0));
+        let mib = |bytes: Option<f64>| bytes.map(|b| b / MIB);
+        let _ = writeln!(
+            md,
+            "| {held:.0} | {load} | {} | {runs} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            if snapshots_off { "off" } else { "on" },
+            fmt_num(m[0], 0),
+            fmt_num(m[1], 0),
+            fmt_num(m[2], 0),
+            fmt_num(m[4], 0),
+            fmt_num(m[3], 0),
+            fmt_num(m[5], 0),
+            fmt_num(mib(m[6]), 1),
+            fmt_num(per_key(m[6]), 0),
+            fmt_num(per_key(m[7]), 0),
+            fmt_num(mib(m[8]), 1),
+            fmt_num(mib(m[9]), 1),
+            fmt_num(m[10], 1),
+        );
+    }
+    md.push('\n');
+}
+
+/// The storage engine micro-benchmark and the disk's own sync latency.
+fn render_engines(md: &mut String, lines: &[Json]) {
+    let cells = grouped_medians(
+        lines,
+        "engine",
+        |l| {
+            Some((
+                str_of(l, "engine")?.to_string(),
+                l.get("concurrency").and_then(Json::as_u64)?,
+            ))
+        },
+        &["ops_per_sec", "p50_us", "p99_us", "errors"],
+    );
+    if cells.is_empty() {
+        return;
+    }
+    let probe = grouped_medians(
+        lines,
+        "fsync_probe",
+        |_| Some(()),
+        &["p50_us", "p99_us", "syncs_per_sec"],
+    );
+    let _ = writeln!(md, "## Storage engines: the log against redb\n");
+    let _ = writeln!(
+        md,
+        "`ringleader-bench engines`: concurrent writers in one process, each putting a 100 B \
+         value and waiting until it is durable before the next, on the same disk as above. \
+         `log-batch` is ringleader's log engine as the server runs it (behind a mutex, group \
+         commit), `log-always` syncs each record under the lock, `redb` commits one durable \
+         transaction per put, `redb-batched` puts every waiting writer's put into one \
+         transaction per commit. Medians over the runs.\n"
+    );
+    if let Some((runs, m)) = probe.get(&()) {
+        let _ = writeln!(
+            md,
+            "The disk itself (append 128 B and `fdatasync`, one at a time, {runs} probes): p50 \
+             {} µs, p99 {} µs, {} syncs/s.\n",
+            fmt_num(m[0], 0),
+            fmt_num(m[1], 0),
+            fmt_num(m[2], 0)
+        );
+    }
+    let mut concurrencies: Vec<u64> = cells.keys().map(|(_, c)| *c).collect();
+    concurrencies.sort_unstable();
+    concurrencies.dedup();
+    let mut header = "| engine |".to_string();
+    let mut rule = "|---|".to_string();
+    for c in &concurrencies {
+        let _ = write!(header, " {c} writers: ops/s | p50 / p99 µs |");
+        rule.push_str("---:|---:|");
+    }
+    let _ = writeln!(md, "{header}\n{rule}");
+    let mut engines: Vec<&str> = Vec::new();
+    for (engine, _) in cells.keys() {
+        if !engines.contains(&engine.as_str()) {
+            engines.push(engine);
+        }
+    }
+    let order = ["log-batch", "log-always", "redb", "redb-batched"];
+    engines.sort_by_key(|e| order.iter().position(|o| o == e).unwrap_or(order.len()));
+    for engine in engines {
+        let mut row = format!("| {engine} |");
+        for &c in &concurrencies {
+            match cells.get(&(engine.to_string(), c)) {
+                Some((_, m)) => {
+                    let errors = m[3].unwrap_or(0.0);
+                    let _ = write!(
+                        row,
+                        " {}{} | {} / {} |",
+                        fmt_num(m[0], 0),
+                        if errors > 0.0 { " (errors)" } else { "" },
+                        fmt_num(m[1], 0),
+                        fmt_num(m[2], 0)
+                    );
+                }
+                None => row.push_str(" – | – |"),
+            }
+        }
+        let _ = writeln!(md, "{row}");
+    }
+    md.push('\n');
+}
+
+/// The figures of an earlier `BENCHMARKS.md` as JSON lines of kind `previous` (one per system
+/// and cell of its throughput and latency tables) and one of kind `previous_run` (its date and
+/// ringleader version), so that the next report shows them beside its own.
+pub fn previous_lines(markdown: &str) -> Vec<Json> {
+    let mut out = Vec::new();
+    let date = markdown.lines().find_map(|l| {
+        l.strip_prefix("Written by `scripts/bench.sh` on ")
+            .and_then(|rest| rest.split(';').next())
+    });
+    let version = markdown.lines().find_map(|l| {
+        l.strip_prefix("- ringleader: ")
+            .map(|v| v.split_whitespace().next().unwrap_or(v))
+    });
+    out.push(serde_json::json!({"kind": "previous_run", "date": date, "version": version}));
+    // Per (workload, keys, clients, system): ops/s, p50 and p99.
+    type Figures = (Option<f64>, Option<f64>, Option<f64>);
+    let mut figures: BTreeMap<(String, String, u64, String), Figures> = BTreeMap::new();
+    let mut section = "";
+    let mut columns: Vec<String> = Vec::new();
+    for line in markdown.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            section = if heading.starts_with("Throughput") {
+                "throughput"
+            } else if heading.starts_with("Latency") {
+                "latency"
+            } else {
+                ""
+            };
+            columns.clear();
+            continue;
+        }
+        if section.is_empty() || !line.starts_with('|') {
+            continue;
+        }
+        let cells: Vec<String> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect();
+        if cells.first().map(String::as_str) == Some("workload") {
+            columns = cells;
+            continue;
+        }
+        if columns.is_empty()
+            || cells
+                .iter()
+                .all(|c| c.starts_with("--") || c.starts_with(":-") || c.ends_with("-:"))
+        {
+            continue;
+        }
+        let workload = match cells[0].as_str() {
+            w if w.starts_with("write") => "write",
+            w if w.starts_with("read") => "read",
+            w => w,
+        }
+        .to_string();
+        let (Some(distribution), Some(concurrency)) = (
+            cells.get(1).cloned(),
+            cells.get(2).and_then(|c| c.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        for (name, heading) in SYSTEMS {
+            let Some(i) = columns.iter().position(|c| c == heading) else {
+                continue;
+            };
+            let Some(text) = cells.get(i) else { continue };
+            let entry = figures
+                .entry((
+                    workload.clone(),
+                    distribution.clone(),
+                    concurrency,
+                    name.to_string(),
+                ))
+                .or_default();
+            if section == "throughput" {
+                entry.0 = text.parse().ok();
+            } else if let Some((p50, p99)) = text.split_once('/') {
+                entry.1 = p50.trim().parse().ok();
+                entry.2 = p99.trim().parse().ok();
+            }
+        }
+    }
+    for ((workload, distribution, concurrency, system), (ops, p50, p99)) in figures {
+        if ops.is_none() && p50.is_none() {
+            continue;
+        }
+        out.push(
+            serde_json::json!({"kind": "previous", "system": system, "workload": workload,
+            "distribution": distribution, "concurrency": concurrency, "ops_per_sec": ops,
+            "p50_us": p50, "p99_us": p99}),
+        );
+    }
+    out
 }

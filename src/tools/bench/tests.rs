@@ -309,5 +309,121 @@ fn report_fails_a_target_whose_cells_had_errors_and_names_them() {
 #[test]
 fn report_without_results_says_not_measured() {
     let md = report::render(&[], &Machine::default(), None);
-    assert_eq!(md.matches("not measured").count(), 4, "{md}");
+    assert_eq!(md.matches("not measured").count(), 6, "{md}");
+}
+
+#[test]
+fn report_keeps_the_durable_section_apart_and_judges_its_targets() {
+    let durable = |system: &str, concurrency: u64, ops: f64, p50: u64| {
+        let mut l = line(system, "write", concurrency, ops, p50);
+        l["section"] = "durable".into();
+        l
+    };
+    let lines = vec![
+        line("ringleader", "write", 64, 30_000.0, 900),
+        line("etcd", "write", 64, 10_000.0, 5_000),
+        durable("ringleader", 64, 9_000.0, 6_000),
+        durable("etcd", 64, 5_000.0, 9_000),
+        durable("ringleader", 1, 400.0, 2_400),
+        durable("etcd", 1, 500.0, 2_000),
+    ];
+    let md = report::render(&lines, &Machine::default(), None);
+    // The in-memory target sees only the matrix: 30,000 against 10,000.
+    assert!(
+        md.contains("ringleader 30000 ops/s, etcd 10000 ops/s: 3.00× | met |"),
+        "{md}"
+    );
+    // 9,000 against 5,000 is 1.80×, short of 2×; p50 2,400 µs against etcd's 2,000 µs.
+    assert!(
+        md.contains("ringleader 9000 ops/s, etcd 5000 ops/s: 1.80× | **not met** |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("ringleader 2400 µs, etcd 2000 µs | **not met** |"),
+        "{md}"
+    );
+    assert!(md.contains("## Durable writes, both on disk"), "{md}");
+    assert!(
+        md.contains("| 64 | 9000 | 5000 | 1.80× | 6000 / 24000 | 9000 / 36000 | 0 |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn report_reads_the_previous_report_and_shows_it_beside_the_matrix() {
+    let before = vec![
+        line("ringleader", "write", 64, 20_000.0, 2_000),
+        line("etcd", "write", 64, 8_000.0, 7_000),
+        line("ringleader", "read", 1, 9_000.0, 100),
+    ];
+    let machine = Machine {
+        date: "2026-11-23".into(),
+        ..Machine::default()
+    };
+    let mut old = report::render(&before, &machine, None);
+    old = old.replace(
+        "## Machine and versions\n",
+        "## Machine and versions\n\n- ringleader: abc1234 (rustc)",
+    );
+    let mut lines = report::previous_lines(&old);
+    assert_eq!(lines[0]["date"], "2026-11-23");
+    assert_eq!(lines[0]["version"], "abc1234");
+    let previous_write = lines
+        .iter()
+        .find(|l| l["system"] == "ringleader" && l["workload"] == "write")
+        .expect("the write cell");
+    assert_eq!(previous_write["ops_per_sec"], 20_000.0);
+    assert_eq!(previous_write["p50_us"], 2_000.0);
+    assert_eq!(previous_write["p99_us"], 8_000.0);
+    lines.push(line("ringleader", "write", 64, 22_000.0, 1_800));
+    lines.push(line("etcd", "write", 64, 8_000.0, 7_000));
+    let md = report::render(&lines, &Machine::default(), None);
+    assert!(
+        md.contains("## In-memory mode against the previous report"),
+        "{md}"
+    );
+    assert!(
+        md.contains("written on 2026-11-23, ringleader abc1234"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| write (setr / put / SET) | uniform | 64 | 20000 | 22000 | 1.10× | 2000 | 1800 | 2.50× | 2.75× |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn report_tables_recovery_and_engines() {
+    let mut lines = Vec::new();
+    for (run, recovered_ms) in [(1, 900.0), (2, 1_100.0), (3, 1_000.0)] {
+        lines.push(
+            json!({"kind": "recovery", "run": run, "load": "setr", "keys_loaded": 1_000_000,
+            "listening_ms": 3.0, "recovered_ms": recovered_ms, "serving_ms": recovered_ms + 5.0,
+            "keys_per_sec": 1_000_000.0, "recovered_keys": 1_000_000, "records": 3_000_000,
+            "data_bytes": 200_000_000, "data_allocated_bytes": 201_000_000,
+            "snapshot_bytes": 100_000_000, "segment_bytes": 100_000_000, "load_s": 60.0, "keys_held": 1_000_000}),
+        );
+        lines.push(
+            json!({"kind": "engine", "engine": "redb", "run": run, "concurrency": 1,
+            "ops_per_sec": 300.0 + run as f64, "p50_us": 3_000, "p99_us": 5_000, "errors": 0}),
+        );
+        lines.push(
+            json!({"kind": "engine", "engine": "log-batch", "run": run, "concurrency": 1,
+            "ops_per_sec": 500.0, "p50_us": 2_000, "p99_us": 4_000, "errors": 0}),
+        );
+        lines.push(
+            json!({"kind": "fsync_probe", "run": run, "p50_us": 1_500, "p99_us": 3_000,
+            "syncs_per_sec": 600}),
+        );
+    }
+    let md = report::render(&lines, &Machine::default(), None);
+    assert!(
+        md.contains("| 1000000 | setr | on | 3 | 3 | 1000 | 1005 | 1000000 | 1000000 | 3000000 | 190.7 | 200 | 201 | 95.4 | 95.4 | 60.0 |"),
+        "{md}"
+    );
+    assert!(md.contains("p50 1500 µs, p99 3000 µs, 600 syncs/s"), "{md}");
+    // The log first, then redb, whatever the order of the lines.
+    let log = md.find("| log-batch | 500 | 2000 / 4000 |").expect(&md);
+    let redb = md.find("| redb | 302 | 3000 / 5000 |").expect(&md);
+    assert!(log < redb, "{md}");
 }
