@@ -101,14 +101,17 @@ async fn heartbeat_once(server: &StorageServer) -> Result<()> {
         HeartbeatReply::Denied { .. } => {
             let fresh = server.env.new_id();
             let mut node = server.node()?;
-            if node.id == server_id {
+            let rejoined = node.id == server_id;
+            if rejoined {
                 warn!(old_id = %server_id, new_id = %fresh, "expired by the view leader; rejoining under a new id");
                 node.rejoin_as(fresh);
-                // Recorded before the new id is used: a restart must not come back as an id
-                // the view leader has already seen expire, knowing nothing of the new one.
-                server.store_identity(&node)?;
             }
             drop(node);
+            if rejoined {
+                // Recorded before the new id beats: a restart must not come back as an id the
+                // view leader has already seen expire, knowing nothing of the new one.
+                server.record_identity()?;
+            }
             server.beat_now.notify_one();
         }
         HeartbeatReply::Retry { holder, .. } => {
@@ -191,17 +194,20 @@ fn on_view(server: &Arc<StorageServer>, view: View) {
     let cancel = server.stopping.child_token();
     node.moving = Some(cancel.clone());
     node.epoch_seen = node.epoch_seen.max(view.epoch);
-    if view.settled_epoch > node.last_settled.0 {
+    let newly_settled = view.settled_epoch > node.last_settled.0;
+    if newly_settled {
         node.last_settled = (view.settled_epoch, view.settled_servers.clone());
-        // Kept on disk too: after the view leader and every server restart, the servers
-        // are the ones that tell it which view was last settled (else it waits, blind, for
-        // the membership to keep still).
-        if let Err(err) = server.store_identity(&node) {
-            warn!(%err, "could not record the settled view in the data dir");
-        }
     }
     node.view = view.clone();
     drop(node);
+    // Kept on disk too (outside the node's lock: it syncs): after the view leader and every
+    // server restart, the servers are the ones that tell it which view was last settled
+    // (else it waits, blind, for the membership to keep still).
+    if newly_settled {
+        if let Err(err) = server.record_identity() {
+            warn!(%err, "could not record the settled view in the data dir");
+        }
+    }
     let mover = Mover::new(server.clone());
     if newer {
         let member = view.servers.iter().any(|s| s.addr == server.addr);

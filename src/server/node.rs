@@ -141,6 +141,8 @@ pub struct StorageServer {
     pub(super) durability: Durability,
     /// Where the identity is kept (a durable server), and the cluster it names.
     data: Option<(Arc<dyn Disk>, String)>,
+    /// Held while the identity file is written (see [`StorageServer::record_identity`]).
+    identity_writes: Mutex<()>,
 }
 
 impl StorageServer {
@@ -223,6 +225,7 @@ impl StorageServer {
             state: Mutex::new(node),
             durability,
             data,
+            identity_writes: Mutex::new(()),
             viewleader,
             peers: Pool::new(ServiceKind::Server, rpc_timeout, &env),
             faults: Faults::new(options.faults),
@@ -239,14 +242,19 @@ impl StorageServer {
     }
 
     /// Records the node's id, former ids and last settled view in its data dir (nothing in
-    /// memory mode).
-    pub(super) fn store_identity(&self, node: &NodeState) -> Result<()> {
-        match &self.data {
-            Some((disk, cluster)) => {
-                identity::store(&**disk, &identity_of(node, cluster, &self.addr))
-            }
-            None => Ok(()),
-        }
+    /// memory mode). Called without the node's lock, since it syncs the disk; the identity
+    /// lock keeps two writers from interleaving, and each writes the state as it is when its
+    /// turn comes, so a later write is never older than an earlier one.
+    pub(super) fn record_identity(&self) -> Result<()> {
+        let Some((disk, cluster)) = &self.data else {
+            return Ok(());
+        };
+        let _turn = self
+            .identity_writes
+            .lock()
+            .map_err(|_| Error::Internal("identity lock poisoned".into()))?;
+        let identity = identity_of(&*self.node()?, cluster, &self.addr);
+        identity::store(&**disk, &identity)
     }
 
     pub(super) fn node(&self) -> Result<MutexGuard<'_, NodeState>> {
