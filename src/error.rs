@@ -50,6 +50,13 @@ pub enum Error {
     /// with a copy brings it back.
     #[error("data may be lost: {0}")]
     DataLoss(String),
+    /// This view-leader member is not the leader: ask `leader` (the address of the leader it
+    /// knows, if any) or another member.
+    #[error("not the leader of the view leader's group: {detail}")]
+    NotLeader {
+        leader: Option<String>,
+        detail: String,
+    },
 }
 
 /// Results in ringleader.
@@ -80,6 +87,8 @@ impl Error {
             Error::Uncertain(_) => false,
             // Only a server that held the copies coming back can help, and nobody knows when.
             Error::DataLoss(_) => false,
+            // The leader answers, or one is elected within an election timeout.
+            Error::NotLeader { .. } => true,
         }
     }
 
@@ -96,6 +105,7 @@ impl Error {
             Error::InvalidRequest(_) | Error::Protocol(_) => 5,
             Error::Internal(_) => 3,
             Error::DataLoss(_) => 6,
+            Error::NotLeader { .. } => 3,
         }
     }
 
@@ -115,6 +125,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::Uncertain(_) => "uncertain",
             Error::DataLoss(_) => "data_loss",
+            Error::NotLeader { .. } => "not_leader",
         }
     }
 }

@@ -74,6 +74,13 @@ pub struct Metrics {
     pub epoch: Gauge,
     pub servers: Gauge,
     pub crashed: Gauge,
+    /// A view-leader member's place in its Raft group (registered by [`Metrics::with_raft`]).
+    pub raft_term: Gauge,
+    pub raft_leader: Gauge,
+    pub raft_last_log_index: Gauge,
+    pub raft_committed: Gauge,
+    pub raft_applied: Gauge,
+    pub raft_snapshot: Gauge,
 }
 
 impl Metrics {
@@ -92,6 +99,12 @@ impl Metrics {
             epoch: Gauge::default(),
             servers: Gauge::default(),
             crashed: Gauge::default(),
+            raft_term: Gauge::default(),
+            raft_leader: Gauge::default(),
+            raft_last_log_index: Gauge::default(),
+            raft_committed: Gauge::default(),
+            raft_applied: Gauge::default(),
+            raft_snapshot: Gauge::default(),
         };
         if let Ok(mut registry) = metrics.registry.lock() {
             registry.register(
@@ -140,6 +153,49 @@ impl Metrics {
                 "1 while in a simulated crash",
                 metrics.crashed.clone(),
             );
+        }
+        metrics
+    }
+
+    /// The metrics of a view-leader member: these and its Raft gauges (-1 for an index it has
+    /// none of yet).
+    pub fn with_raft() -> Self {
+        let metrics = Self::new();
+        if let Ok(mut registry) = metrics.registry.lock() {
+            for (name, help, gauge) in [
+                (
+                    "raft_term",
+                    "The Raft term this member is in",
+                    &metrics.raft_term,
+                ),
+                (
+                    "raft_leader",
+                    "1 while this member leads",
+                    &metrics.raft_leader,
+                ),
+                (
+                    "raft_last_log_index",
+                    "Index of the last entry in this member's log",
+                    &metrics.raft_last_log_index,
+                ),
+                (
+                    "raft_committed_index",
+                    "Index of the last entry this member knows committed",
+                    &metrics.raft_committed,
+                ),
+                (
+                    "raft_applied_index",
+                    "Index of the last entry this member applied",
+                    &metrics.raft_applied,
+                ),
+                (
+                    "raft_snapshot_index",
+                    "Index of the last entry this member's snapshot covers",
+                    &metrics.raft_snapshot,
+                ),
+            ] {
+                registry.register(name, help, gauge.clone());
+            }
         }
         metrics
     }

@@ -18,6 +18,8 @@
 //! * Tools (`crate::tools`: the load generator's loopback probe, chaos, the demo) open their own
 //!   sockets and read the real clock: they measure or drive the real thing.
 
+pub mod raft_runtime;
+
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -327,9 +329,33 @@ pub fn candidates(target: &str, range: RangeInclusive<u16>) -> Result<Vec<String
     Ok(range.map(|port| format!("{target}:{port}")).collect())
 }
 
+/// The addresses to try for a comma-separated list of targets, each as [`candidates`], in
+/// order and without repeats.
+pub fn candidates_of_list(targets: &str, range: RangeInclusive<u16>) -> Result<Vec<String>> {
+    let mut all: Vec<String> = Vec::new();
+    for target in targets.split(',').filter(|t| !t.trim().is_empty()) {
+        for addr in candidates(target, range.clone())? {
+            if !all.contains(&addr) {
+                all.push(addr);
+            }
+        }
+    }
+    if all.is_empty() {
+        return Err(errinput!("empty address"));
+    }
+    Ok(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_of_members_is_each_of_them_in_order_once() {
+        let all = candidates_of_list("a:1, b:2,a:1,,c", 5..=6).unwrap();
+        assert_eq!(all, vec!["a:1", "b:2", "c:5", "c:6"]);
+        assert!(candidates_of_list(" , ", 5..=6).is_err());
+    }
 
     #[test]
     fn a_host_without_port_expands_to_the_whole_range() {

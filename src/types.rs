@@ -61,6 +61,34 @@ pub struct ServerInfo {
     pub addr: String,
 }
 
+/// Members of a view leader's Raft group at most.
+pub const VIEWLEADER_MEMBERS_MAX: usize = 16;
+
+/// One view-leader member's place in its Raft group, as it sees it (`client viewleader
+/// status`, `/admin/status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub addr: String,
+    /// `leader`, `follower`, `candidate`, `learner` or `stopped`.
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub leader_addr: Option<String>,
+    pub last_log_index: Option<u64>,
+    pub committed: Option<u64>,
+    pub applied: Option<u64>,
+    pub snapshot: Option<u64>,
+    pub purged: Option<u64>,
+    /// The group's voters and learners as this member knows them: id and address.
+    pub voters: Vec<(u64, String)>,
+    pub learners: Vec<(u64, String)>,
+    /// The epoch of the view this member applied.
+    pub epoch: Epoch,
+    /// In a simulated crash (`client crash`): it answers only `Recover` and `Status`.
+    pub crashed: bool,
+}
+
 /// The membership at one epoch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View {
@@ -142,9 +170,6 @@ pub enum LockReply {
     Unknown,
     /// Waiting would close this cycle of requesters in the wait-for graph.
     Deadlock { cycle: Vec<String> },
-    /// The view leader restarted and remembers no holder: it grants nothing for `wait_ms` more,
-    /// until any holder from before it would have lost its place anyway.
-    Recovering { wait_ms: u64 },
 }
 
 /// What a transaction does to its key.

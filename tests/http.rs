@@ -1519,8 +1519,19 @@ fn the_view_leader_serves_metrics_and_status() {
         "GET /admin/status of the view leader",
     );
     assert!(status.content_type().starts_with("text/plain"), "{status}");
-    assert!(status.text().contains("role: view leader"), "{status}");
-    assert_eq!(status_number(&status.text(), "members"), 2, "{status}");
+    let text = status.text();
+    assert_eq!(
+        status_field(&text, "role"),
+        Some("view leader member 1 (leader)"),
+        "a lone member leads its group: {status}"
+    );
+    assert!(status_number(&text, "term") >= 1, "{status}");
+    assert!(
+        status_field(&text, "voters").is_some_and(|v| v.starts_with("1=127.0.0.1:")),
+        "{status}"
+    );
+    assert!(status_number(&text, "applied") >= 1, "{status}");
+    assert_eq!(status_number(&text, "servers"), 2, "{status}");
     let metrics = expect_status(get(vl, "/metrics"), 200, "GET /metrics of the view leader");
     let text = metrics.text();
     assert!(
@@ -1529,6 +1540,14 @@ fn the_view_leader_serves_metrics_and_status() {
     );
     assert!(
         sample(&text, "ringleader_epoch").is_some_and(|v| v >= 2.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "ringleader_raft_leader").is_some_and(|v| v == 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "ringleader_raft_applied_index").is_some_and(|v| v >= 1.0),
         "{text}"
     );
     // Every server's heartbeats are counted by operation.

@@ -36,10 +36,32 @@ struct Args {
     /// A lock holder that is not a server loses the lock after this long without renewing, in ms.
     #[arg(long, default_value_t = viewleader::LOCK_LEASE_MS_DEFAULT)]
     lock_lease_ms: u64,
-    /// Directory for what must survive a restart (the restart generation that keeps fencing
-    /// tokens growing); created if missing.
-    #[arg(long, default_value = "viewleader.data")]
-    data_dir: std::path::PathBuf,
+    /// This member's id in the view leader's Raft group.
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    /// The group to form on first start, this member included: ID=HOST:PORT,... (without it, a
+    /// group of one). This member listens on its own entry's port unless --port says otherwise.
+    #[arg(long, value_name = "PEERS")]
+    peers: Option<String>,
+    /// Form no group: wait to be added by `client viewleader add ID ADDR`.
+    #[arg(long, conflicts_with = "peers")]
+    join: bool,
+    /// Directory for the Raft log, vote and snapshots; created if missing.
+    /// Default: ringleader-data/viewleader-ID under the working directory.
+    #[arg(long, conflicts_with = "in_memory")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Keep nothing on disk: a restart forgets the view, the locks and the fencing counter.
+    #[arg(long)]
+    in_memory: bool,
+    /// Interval between the leader's Raft heartbeats, in ms.
+    #[arg(long, default_value_t = viewleader::raft::RAFT_HEARTBEAT_MS_DEFAULT, hide = true)]
+    raft_heartbeat_ms: u64,
+    /// Shortest election timeout, in ms (the longest is twice it).
+    #[arg(long, default_value_t = viewleader::raft::ELECTION_TIMEOUT_MS_DEFAULT, hide = true)]
+    election_timeout_ms: u64,
+    /// Log entries between snapshots (low in tests, so restarts cross a compaction).
+    #[arg(long, default_value_t = viewleader::raft::SNAPSHOT_ENTRIES_DEFAULT, hide = true)]
+    snapshot_entries: u64,
 }
 
 #[tokio::main]
@@ -51,17 +73,40 @@ async fn main() -> ExitCode {
 
 /// Binds, starts the view leader, serves its HTTP pages when asked, and serves.
 async fn run(args: Args) -> Result<(), Error> {
+    let peers = match &args.peers {
+        Some(peers) => viewleader::raft::parse_peers(peers)?,
+        None => Default::default(),
+    };
+    let data_dir = (!args.in_memory).then(|| {
+        args.data_dir
+            .clone()
+            .unwrap_or_else(|| format!("ringleader-data/viewleader-{}", args.id).into())
+    });
+    let port = match (args.port, peers.get(&args.id)) {
+        (Some(port), _) => Some(port),
+        (None, Some(addr)) => addr
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok()),
+        (None, None) => None,
+    };
     let options = ViewLeaderOptions {
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         lease_ms: args.lease_ms,
         lock_lease_ms: args.lock_lease_ms,
-        data_dir: Some(args.data_dir),
+        data_dir,
+        raft: viewleader::RaftOptions {
+            id: args.id,
+            peers,
+            join: args.join,
+            heartbeat_ms: args.raft_heartbeat_ms,
+            election_timeout_ms: args.election_timeout_ms,
+            snapshot_entries: args.snapshot_entries,
+        },
     };
     options.validate()?;
     let env = Env::real().in_cluster(&args.cluster)?;
-    let listener = env
-        .bind(&args.host, args.port, net::VIEWLEADER_PORTS)
-        .await?;
+    let listener = env.bind(&args.host, port, net::VIEWLEADER_PORTS).await?;
+    let addr = listener.local_addr()?;
     let http = match args.http_port {
         Some(port) => Some(
             env.bind(&args.host, Some(port), net::VIEWLEADER_PORTS)
@@ -71,7 +116,7 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     let (shutdown, _) = process::shutdown_on_signal();
     process::announce(&*listener)?;
-    let leader = viewleader::start(options, env, shutdown.clone())?;
+    let leader = viewleader::start(options, &addr, env, shutdown.clone()).await?;
     let pages = match http {
         Some(http_listener) => {
             process::announce_as("http listening on", &*http_listener)?;

@@ -105,6 +105,9 @@ pub enum Command {
     Crash,
     /// End a simulated crash of the process named by --server or --viewleader.
     Recover,
+    /// The view leader's Raft group: each member's status, or add or remove a member.
+    #[command(subcommand)]
+    Viewleader(MembersCommand),
     /// Start a local cluster, show what it does, stop it.
     Demo(demo::DemoArgs),
     /// Measure throughput and latency on a local cluster.
@@ -118,6 +121,18 @@ pub enum Command {
     /// Run a view leader or storage server in this process (used by `chaos`).
     #[command(hide = true)]
     Serve(chaos::ServeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MembersCommand {
+    /// Each member's role, term, leader and log indices: the members --viewleader lists, and
+    /// every member they know of.
+    Status,
+    /// Add member ID listening at ADDR (started with `viewleader --id ID --join`): it catches
+    /// up as a learner, then votes.
+    Add { id: u64, addr: String },
+    /// Remove member ID from the group (it may then be stopped).
+    Remove { id: u64 },
 }
 
 fn value_json(value: &Value) -> serde_json::Value {
@@ -221,10 +236,6 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                             out.progress(format!("waiting for lock {lock:?}: held by {holder}, {requester} is number {position} in line"));
                             last_position = Some(*position);
                         }
-                        LockReply::Recovering { wait_ms } if last_position != Some(0) => {
-                            out.progress(format!("waiting for lock {lock:?}: the view leader restarted and grants no lock for {wait_ms} ms"));
-                            last_position = Some(0);
-                        }
                         _ => {}
                     }
                 })
@@ -322,12 +333,90 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                 json!({"target": what, "crashed": crashed}),
             );
         }
+        Command::Viewleader(action) => return members(&client, action, out).await,
         Command::Demo(demo_args) => return demo::run(demo_args, out).await,
         Command::Bench(bench_args) => return bench::command::run(bench_args, out).await,
         Command::Chaos(chaos_args) => return chaos::run(chaos_args, out).await,
         Command::Sim(sim_args) => return campaign::run(sim_args, out).await,
         Command::Serve(serve_args) => return chaos::serve(serve_args, env).await,
     }
+    Ok(EXIT_OK)
+}
+
+/// `client viewleader status|add|remove`.
+async fn members(client: &Client, action: MembersCommand, out: Output) -> Result<u8, Error> {
+    let answers = match action {
+        MembersCommand::Status => client.group_status().await?,
+        MembersCommand::Add { id, addr } => {
+            let status = client.add_member(id, &addr).await?;
+            out.progress(format!("member {id} at {addr} added"));
+            vec![(status.addr.clone(), Ok(status))]
+        }
+        MembersCommand::Remove { id } => {
+            let status = client.remove_member(id).await?;
+            out.progress(format!("member {id} removed"));
+            vec![(status.addr.clone(), Ok(status))]
+        }
+    };
+    let show = |index: Option<u64>| index.map_or("-".to_string(), |i| i.to_string());
+    let mut human = format!(
+        "{:<4} {:<22} {:<10} {:>5} {:>6} {:>8} {:>9} {:>8} {:>8} {:>6}",
+        "ID",
+        "ADDR",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "LAST_LOG",
+        "COMMITTED",
+        "APPLIED",
+        "SNAPSHOT",
+        "EPOCH"
+    );
+    let mut docs = Vec::new();
+    for (addr, answer) in &answers {
+        match answer {
+            Ok(st) => {
+                let role = if st.crashed {
+                    "crashed"
+                } else {
+                    st.role.as_str()
+                };
+                human.push_str(&format!(
+                    "\n{:<4} {:<22} {:<10} {:>5} {:>6} {:>8} {:>9} {:>8} {:>8} {:>6}",
+                    st.id,
+                    st.addr,
+                    role,
+                    st.term,
+                    show(st.leader),
+                    show(st.last_log_index),
+                    show(st.committed),
+                    show(st.applied),
+                    show(st.snapshot),
+                    st.epoch
+                ));
+                docs.push(json!({
+                    "id": st.id, "addr": st.addr, "role": st.role, "term": st.term,
+                    "leader": st.leader, "leader_addr": st.leader_addr,
+                    "last_log_index": st.last_log_index, "committed": st.committed,
+                    "applied": st.applied, "snapshot": st.snapshot, "purged": st.purged,
+                    "voters": st.voters.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                    "learners": st.learners.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                    "epoch": st.epoch, "crashed": st.crashed,
+                }));
+            }
+            Err(err) => {
+                human.push_str(&format!("\n{:<4} {addr:<22} unreachable: {err}", "?"));
+                docs.push(json!({"addr": addr, "error": err.to_string(), "kind": err.kind()}));
+            }
+        }
+    }
+    let leaders: Vec<u64> = answers
+        .iter()
+        .filter_map(|(_, a)| a.as_ref().ok())
+        .filter(|st| st.role == "leader" && !st.crashed)
+        .map(|st| st.id)
+        .collect();
+    out.ok(human, json!({"members": docs, "leaders": leaders}));
     Ok(EXIT_OK)
 }
 

@@ -49,16 +49,6 @@ impl Client {
                     on_wait(&LockReply::Retry { holder, position });
                     tokio::time::sleep(Duration::from_millis(LOCK_POLL_MS)).await;
                 }
-                LockReply::Recovering { wait_ms } => {
-                    if self.env.now() >= deadline {
-                        return Err(Error::LockBusy(format!(
-                            "{lock:?}: the view leader restarted and grants no lock for {wait_ms} ms more \
-                             (a holder from before the restart may still hold it)"
-                        )));
-                    }
-                    on_wait(&LockReply::Recovering { wait_ms });
-                    tokio::time::sleep(Duration::from_millis(LOCK_POLL_MS)).await;
-                }
                 other => return Err(unexpected("lock_get", &ViewLeaderReply::Lock(other))),
             }
         }

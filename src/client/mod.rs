@@ -13,6 +13,7 @@
 
 mod direct;
 mod locks;
+mod members;
 mod replicated;
 mod view;
 

@@ -1,5 +1,6 @@
-//! The view leader's HTTP pages: `/admin/status` (the view in plain text) and `/metrics`
-//! (requests by operation, epoch, live servers, crashed, in the OpenMetrics text format).
+//! A view-leader member's HTTP pages: `/admin/status` (its place in the Raft group and the view
+//! it applied, in plain text) and `/metrics` (requests by operation, epoch, live servers,
+//! crashed, Raft term and indices, in the OpenMetrics text format).
 
 use std::sync::Arc;
 
@@ -43,6 +44,20 @@ async fn metrics(State(leader): State<Arc<ViewLeader>>) -> Response<Body> {
     leader.metrics.epoch.set(view.epoch as i64);
     leader.metrics.servers.set(view.servers.len() as i64);
     leader.metrics.crashed.set(i64::from(leader.is_crashed()));
+    let status = leader.full_status().await;
+    let gauge = |value: Option<u64>| value.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    leader.metrics.raft_term.set(gauge(Some(status.term)));
+    leader
+        .metrics
+        .raft_leader
+        .set(i64::from(status.role == "leader"));
+    leader
+        .metrics
+        .raft_last_log_index
+        .set(gauge(status.last_log_index));
+    leader.metrics.raft_committed.set(gauge(status.committed));
+    leader.metrics.raft_applied.set(gauge(status.applied));
+    leader.metrics.raft_snapshot.set(gauge(status.snapshot));
     (
         StatusCode::OK,
         [(
@@ -56,13 +71,40 @@ async fn metrics(State(leader): State<Arc<ViewLeader>>) -> Response<Body> {
 
 async fn admin_status(State(leader): State<Arc<ViewLeader>>) -> Response<Body> {
     let view = leader.view();
+    let status = leader.full_status().await;
+    let show = |index: Option<u64>| index.map_or("-".to_string(), |i| i.to_string());
+    let members = |list: &[(u64, String)]| {
+        list.iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut out = format!(
-        "role: view leader\nepoch: {}\nrebalancing: {}\nsettled epoch: {}\nmembers: {}\n",
+        "role: view leader member {} ({})\nterm: {}\nleader: {}\nvoters: {}\nlearners: {}\n\
+         last log index: {}\ncommitted: {}\napplied: {}\nsnapshot: {}\npurged: {}\n",
+        status.id,
+        status.role,
+        status.term,
+        match (status.leader, &status.leader_addr) {
+            (Some(id), Some(addr)) => format!("{id} at {addr}"),
+            (Some(id), None) => id.to_string(),
+            _ => "none known".into(),
+        },
+        members(&status.voters),
+        members(&status.learners),
+        show(status.last_log_index),
+        show(status.committed),
+        show(status.applied),
+        show(status.snapshot),
+        show(status.purged),
+    );
+    out.push_str(&format!(
+        "epoch: {}\nrebalancing: {}\nsettled epoch: {}\nservers: {}\n",
         view.epoch,
         view.rebalancing,
         view.settled_epoch,
         view.servers.len()
-    );
+    ));
     for server in &view.servers {
         out.push_str(&format!("  {} {}\n", server.addr, server.id));
     }

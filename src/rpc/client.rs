@@ -305,6 +305,11 @@ where
         }
     }
 
+    /// The time on the clock of the pool's `Env`.
+    pub fn now(&self) -> tokio::time::Instant {
+        self.env.now()
+    }
+
     /// The live connection to `addr`, dialling if there is none.
     pub async fn get(&self, addr: &str) -> Result<RpcClient<Req, Rep>> {
         if let Some(client) = self.cached(addr) {

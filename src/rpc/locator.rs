@@ -1,8 +1,10 @@
-//! Finding a service that may be named by host alone: the view leader, for the storage servers
-//! and the client alike. A target with a port is one address; a host without one means every port
-//! of a range in turn (the course's convention), and the first that answers the hello as the
-//! right service of the caller's cluster is remembered until it stops answering (so a view leader
-//! of another cluster on the same host is passed over).
+//! Finding a service that may be named by host alone, or by a list of members: the view leader,
+//! for the storage servers and the client alike. A target with a port is one address; a host
+//! without one means every port of a range in turn (the course's convention); a comma-separated
+//! list means each of its entries. The member that answered last is remembered until it stops
+//! answering or says it is not the leader (a view leader of another cluster on the same host is
+//! passed over at the hello). A member that is not the leader names the one it knows, and the
+//! call follows it.
 
 use std::ops::RangeInclusive;
 use std::sync::Mutex;
@@ -14,7 +16,14 @@ use super::client::Pool;
 use crate::error::{Error, Result};
 use crate::net;
 
-/// Calls to one service found by [`net::candidates`], over pooled connections.
+/// Members asked in one round of a call: every member of the largest group, and as many
+/// redirects.
+pub const LEADER_HOPS_MAX: usize = 2 * crate::types::VIEWLEADER_MEMBERS_MAX;
+
+/// Pause between rounds of asking the members while none of them leads, in ms.
+pub const LEADER_RETRY_MS: u64 = 100;
+
+/// Calls to one service found by [`net::candidates_of_list`], over pooled connections.
 pub struct Locator<Req, Rep> {
     target: String,
     ports: RangeInclusive<u16>,
@@ -41,35 +50,112 @@ where
         &self.target
     }
 
-    /// One call to the service, finding it first if needed. A call that times out is not
-    /// retried elsewhere (the service may be slow, not gone); its connection is dropped so the
-    /// next call dials afresh.
+    /// One call to the service, finding it first if needed. A member that answers `NotLeader`
+    /// sends the call on to the leader it names, or to the next member; at most
+    /// [`LEADER_HOPS_MAX`] members are asked in a round. While no member leads (an election),
+    /// rounds repeat every [`LEADER_RETRY_MS`] until `timeout` has passed. A call that times out
+    /// is not retried elsewhere (the service may be slow, not gone); its connection is dropped
+    /// so the next call dials afresh.
     pub async fn call(&self, request: &Req, timeout: Duration) -> Result<Rep> {
-        let found = self.found.lock().ok().and_then(|found| found.clone());
-        if let Some(addr) = found {
-            match self.pool.call(&addr, request, timeout).await {
-                Err(Error::Unreachable(_)) => self.forget(&addr),
-                Err(err @ Error::Timeout(_)) => {
-                    self.pool.forget(&addr);
-                    return Err(err);
+        let deadline = self.pool.now() + timeout;
+        loop {
+            match self.round(request, timeout).await {
+                Err(err @ Error::NotLeader { .. })
+                    if self.pool.now() + Duration::from_millis(LEADER_RETRY_MS) < deadline =>
+                {
+                    tracing::debug!(%err, "no view-leader leader yet; asking again");
+                    tokio::time::sleep(Duration::from_millis(LEADER_RETRY_MS)).await;
                 }
                 other => return other,
             }
         }
+    }
+
+    /// One round of [`Locator::call`]: each member at most once, following redirects.
+    async fn round(&self, request: &Req, timeout: Duration) -> Result<Rep> {
+        let found = self.found.lock().ok().and_then(|found| found.clone());
+        let mut candidates: Option<Vec<String>> = None;
+        let mut asked: Vec<String> = Vec::new();
+        let mut next = found;
         let mut last = Error::Unreachable(format!("nothing answers at {}", self.target));
-        for addr in net::candidates(&self.target, self.ports.clone())? {
-            match self.pool.get(&addr).await {
-                Ok(_) => {
-                    if let Ok(mut found) = self.found.lock() {
-                        *found = Some(addr.clone());
+        for _ in 0..LEADER_HOPS_MAX {
+            let addr = match next.take() {
+                Some(addr) => addr,
+                None => {
+                    if candidates.is_none() {
+                        candidates =
+                            Some(net::candidates_of_list(&self.target, self.ports.clone())?);
                     }
-                    return self.pool.call(&addr, request, timeout).await;
+                    let untried = candidates
+                        .iter()
+                        .flatten()
+                        .find(|addr| !asked.contains(addr))
+                        .cloned();
+                    match untried {
+                        Some(addr) => {
+                            // Something else may answer there (a range is being searched):
+                            // check the hello before sending the request.
+                            if let Err(err) = self.pool.get(&addr).await {
+                                asked.push(addr);
+                                if !matches!(last, Error::NotLeader { .. }) {
+                                    last = err;
+                                }
+                                continue;
+                            }
+                            addr
+                        }
+                        None => break,
+                    }
                 }
-                // Something else answers there, or nothing: keep looking, but remember why.
-                Err(err) => last = err,
+            };
+            asked.push(addr.clone());
+            match self.pool.call(&addr, request, timeout).await {
+                Ok(reply) => {
+                    if let Ok(mut found) = self.found.lock() {
+                        *found = Some(addr);
+                    }
+                    return Ok(reply);
+                }
+                Err(Error::NotLeader { leader, detail }) => {
+                    next = leader.filter(|leader| !asked.contains(leader));
+                    last = Error::NotLeader {
+                        leader: None,
+                        detail,
+                    };
+                }
+                Err(err @ Error::Unreachable(_)) => {
+                    self.forget(&addr);
+                    // A member that says who leads (or that nobody does yet) says more than
+                    // one that cannot be reached.
+                    if !matches!(last, Error::NotLeader { .. }) {
+                        last = err;
+                    }
+                }
+                Err(err @ Error::Timeout(_)) => {
+                    self.forget(&addr);
+                    return Err(err);
+                }
+                Err(err) => return Err(err),
             }
         }
+        if let Ok(mut found) = self.found.lock() {
+            *found = None;
+        }
         Err(last)
+    }
+
+    /// One call to the member at `addr`, whoever leads.
+    pub async fn call_at(&self, addr: &str, request: &Req, timeout: Duration) -> Result<Rep> {
+        let reply = self.pool.call(addr, request, timeout).await;
+        if let Err(Error::Unreachable(_) | Error::Timeout(_)) = reply {
+            self.pool.forget(addr);
+        }
+        reply
+    }
+
+    /// Every address the target names, in order (a host alone: its whole port range).
+    pub fn addresses(&self) -> Result<Vec<String>> {
+        net::candidates_of_list(&self.target, self.ports.clone())
     }
 
     fn forget(&self, addr: &str) {

@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::net;
 use crate::types::{
-    Epoch, HeartbeatReply, Key, LockReply, Prepare, ServerId, ServerInfo, TxId, TxState, Value,
-    Version, Versioned, View,
+    Epoch, HeartbeatReply, Key, LockReply, MemberStatus, Prepare, ServerId, ServerInfo, TxId,
+    TxState, Value, Version, Versioned, View,
 };
 
 /// Bumped on any incompatible change to the messages below. Version 5: the hello names the
-/// cluster.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// cluster. Version 6: the view leader is a Raft group (its members' messages, status and
+/// membership changes; `NotLeader`).
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Which service a connection talks to. Checked in the handshake so a client that dialled the
 /// wrong port gets a clear error instead of a misread message.
@@ -124,6 +125,23 @@ pub enum ViewLeaderRequest {
     Crash,
     /// End a simulated crash.
     Recover,
+    /// Between view-leader members: one of openraft's messages.
+    Raft(RaftMessage),
+    /// This member's place in the Raft group (any member answers).
+    Status,
+    /// Add a member to the group, as a voter once it has caught up (the leader answers).
+    AddMember { id: u64, addr: String },
+    /// Remove a member from the group (the leader answers).
+    RemoveMember { id: u64 },
+}
+
+/// openraft's requests, each postcard-encoded (`crate::viewleader::raft::encode`); the reply
+/// is [`ViewLeaderReply::Raft`] with openraft's result, encoded the same way.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum RaftMessage {
+    Vote(Vec<u8>),
+    Append(Vec<u8>),
+    Snapshot(Vec<u8>),
 }
 
 impl ViewLeaderRequest {
@@ -138,6 +156,12 @@ impl ViewLeaderRequest {
             ViewLeaderRequest::Leave { .. } => "leave",
             ViewLeaderRequest::Crash => "crash",
             ViewLeaderRequest::Recover => "recover",
+            ViewLeaderRequest::Raft(RaftMessage::Vote(_)) => "raft_vote",
+            ViewLeaderRequest::Raft(RaftMessage::Append(_)) => "raft_append",
+            ViewLeaderRequest::Raft(RaftMessage::Snapshot(_)) => "raft_snapshot",
+            ViewLeaderRequest::Status => "status",
+            ViewLeaderRequest::AddMember { .. } => "add_member",
+            ViewLeaderRequest::RemoveMember { .. } => "remove_member",
         }
     }
 }
@@ -152,6 +176,10 @@ pub enum ViewLeaderReply {
     },
     /// The answer to `Crash` and `Recover`: whether the process is crashed now.
     Crashed(bool),
+    /// openraft's answer to a [`RaftMessage`], encoded.
+    Raft(Vec<u8>),
+    /// A member's status; after a membership change, the leader's.
+    Status(MemberStatus),
 }
 
 // ---------------------------------------------------------------------------------------------

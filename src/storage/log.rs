@@ -66,8 +66,9 @@ use tracing::{info, warn};
 
 use super::disk::{Disk, DiskFile};
 use super::durability::{Durability, FsyncMode, Lsn};
+use super::record::{describe_bad, frame, read_record, valid_record_after, Bad};
+use super::APPLIED_MAX;
 use super::{Engine, Memory, PreparedTx, Record, Recovered, DECIDED_MAX, FLOORS_MAX};
-use super::{APPLIED_MAX, RECORD_BYTES_MAX};
 use crate::bounded::BoundedMap;
 use crate::error::{Error, Result};
 use crate::types::{Key, TxId, TxState, Version, Versioned};
@@ -76,8 +77,6 @@ use crate::types::{Key, TxId, TxState, Version, Versioned};
 const SEGMENT_MAGIC: &[u8; 8] = b"RLWAL\x00\x00\x01";
 /// The first bytes of a snapshot.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RLSNP\x00\x00\x01";
-/// Length and CRC before each record's payload.
-const RECORD_HEADER_BYTES: usize = 8;
 /// Records replayed between two progress lines at start.
 pub const PROGRESS_RECORDS: u64 = 1_000_000;
 /// Default size at which the log moves to a new segment.
@@ -292,79 +291,6 @@ fn parse_seq(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
-}
-
-/// Appends `entry` to `out` as one framed record.
-fn frame(entry: &Entry<'_>, out: &mut Vec<u8>) -> Result<()> {
-    let start = out.len();
-    out.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
-    let mut taken = postcard::to_extend(entry, std::mem::take(out))
-        .map_err(|err| Error::Internal(format!("encoding a log record: {err}")))?;
-    let payload_len = taken.len() - start - RECORD_HEADER_BYTES;
-    if payload_len > RECORD_BYTES_MAX {
-        taken.truncate(start);
-        *out = taken;
-        return Err(crate::errinput!(
-            "a log record of {payload_len} bytes is over the {RECORD_BYTES_MAX} byte limit"
-        ));
-    }
-    let len_bytes = (payload_len as u32).to_le_bytes();
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&len_bytes);
-    crc.update(&taken[start + RECORD_HEADER_BYTES..]);
-    taken[start..start + 4].copy_from_slice(&len_bytes);
-    taken[start + 4..start + 8].copy_from_slice(&crc.finalize().to_le_bytes());
-    *out = taken;
-    Ok(())
-}
-
-/// Why a record could not be read.
-#[derive(Debug)]
-enum Bad {
-    /// The bytes end inside the record.
-    Short,
-    Crc,
-    TooLong(usize),
-    Undecodable(String),
-}
-
-/// The record at `offset` of `bytes`, and the offset after it.
-fn read_record(bytes: &[u8], offset: usize) -> std::result::Result<(Entry<'_>, usize), Bad> {
-    let header = bytes
-        .get(offset..offset + RECORD_HEADER_BYTES)
-        .ok_or(Bad::Short)?;
-    let len_bytes: [u8; 4] = header[..4].try_into().map_err(|_| Bad::Short)?;
-    let crc_bytes: [u8; 4] = header[4..].try_into().map_err(|_| Bad::Short)?;
-    let len = u32::from_le_bytes(len_bytes) as usize;
-    if len > RECORD_BYTES_MAX {
-        return Err(Bad::TooLong(len));
-    }
-    let start = offset + RECORD_HEADER_BYTES;
-    let payload = bytes.get(start..start + len).ok_or(Bad::Short)?;
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&len_bytes);
-    crc.update(payload);
-    if crc.finalize() != u32::from_le_bytes(crc_bytes) {
-        return Err(Bad::Crc);
-    }
-    let entry = postcard::from_bytes(payload).map_err(|err| Bad::Undecodable(err.to_string()))?;
-    Ok((entry, start + len))
-}
-
-/// Whether a valid record starts anywhere after `offset`: if one does, a bad record at `offset`
-/// is corruption, not a torn tail.
-fn valid_record_after(bytes: &[u8], offset: usize) -> bool {
-    (offset + 1..bytes.len().saturating_sub(RECORD_HEADER_BYTES))
-        .any(|at| read_record(bytes, at).is_ok())
-}
-
-fn describe_bad(bad: &Bad) -> String {
-    match bad {
-        Bad::Short => "the record is cut short".into(),
-        Bad::Crc => "the record fails its CRC check".into(),
-        Bad::TooLong(len) => format!("the record claims {len} bytes"),
-        Bad::Undecodable(err) => format!("the record passes its CRC but cannot be decoded ({err})"),
-    }
 }
 
 fn corrupt(disk: &dyn Disk, name: &str, offset: usize, what: &str) -> Error {

@@ -29,6 +29,7 @@ pub mod durability;
 pub mod identity;
 pub mod log;
 pub mod memory;
+pub mod record;
 
 pub use disk::{Disk, RealDisk, SimDisk};
 pub use durability::{Durability, FsyncMode, Lsn};

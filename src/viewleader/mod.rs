@@ -1,13 +1,17 @@
-//! The view leader: membership (heartbeats, leases, epochs) and the lock service.
+//! The view leader: membership (heartbeats, leases, epochs) and the lock service, replicated
+//! by a Raft group.
 //!
-//! [`state`] is the deterministic state machine and documents the protocol; [`service`] is the
-//! network shell around it; [`durable`] keeps what must survive a restart on disk.
+//! [`state`] is the deterministic state machine and documents membership and locks; [`raft`]
+//! replicates it and documents how; [`liveness`] is the leader's record of heartbeats, which
+//! are not logged; [`service`] is the network shell of one member.
 
-pub mod durable;
+pub mod liveness;
+pub mod raft;
 pub mod service;
 pub mod state;
 
-pub use service::{run, serve, start, ViewLeader};
+pub use raft::RaftOptions;
+pub use service::{run, serve, start, start_on, ViewLeader};
 
 use crate::errinput;
 use crate::error::Result;
@@ -29,11 +33,12 @@ pub struct ViewLeaderOptions {
     pub heartbeat_interval_ms: u64,
     pub lease_ms: u64,
     pub lock_lease_ms: u64,
-    /// Where the restart generation and the epoch ceiling are kept ([`durable`]), so fencing
-    /// tokens grow and epochs never repeat across restarts. Without one, a restarted view leader
-    /// starts its tokens and epochs over (it says so at start): only for embedding in a test
-    /// that never restarts it.
+    /// Where the Raft log, vote and snapshot are kept. Without one (`--in-memory`), a restarted
+    /// member forgets everything and, alone, starts its epochs, locks and fencing tokens over
+    /// (it says so at start).
     pub data_dir: Option<std::path::PathBuf>,
+    /// This member's place in its Raft group.
+    pub raft: RaftOptions,
 }
 
 impl Default for ViewLeaderOptions {
@@ -43,6 +48,7 @@ impl Default for ViewLeaderOptions {
             lease_ms: LEASE_MS_DEFAULT,
             lock_lease_ms: LOCK_LEASE_MS_DEFAULT,
             data_dir: None,
+            raft: RaftOptions::single(1),
         }
     }
 }
@@ -63,7 +69,7 @@ impl ViewLeaderOptions {
         if self.lock_lease_ms == 0 {
             return Err(errinput!("lock lease must be above 0 ms"));
         }
-        Ok(())
+        self.raft.validate()
     }
 
     /// How often the expiry timer sweeps: a fraction of the heartbeat interval, so expiry lands

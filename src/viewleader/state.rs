@@ -6,32 +6,22 @@
 //! log of commands be replicated (Raft) and lets the tests drive time by hand.
 //!
 //! # Membership
-//! A server joins with its first heartbeat; the epoch goes up by one. A server whose last
-//! heartbeat is older than the lease is removed by the next [`Command::Expire`] (a timer issues
-//! it; expiry is never lazy), and however many expire in one sweep the epoch goes up once. An
-//! expired id is remembered and denied if it beats again: the server must rejoin under a new id,
-//! so that a node that was cut off can never be mistaken for one that kept up. A live id holds its
-//! address: a second id beating from the same address is told to retry until the first expires.
+//! A server joins with its first heartbeat; the epoch goes up by one. Heartbeats that change
+//! nothing are not commands: the leader tracks them ([`super::liveness`]) and, when a server's
+//! lease lapses, logs a [`Command::Expire`] naming it; however many expire in one sweep the
+//! epoch goes up once. An expired id is remembered and denied if it beats again: the server must
+//! rejoin under a new id, so that a node that was cut off can never be mistaken for one that
+//! kept up. A live id holds its address: a second id beating from the same address is told to
+//! retry until the first expires.
 //!
-//! # The view leader's own faults
-//! * A stall (the process was paused, or its timer ran far behind): when two expiry sweeps are
-//!   further apart than `stall_ms`, nobody could have been heard from in between, so every server
-//!   and every lock holder gets a fresh full lease instead of being expired for our hiccup.
-//! * A restart: the shell hands the state an epoch floor kept on disk (`super::durable`), above
-//!   every epoch used before, so a restarted view leader never names a second view with an epoch
-//!   already used. Heartbeats carry the highest epoch their server has seen, and the epoch is
-//!   raised to that too (the only guard when there is no data directory). They
-//!   also carry the last settled view their server holds: a restarted view leader, which knows
-//!   none, adopts the newest one reported and settles nothing narrower while its servers may
-//!   still be on their way back (next section).
-//! * Fencing tokens carry the view leader's restart generation in their high bits
-//!   ([`TOKEN_COUNTER_BITS`]): the shell reads the generation from a file, raises it and syncs it
-//!   before serving, so tokens grow across restarts too. A replicated view leader replaces this
-//!   with its log's indices.
-//! * A restarted view leader remembers no lock holder, so for one lock lease after it starts it
-//!   grants no lock (`Recovering`): a holder from before keeps its lock until its place would
-//!   have lapsed without a renewal anyway, and nobody else holds it meanwhile. Time is counted
-//!   from the state's creation, which is the shell's start.
+//! # Time
+//! Every command carries the leader's clock; applying one never lets time go backwards (a new
+//! leader whose clock is behind acts at the latest time already applied), and lock leases are
+//! judged against it. A new leader, or one that stalled, logs [`Command::Refresh`]: nobody could
+//! renew a lock place meanwhile, so every place starts a full lease. Heartbeats carry the
+//! highest epoch their server has seen, and the epoch is raised to that too: a view leader that
+//! lost its log (`--in-memory`, restarted) never names a second view with an epoch already used.
+//! They also carry the last settled view their server holds, which such a view leader adopts.
 //!
 //! # Settling, and losses
 //! A view is *settled* once every member reported `rebalanced_epoch == epoch`: every key is then
@@ -60,8 +50,8 @@
 //! requester's place lapses after `lock_lease_ms` without a `LockGet` from it.
 //!
 //! # Deliberately left out
-//! * Durability: the state is in memory. A restart loses the locks (their holders must ask
-//!   again) and the membership (servers rejoin with their next heartbeat).
+//! * Durability and replication: this is the state machine; [`super::raft`] logs its commands,
+//!   replicates them and snapshots the state.
 //! * A requester's identity is whatever string it sends; there is no authentication.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -95,9 +85,6 @@ pub const SETTLED_SERVERS_MAX: usize = 1_024;
 /// majority may be held only by them, and servers that were cut off (not dead) come back within
 /// that. Three leases stay well inside the servers' bound on a rebalance.
 pub const RETURN_WAIT_LEASES: u64 = 3;
-/// Low bits of a fencing token that count grants within one restart generation; the bits above
-/// hold the generation. A generation runs out after this many grants and refuses more.
-pub const TOKEN_COUNTER_BITS: u32 = 32;
 
 /// The state machine's timing rules.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,8 +93,6 @@ pub struct StateConfig {
     pub lease_ms: u64,
     /// A non-server lock requester unheard from for longer loses its place.
     pub lock_lease_ms: u64,
-    /// Sweeps further apart than this mean the view leader itself stalled.
-    pub stall_ms: u64,
 }
 
 /// Everything that changes the state.
@@ -133,8 +118,18 @@ pub enum Command {
         lock: String,
         requester: String,
     },
-    /// The timer's sweep: expire servers and lock places whose lease ran out.
-    Expire,
+    /// The leader's sweep: expire these servers (the leader decides who, from heartbeats it
+    /// does not log) and every lock place whose lease ran out by the command's time. Also how a
+    /// settle that waited for time to pass happens.
+    Expire {
+        servers: Vec<ServerId>,
+    },
+    /// Every lock place starts a full lease now: a new leader, or one that stalled, heard
+    /// nobody's renewals meanwhile.
+    Refresh,
+    /// The timing rules every member applies from here on: the leader logs its own when they
+    /// differ from the state's, so that members started with other flags still agree.
+    Configure(StateConfig),
 }
 
 /// What applying a command answers; the network shell turns it into the wire's reply.
@@ -153,7 +148,6 @@ pub enum Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Member {
     addr: String,
-    last_heartbeat_ms: u64,
     rebalanced_epoch: Epoch,
     /// Ids this server held before, whose data it kept.
     former_ids: Vec<ServerId>,
@@ -184,7 +178,9 @@ pub struct State {
     expired: BoundedMap<ServerId, ()>,
     locks: BTreeMap<String, LockQueue>,
     last_token: FencingToken,
-    last_sweep_ms: Option<u64>,
+    /// The latest time any command carried: a command stamped earlier (a new leader whose clock
+    /// is behind) is applied at this time instead, so time never goes backwards.
+    now_ms: u64,
     /// The last view in which nobody was rebalancing.
     settled_epoch: Epoch,
     settled_servers: Vec<ServerInfo>,
@@ -193,52 +189,33 @@ pub struct State {
     changed_ms: u64,
     /// Ranges settled without any of their holders, newest last.
     losses: Vec<Loss>,
-    /// A restarted view leader grants no lock before this time: it remembers no holder, and
-    /// one from before the restart keeps its place until its lock lease would have run out.
-    grants_from_ms: u64,
-    /// Whether this view leader ran before (a later generation, or epochs used before): until
-    /// it learns a settled view from its servers, it cannot tell what a view may be missing.
-    restarted: bool,
 }
 
 impl State {
-    /// The state of a view leader's first start: generation 0, no epoch used yet.
+    /// The state of a new view leader: no epoch used yet, no lock granted.
     pub fn new(config: StateConfig) -> Self {
-        Self::restarted(config, 0, 0)
-    }
-
-    /// The state of a view leader at restart `generation` (one more than the last start's),
-    /// whose earlier starts used no epoch above `epoch_floor`: every fencing token it grants is
-    /// above every token of earlier generations, and every epoch it names is new.
-    pub fn restarted(config: StateConfig, generation: u64, epoch_floor: Epoch) -> Self {
-        assert!(
-            generation < 1 << (64 - TOKEN_COUNTER_BITS),
-            "generation {generation} leaves no room for tokens"
-        );
         Self {
-            epoch: epoch_floor,
+            epoch: 0,
             members: BTreeMap::new(),
             expired: BoundedMap::new(EXPIRED_IDS_MAX),
             locks: BTreeMap::new(),
-            last_token: generation << TOKEN_COUNTER_BITS,
-            last_sweep_ms: None,
+            last_token: 0,
+            now_ms: 0,
             settled_epoch: 0,
             settled_servers: Vec::new(),
             changed_ms: 0,
             losses: Vec::new(),
-            // Generation 1 is the first start ever (0: no data directory): nobody held anything.
-            restarted: generation > 1 || epoch_floor > 0,
-            grants_from_ms: if generation > 1 {
-                config.lock_lease_ms
-            } else {
-                0
-            },
             config,
         }
     }
 
     pub fn epoch(&self) -> Epoch {
         self.epoch
+    }
+
+    /// The timing rules in force.
+    pub fn config(&self) -> &StateConfig {
+        &self.config
     }
 
     /// The current view: live servers sorted by id, and whether any has yet to report the epoch.
@@ -270,8 +247,21 @@ impl State {
             .any(|m| m.rebalanced_epoch < self.epoch)
     }
 
-    /// Applies one command that happened at `now_ms` (a monotonic clock in milliseconds).
-    pub fn apply(&mut self, command: Command, now_ms: u64) -> Result<Outcome> {
+    /// The latest time a command carried (see [`State::apply`]).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The current members' ids.
+    pub fn member_ids(&self) -> Vec<ServerId> {
+        self.members.keys().cloned().collect()
+    }
+
+    /// Applies one command stamped `at_ms` (the leader's clock, in milliseconds). A stamp
+    /// earlier than one applied before counts as that one: time only moves forward.
+    pub fn apply(&mut self, command: Command, at_ms: u64) -> Result<Outcome> {
+        let now_ms = at_ms.max(self.now_ms);
+        self.now_ms = now_ms;
         let epoch_before = self.epoch;
         let reply = self.apply_command(command, now_ms);
         if self.epoch != epoch_before {
@@ -289,8 +279,36 @@ impl State {
     /// last settled view lost all its holders, or if one did and the membership has been still
     /// for a lease since (the loss is then recorded). See the module docs.
     fn settle(&mut self, now_ms: u64) {
+        match self.settle_decision(now_ms) {
+            Settle::Not => {}
+            Settle::Now => {
+                self.settled_epoch = self.epoch;
+                self.settled_servers = self.servers();
+            }
+            Settle::WithLoss(loss) => {
+                if self.losses.len() >= LOSSES_MAX {
+                    self.losses.remove(0);
+                }
+                self.losses.push(loss);
+                self.settled_epoch = self.epoch;
+                self.settled_servers = self.servers();
+            }
+        }
+    }
+
+    /// Whether the sweep of a leader at `now_ms` has anything to do: servers to expire, lock
+    /// places that lapsed, or a view that may settle now that time has passed. The leader logs
+    /// an [`Command::Expire`] only then.
+    pub fn sweep_due(&self, now_ms: u64, gone: &[ServerId]) -> bool {
+        let now_ms = now_ms.max(self.now_ms);
+        gone.iter().any(|id| self.members.contains_key(id))
+            || !self.lapsed_places(now_ms).is_empty()
+            || !matches!(self.settle_decision(now_ms), Settle::Not)
+    }
+
+    fn settle_decision(&self, now_ms: u64) -> Settle {
         if self.settled_epoch == self.epoch || self.members.is_empty() || self.is_rebalancing() {
-            return;
+            return Settle::Not;
         }
         let alive = |id: &ServerId| {
             self.members.contains_key(id)
@@ -299,18 +317,13 @@ impl State {
         // Every settled server still here (the usual view change): no range can be short, and
         // the ring need not be built.
         if self.settled_servers.iter().all(|s| alive(&s.id)) && !self.settled_servers.is_empty() {
-            self.settled_epoch = self.epoch;
-            self.settled_servers = self.servers();
-            return;
+            return Settle::Now;
         }
         let settled_ring = Ring::of_servers(&self.settled_servers);
         let still_ms = now_ms.saturating_sub(self.changed_ms);
         let return_wait_ms = self.config.lease_ms.saturating_mul(RETURN_WAIT_LEASES);
-        // A restarted view leader that has heard of no settled view yet may be missing anything.
-        let blind = self.restarted && self.settled_servers.is_empty();
-        if still_ms <= return_wait_ms && (blind || settled_ring.has_range_missing_a_majority(alive))
-        {
-            return;
+        if still_ms <= return_wait_ms && settled_ring.has_range_missing_a_majority(alive) {
+            return Settle::Not;
         }
         if settled_ring.has_range_without(alive) {
             let survivors = self
@@ -319,17 +332,13 @@ impl State {
                 .map(|s| s.id.clone())
                 .filter(|id| alive(id))
                 .collect();
-            if self.losses.len() >= LOSSES_MAX {
-                self.losses.remove(0);
-            }
-            self.losses.push(Loss {
+            return Settle::WithLoss(Loss {
                 epoch: self.epoch,
                 settled_servers: self.settled_servers.clone(),
                 survivors,
             });
         }
-        self.settled_epoch = self.epoch;
-        self.settled_servers = self.servers();
+        Settle::Now
     }
 
     /// The ranges recorded as settled without their holders, newest last.
@@ -357,18 +366,15 @@ impl State {
                 settled_servers,
                 former_ids,
             } => self
-                .heartbeat(
-                    Beat {
-                        server_id,
-                        addr,
-                        epoch_seen,
-                        rebalanced_epoch,
-                        settled_epoch,
-                        settled_servers,
-                        former_ids,
-                    },
-                    now_ms,
-                )
+                .heartbeat(Beat {
+                    server_id,
+                    addr,
+                    epoch_seen,
+                    rebalanced_epoch,
+                    settled_epoch,
+                    settled_servers,
+                    former_ids,
+                })
                 .map(Outcome::Heartbeat),
             Command::Leave { server_id } => {
                 if let Some(member) = self.members.remove(&server_id) {
@@ -386,14 +392,26 @@ impl State {
                 check_name("requester", &requester)?;
                 Ok(Outcome::Lock(self.lock_release(&lock, &requester, now_ms)))
             }
-            Command::Expire => {
-                self.expire(now_ms);
+            Command::Expire { servers } => {
+                self.expire(&servers, now_ms);
+                Ok(Outcome::View(self.view()))
+            }
+            Command::Configure(config) => {
+                self.config = config;
+                Ok(Outcome::View(self.view()))
+            }
+            Command::Refresh => {
+                for queue in self.locks.values_mut() {
+                    for place in queue.places.iter_mut() {
+                        place.touched_ms = place.touched_ms.max(now_ms);
+                    }
+                }
                 Ok(Outcome::View(self.view()))
             }
         }
     }
 
-    fn heartbeat(&mut self, beat: Beat, now_ms: u64) -> Result<HeartbeatReply> {
+    fn heartbeat(&mut self, beat: Beat) -> Result<HeartbeatReply> {
         beat.check()?;
         let Beat {
             server_id,
@@ -416,7 +434,6 @@ impl State {
             return Ok(HeartbeatReply::Denied { epoch: self.epoch });
         }
         if let Some(member) = self.members.get_mut(&server_id) {
-            member.last_heartbeat_ms = now_ms;
             member.rebalanced_epoch = member.rebalanced_epoch.max(rebalanced_epoch);
             member.former_ids = former_ids;
             return Ok(HeartbeatReply::Accepted { epoch: self.epoch });
@@ -432,7 +449,6 @@ impl State {
             server_id,
             Member {
                 addr,
-                last_heartbeat_ms: now_ms,
                 rebalanced_epoch,
                 former_ids,
             },
@@ -440,42 +456,53 @@ impl State {
         Ok(HeartbeatReply::Accepted { epoch: self.epoch })
     }
 
-    fn expire(&mut self, now_ms: u64) {
-        let stalled = self
-            .last_sweep_ms
-            .is_some_and(|last| now_ms.saturating_sub(last) > self.config.stall_ms);
-        self.last_sweep_ms = Some(now_ms);
-        if stalled {
-            // Our own hiccup: nobody could be heard while we were not listening.
-            for member in self.members.values_mut() {
-                member.last_heartbeat_ms = member.last_heartbeat_ms.max(now_ms);
+    fn expire(&mut self, servers: &[ServerId], now_ms: u64) {
+        let mut gone_addrs = Vec::new();
+        for id in servers {
+            if let Some(member) = self.members.remove(id) {
+                gone_addrs.push(member.addr);
+                self.forget_id(id.clone());
             }
-            for queue in self.locks.values_mut() {
-                for place in queue.places.iter_mut() {
-                    place.touched_ms = place.touched_ms.max(now_ms);
-                }
-            }
-            return;
         }
-        let lease_ms = self.config.lease_ms;
-        let gone: Vec<ServerId> = self
-            .members
-            .iter()
-            .filter(|(_, m)| now_ms.saturating_sub(m.last_heartbeat_ms) > lease_ms)
-            .map(|(id, _)| id.clone())
-            .collect();
-        if !gone.is_empty() {
-            let mut gone_addrs = Vec::with_capacity(gone.len());
-            for id in gone {
-                if let Some(member) = self.members.remove(&id) {
-                    gone_addrs.push(member.addr);
-                }
-                self.forget_id(id);
-            }
+        if !gone_addrs.is_empty() {
             self.next_epoch();
             self.release_places_of(&gone_addrs, now_ms);
         }
-        self.lapse_lock_places(now_ms);
+        for (lock, requester) in self.lapsed_places(now_ms) {
+            self.lock_release(&lock, &requester, now_ms);
+        }
+    }
+
+    /// A heartbeat's answer when it would change nothing (the usual beat of a member that is
+    /// up to date): the leader answers it without logging it. `None` means it must be logged.
+    pub fn quiet_heartbeat(&self, beat: &Command) -> Option<HeartbeatReply> {
+        let Command::Heartbeat {
+            server_id,
+            epoch_seen,
+            rebalanced_epoch,
+            settled_epoch,
+            former_ids,
+            ..
+        } = beat
+        else {
+            return None;
+        };
+        let catches_up = (*epoch_seen).max(*rebalanced_epoch) > self.epoch
+            || (*settled_epoch > self.settled_epoch && *settled_epoch <= self.epoch);
+        if catches_up {
+            return None;
+        }
+        if self.expired.contains_key(server_id) {
+            return Some(HeartbeatReply::Denied { epoch: self.epoch });
+        }
+        match self.members.get(server_id) {
+            // A member's beat never changes its address (`heartbeat` keeps the first), so a
+            // beat from another address is quiet too: logging it would change nothing.
+            Some(member) => (*rebalanced_epoch <= member.rebalanced_epoch
+                && member.former_ids == *former_ids)
+                .then_some(HeartbeatReply::Accepted { epoch: self.epoch }),
+            None => None,
+        }
     }
 
     fn forget_id(&mut self, id: ServerId) {
@@ -505,31 +532,22 @@ impl State {
         }
     }
 
-    fn lapse_lock_places(&mut self, now_ms: u64) {
+    /// The places (lock, requester) of requesters that name no live server and were unheard
+    /// from for longer than the lock lease at `now_ms`.
+    fn lapsed_places(&self, now_ms: u64) -> Vec<(String, String)> {
         let lease = self.config.lock_lease_ms;
-        let lock_names: Vec<String> = self.locks.keys().cloned().collect();
-        for lock in lock_names {
-            let lapsed: Vec<String> = self.locks[&lock]
-                .places
-                .iter()
-                .filter(|p| !self.names_live_server(&p.requester))
-                .filter(|p| now_ms.saturating_sub(p.touched_ms) > lease)
-                .map(|p| p.requester.clone())
-                .collect();
-            for requester in lapsed {
-                self.lock_release(&lock, &requester, now_ms);
-            }
-        }
+        self.locks
+            .iter()
+            .flat_map(|(lock, queue)| queue.places.iter().map(move |p| (lock, p)))
+            .filter(|(_, p)| now_ms.saturating_sub(p.touched_ms) > lease)
+            .filter(|(_, p)| !self.names_live_server(&p.requester))
+            .map(|(lock, p)| (lock.clone(), p.requester.clone()))
+            .collect()
     }
 
     fn lock_get(&mut self, lock: String, requester: String, now_ms: u64) -> Result<LockReply> {
         check_name("lock", &lock)?;
         check_name("requester", &requester)?;
-        if now_ms < self.grants_from_ms {
-            return Ok(LockReply::Recovering {
-                wait_ms: self.grants_from_ms - now_ms,
-            });
-        }
         if !self.locks.contains_key(&lock) && self.locks.len() >= LOCKS_MAX {
             return Err(errinput!("too many locks in use (limit {LOCKS_MAX})"));
         }
@@ -603,8 +621,8 @@ impl State {
                         queue.token = token;
                     }
                 }
-                // This generation has no token left: nobody may hold the lock without a fresh
-                // one, so the waiters lose their places and must ask again after a restart.
+                // The counter ran out (2^64 grants): nobody may hold the lock without a fresh
+                // token, so the waiters lose their places.
                 Err(_) => {
                     self.locks.remove(lock);
                 }
@@ -613,18 +631,13 @@ impl State {
         LockReply::Released
     }
 
-    /// The next fencing token: one above the last, within this restart generation.
+    /// The next fencing token: one above the last. The counter is replicated and durable, so
+    /// tokens grow across leader changes and restarts.
     fn next_token(&mut self) -> Result<FencingToken> {
-        let counter_mask = (1u64 << TOKEN_COUNTER_BITS) - 1;
-        if self.last_token & counter_mask == counter_mask {
-            return Err(Error::Refused(format!(
-                "this view leader granted all {counter_mask} tokens of its generation; restart it"
-            )));
-        }
         self.last_token = self
             .last_token
             .checked_add(1)
-            .ok_or_else(|| Error::Internal("fencing tokens exhausted".into()))?;
+            .ok_or_else(|| Error::Refused("fencing tokens exhausted".into()))?;
         Ok(self.last_token)
     }
 
@@ -674,6 +687,13 @@ impl State {
         }
         None
     }
+}
+
+/// What settling the current view would do now.
+enum Settle {
+    Not,
+    Now,
+    WithLoss(Loss),
 }
 
 /// A heartbeat's fields, checked before they touch the state.

@@ -4,6 +4,13 @@
 //! (SIGKILL), restart at the same port, pause (SIGSTOP) and resume (SIGCONT) any of them, and runs
 //! the `client` binary as a user would, returning its exit code and output.
 //!
+//! The view leader is one process unless the cluster is started with
+//! [`TestCluster::start_group`]: then it is a Raft group of `viewleader` processes, each with its
+//! own `--data-dir` and a low `--snapshot-entries`, on ports chosen free beforehand (they must
+//! be known to write every member's `--peers`); servers and clients are given every member's
+//! address. Members can be killed, restarted from their data dir, and added with `--join`; the
+//! harness reads their status (`client viewleader status --json`) and finds the leader.
+//!
 //! Waiting is always for a condition, polled with a deadline ([`wait_until`], [`wait_for`]); the
 //! only sleeps are the poll interval and the scenario pauses a test asks for by name.
 //!
@@ -742,21 +749,26 @@ fn viewleader_args(
     dir: &std::path::Path,
 ) -> Vec<String> {
     let mut args = cluster_args(cluster);
-    args.extend([
-        "--port".to_string(),
-        port.to_string(),
-        "--heartbeat-interval-ms".into(),
-        timings.heartbeat_ms.to_string(),
-        "--lease-ms".into(),
-        timings.lease_ms.to_string(),
-    ]);
-    if let Some(lock_lease_ms) = timings.lock_lease_ms {
-        args.extend(["--lock-lease-ms".to_string(), lock_lease_ms.to_string()]);
-    }
+    args.extend(["--port".to_string(), port.to_string()]);
+    args.extend(viewleader_timing_args(timings));
     args.extend([
         "--data-dir".to_string(),
         dir.join(VIEWLEADER_DATA_DIR).display().to_string(),
     ]);
+    args
+}
+
+/// The timing flags every view leader (a lone one or a group member) is started with.
+fn viewleader_timing_args(timings: &Timings) -> Vec<String> {
+    let mut args = vec![
+        "--heartbeat-interval-ms".to_string(),
+        timings.heartbeat_ms.to_string(),
+        "--lease-ms".into(),
+        timings.lease_ms.to_string(),
+    ];
+    if let Some(lock_lease_ms) = timings.lock_lease_ms {
+        args.extend(["--lock-lease-ms".to_string(), lock_lease_ms.to_string()]);
+    }
     args
 }
 
@@ -789,6 +801,163 @@ impl Default for Timings {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The view leader as a Raft group
+// ---------------------------------------------------------------------------------------------
+
+/// Log entries between snapshots of a test group's members (`--snapshot-entries`): low, so that
+/// every restart crosses a log compaction.
+pub const SNAPSHOT_ENTRIES: u64 = 20;
+/// Longest wait for a group to agree on one leader: several election timeouts (1 to 2 s each by
+/// default) on a busy machine.
+pub const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Tries at starting a group whose ports, chosen free, were taken before its members bound them.
+const GROUP_START_TRIES: usize = 5;
+
+/// How a test cluster runs its view leader as a Raft group ([`TestCluster::start_group`]).
+#[derive(Clone, Copy, Debug)]
+pub struct GroupOptions {
+    /// Members that form the group at start (ids 1..=members).
+    pub members: usize,
+    /// `--snapshot-entries` of every member.
+    pub snapshot_entries: u64,
+    /// `--election-timeout-ms`; `None` keeps the binary's default (1 s, at most twice it).
+    pub election_timeout_ms: Option<u64>,
+    /// `--raft-heartbeat-ms`; `None` keeps the binary's default.
+    pub raft_heartbeat_ms: Option<u64>,
+}
+
+impl GroupOptions {
+    /// A group of `members` with the test defaults ([`SNAPSHOT_ENTRIES`], default elections).
+    pub fn of(members: usize) -> Self {
+        Self {
+            members,
+            snapshot_entries: SNAPSHOT_ENTRIES,
+            election_timeout_ms: None,
+            raft_heartbeat_ms: None,
+        }
+    }
+}
+
+/// One member of a view-leader group: its fixed address and data dir, kept across kills.
+struct GroupMember {
+    id: u64,
+    /// `127.0.0.1:PORT`, chosen free before the member first started.
+    addr: String,
+    data_dir: std::path::PathBuf,
+    /// Started with `--join` (waits to be added) rather than with the group's `--peers`.
+    joined: bool,
+    /// `None` while killed.
+    service: Option<Service>,
+}
+
+/// The view leader's group: its members, indexed by the order they were started in.
+struct Group {
+    options: GroupOptions,
+    /// `--peers` of the founding members: `1=127.0.0.1:P1,2=...`.
+    peers: String,
+    members: Vec<GroupMember>,
+}
+
+/// One member's status as `client viewleader status --json` prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberDoc {
+    pub id: u64,
+    pub addr: String,
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub committed: Option<u64>,
+    pub applied: Option<u64>,
+    pub snapshot: Option<u64>,
+    pub purged: Option<u64>,
+    pub epoch: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub crashed: bool,
+}
+
+impl MemberDoc {
+    pub fn parse(doc: &Json) -> Self {
+        let index = |field: &str| -> Option<u64> {
+            let value = &doc[field];
+            if value.is_null() {
+                None
+            } else {
+                Some(
+                    value
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("member {field} is not a number: {doc}")),
+                )
+            }
+        };
+        let number = |field: &str| {
+            index(field).unwrap_or_else(|| panic!("member status without a {field}: {doc}"))
+        };
+        let ids = |field: &str| -> Vec<u64> {
+            doc[field]
+                .as_array()
+                .unwrap_or_else(|| panic!("member status without a {field} list: {doc}"))
+                .iter()
+                .map(|id| {
+                    id.as_u64()
+                        .unwrap_or_else(|| panic!("bad id in {field}: {doc}"))
+                })
+                .collect()
+        };
+        Self {
+            id: number("id"),
+            addr: doc["addr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("member status without an addr: {doc}"))
+                .to_string(),
+            role: doc["role"]
+                .as_str()
+                .unwrap_or_else(|| panic!("member status without a role: {doc}"))
+                .to_string(),
+            term: number("term"),
+            leader: index("leader"),
+            last_log_index: index("last_log_index"),
+            committed: index("committed"),
+            applied: index("applied"),
+            snapshot: index("snapshot"),
+            purged: index("purged"),
+            epoch: number("epoch"),
+            voters: ids("voters"),
+            learners: ids("learners"),
+            crashed: doc["crashed"]
+                .as_bool()
+                .unwrap_or_else(|| panic!("member status without a crashed flag: {doc}")),
+        }
+    }
+
+    /// Whether this member leads, as far as it knows (and is not in a simulated crash).
+    pub fn is_leader(&self) -> bool {
+        self.role == "leader" && !self.crashed
+    }
+}
+
+/// Ports nothing listens on, all distinct: bound by the OS at once, then let go.
+pub fn unused_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .expect("ephemeral listener has an address")
+                .port()
+        })
+        .collect()
+}
+
+/// Whether a failed start was a port taken by someone else (so another port may do).
+fn port_taken(failure: &str) -> bool {
+    failure.contains("in use")
+}
+
 /// A view leader and storage servers running as real processes; all killed on drop.
 pub struct TestCluster {
     timings: Timings,
@@ -800,8 +969,12 @@ pub struct TestCluster {
     /// The port of each server number, kept across kills so it can restart there.
     ports: Vec<u16>,
     dir: tempfile::TempDir,
-    /// The view leader's address, kept while it is killed so it can restart there.
+    /// The view leader's address, kept while it is killed so it can restart there (unused when
+    /// the view leader is a group).
     viewleader_kept_addr: String,
+    /// The view leader as a Raft group ([`TestCluster::start_group`]); `None`: one view leader,
+    /// `viewleader` above.
+    group: Option<Group>,
     /// Flags every server of this cluster is started with, after the harness's own
     /// ([`TestCluster::start_with_server_args`]).
     server_extra_args: Vec<String>,
@@ -870,6 +1043,7 @@ impl TestCluster {
             cluster: cluster.map(str::to_string),
             viewleader_kept_addr: viewleader.addr.clone(),
             viewleader: Some(viewleader),
+            group: None,
             servers: Vec::new(),
             ports: Vec::new(),
             dir,
@@ -894,8 +1068,14 @@ impl TestCluster {
         Duration::from_millis(self.timings.lease_ms)
     }
 
-    /// The view leader's address (also while it is killed: where it restarts).
+    /// The view leader's address (also while it is killed: where it restarts). For a group:
+    /// every member's address, comma-separated, in the order they were started (killed and
+    /// removed members included), as servers and clients take it.
     pub fn viewleader_addr(&self) -> String {
+        if let Some(group) = &self.group {
+            let addrs: Vec<&str> = group.members.iter().map(|m| m.addr.as_str()).collect();
+            return addrs.join(",");
+        }
         match &self.viewleader {
             Some(viewleader) => viewleader.addr.clone(),
             None => self.viewleader_kept_addr.clone(),
@@ -904,6 +1084,7 @@ impl TestCluster {
 
     /// Where the view leader keeps what must survive its restarts (its `--data-dir`).
     pub fn viewleader_data_dir(&self) -> std::path::PathBuf {
+        self.expect_single("viewleader_data_dir");
         self.dir.path().join(VIEWLEADER_DATA_DIR)
     }
 
@@ -913,6 +1094,7 @@ impl TestCluster {
     }
 
     pub fn viewleader_pid(&self) -> u32 {
+        self.expect_single("viewleader_pid");
         self.viewleader
             .as_ref()
             .expect("the view leader is running")
@@ -921,6 +1103,7 @@ impl TestCluster {
 
     /// SIGKILL the view leader and reap it; its address and data dir are kept for a restart.
     pub fn kill_viewleader(&mut self) {
+        self.expect_single("kill_viewleader");
         let mut service = self.viewleader.take().expect("the view leader is running");
         service.process.kill();
     }
@@ -928,6 +1111,7 @@ impl TestCluster {
     /// Starts the view leader again at its old port, with the same flags and the same
     /// `--data-dir` (retrying while the port is not yet free). Does not wait for any view.
     pub fn restart_viewleader(&mut self) {
+        self.expect_single("restart_viewleader");
         assert!(
             self.viewleader.is_none(),
             "the view leader is still running"
@@ -953,6 +1137,7 @@ impl TestCluster {
 
     /// The view leader's stderr so far (empty while it is killed).
     pub fn viewleader_stderr(&self) -> String {
+        self.expect_single("viewleader_stderr");
         self.viewleader
             .as_ref()
             .map(Service::stderr_text)
@@ -1166,6 +1351,7 @@ impl TestCluster {
     }
 
     pub fn pause_viewleader(&self) {
+        self.expect_single("pause_viewleader");
         let pid = self
             .viewleader
             .as_ref()
@@ -1176,6 +1362,7 @@ impl TestCluster {
     }
 
     pub fn resume_viewleader(&self) {
+        self.expect_single("resume_viewleader");
         let pid = self
             .viewleader
             .as_ref()
@@ -1256,6 +1443,421 @@ impl TestCluster {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The cluster's view leader as a Raft group
+// ---------------------------------------------------------------------------------------------
+
+/// The flags of member `index` of `group`: its id; the group's `--peers` (a founding member,
+/// which listens on its own entry's port) or `--join --port PORT`; the cluster's timings; its
+/// own `--data-dir`; the group's Raft settings. The same flags start it again after a kill.
+fn member_args(
+    timings: &Timings,
+    cluster: Option<&str>,
+    group: &Group,
+    index: usize,
+) -> Vec<String> {
+    let member = &group.members[index];
+    let mut args = cluster_args(cluster);
+    args.extend(["--id".to_string(), member.id.to_string()]);
+    if member.joined {
+        args.extend([
+            "--join".to_string(),
+            "--port".into(),
+            port_of(&member.addr).to_string(),
+        ]);
+    } else {
+        args.extend(["--peers".to_string(), group.peers.clone()]);
+    }
+    args.extend(viewleader_timing_args(timings));
+    args.extend([
+        "--data-dir".to_string(),
+        member.data_dir.display().to_string(),
+        "--snapshot-entries".into(),
+        group.options.snapshot_entries.to_string(),
+    ]);
+    if let Some(ms) = group.options.election_timeout_ms {
+        args.extend(["--election-timeout-ms".to_string(), ms.to_string()]);
+    }
+    if let Some(ms) = group.options.raft_heartbeat_ms {
+        args.extend(["--raft-heartbeat-ms".to_string(), ms.to_string()]);
+    }
+    args
+}
+
+impl TestCluster {
+    /// A cluster whose view leader is a Raft group of `group.members` real `viewleader`
+    /// processes (ids 1, 2, ..., each with its own `--data-dir` in the cluster's temp dir, on
+    /// ports chosen free beforehand: a try whose port was taken meanwhile starts over on new
+    /// ones), and `servers` storage servers given every member's address. Waits until the group
+    /// agrees on one leader and the view lists every server, settled.
+    pub fn start_group(timings: Timings, group: GroupOptions, servers: usize) -> Self {
+        Self::start_group_in(None, timings, group, servers)
+    }
+
+    /// [`TestCluster::start_group`] in cluster `cluster` (`None`: the default).
+    pub fn start_group_in(
+        cluster: Option<&str>,
+        timings: Timings,
+        group: GroupOptions,
+        servers: usize,
+    ) -> Self {
+        assert!(group.members >= 1, "a group has at least one member");
+        let slot = ClusterSlot::acquire();
+        let dir = tempfile::Builder::new()
+            .prefix("ringleader-test-")
+            .tempdir()
+            .expect("create a temp dir for the cluster");
+        let mut cluster = Self {
+            timings,
+            cluster: cluster.map(str::to_string),
+            viewleader: None,
+            viewleader_kept_addr: String::new(),
+            group: None,
+            servers: Vec::new(),
+            ports: Vec::new(),
+            dir,
+            server_extra_args: Vec::new(),
+            _slot: slot,
+        };
+        cluster.group = Some(cluster.start_founders(group));
+        cluster.leader_index();
+        for _ in 0..servers {
+            cluster.add_server();
+        }
+        cluster.wait_settled();
+        cluster
+    }
+
+    /// Starts the founding members of a group, each with the same `--peers`; starts over on
+    /// fresh ports (and fresh data dirs) when one of them finds its port taken.
+    fn start_founders(&self, options: GroupOptions) -> Group {
+        let mut taken = Vec::new();
+        for _ in 0..GROUP_START_TRIES {
+            let members: Vec<GroupMember> = unused_ports(options.members)
+                .into_iter()
+                .enumerate()
+                .map(|(index, port)| {
+                    let id = index as u64 + 1;
+                    GroupMember {
+                        id,
+                        addr: format!("127.0.0.1:{port}"),
+                        data_dir: self.dir.path().join(format!("viewleader-{id}.data")),
+                        joined: false,
+                        service: None,
+                    }
+                })
+                .collect();
+            let peers: Vec<String> = members
+                .iter()
+                .map(|m| format!("{}={}", m.id, m.addr))
+                .collect();
+            let mut group = Group {
+                options,
+                peers: peers.join(","),
+                members,
+            };
+            let mut failed = None;
+            for index in 0..group.members.len() {
+                let data_dir = &group.members[index].data_dir;
+                if data_dir.exists() {
+                    std::fs::remove_dir_all(data_dir)
+                        .unwrap_or_else(|err| panic!("wipe {}: {err}", data_dir.display()));
+                }
+                let args = member_args(&self.timings, self.cluster.as_deref(), &group, index);
+                let name = format!("view leader member {}", group.members[index].id);
+                match start_service(&name, VIEWLEADER_BIN, &args, self.dir.path()) {
+                    Ok(service) => {
+                        assert_eq!(
+                            service.addr, group.members[index].addr,
+                            "{name} listens elsewhere than its --peers entry"
+                        );
+                        group.members[index].service = Some(service);
+                    }
+                    Err(err) => {
+                        failed = Some(err);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => return group,
+                // The members started so far die with `group`; the next try takes new ports.
+                Some(err) if port_taken(&err) => taken.push(err),
+                Some(err) => panic!("{err}"),
+            }
+        }
+        panic!("could not start the view-leader group in {GROUP_START_TRIES} tries: {taken:?}");
+    }
+
+    /// Panics unless the view leader is a single process (the `viewleader_*` helpers).
+    #[track_caller]
+    fn expect_single(&self, helper: &str) {
+        if let Some(group) = &self.group {
+            panic!(
+                "{helper}: the view leader is a group of {} members; use the member helpers",
+                group.members.len()
+            );
+        }
+    }
+
+    #[track_caller]
+    fn group(&self) -> &Group {
+        self.group
+            .as_ref()
+            .expect("the view leader is a single process, not a group (TestCluster::start_group)")
+    }
+
+    #[track_caller]
+    fn group_mut(&mut self) -> &mut Group {
+        self.group
+            .as_mut()
+            .expect("the view leader is a single process, not a group (TestCluster::start_group)")
+    }
+
+    #[track_caller]
+    fn member(&self, index: usize) -> &GroupMember {
+        self.group()
+            .members
+            .get(index)
+            .unwrap_or_else(|| panic!("no view-leader member {index}"))
+    }
+
+    /// Members started so far (killed and removed ones included).
+    pub fn member_count(&self) -> usize {
+        self.group().members.len()
+    }
+
+    /// The Raft id of member `index`.
+    pub fn member_id(&self, index: usize) -> u64 {
+        self.member(index).id
+    }
+
+    /// The index of the member with Raft id `id`.
+    pub fn member_index(&self, id: u64) -> usize {
+        self.group()
+            .members
+            .iter()
+            .position(|m| m.id == id)
+            .unwrap_or_else(|| panic!("no view-leader member with id {id}"))
+    }
+
+    /// The address of member `index` (also while it is killed: where it restarts).
+    pub fn member_addr(&self, index: usize) -> String {
+        self.member(index).addr.clone()
+    }
+
+    /// The `--data-dir` of member `index`.
+    pub fn member_data_dir(&self, index: usize) -> std::path::PathBuf {
+        self.member(index).data_dir.clone()
+    }
+
+    pub fn member_running(&self, index: usize) -> bool {
+        self.member(index).service.is_some()
+    }
+
+    /// The indices of the members running now.
+    pub fn running_members(&self) -> Vec<usize> {
+        (0..self.member_count())
+            .filter(|index| self.member_running(*index))
+            .collect()
+    }
+
+    pub fn member_pid(&self, index: usize) -> u32 {
+        self.member(index)
+            .service
+            .as_ref()
+            .unwrap_or_else(|| panic!("view-leader member {index} is not running"))
+            .pid()
+    }
+
+    /// What member `index` printed on stderr so far (empty while it is killed).
+    pub fn member_stderr(&self, index: usize) -> String {
+        self.member(index)
+            .service
+            .as_ref()
+            .map(Service::stderr_text)
+            .unwrap_or_default()
+    }
+
+    /// SIGKILL member `index` and reap it; its address and data dir are kept for a restart.
+    pub fn kill_member(&mut self, index: usize) {
+        let mut service = self.group_mut().members[index]
+            .service
+            .take()
+            .unwrap_or_else(|| panic!("view-leader member {index} is not running"));
+        service.process.kill();
+    }
+
+    /// Starts member `index` again from its data dir at its old port, with the flags it first
+    /// started with (retrying while the port is not yet free). Waits for nothing else.
+    pub fn restart_member(&mut self, index: usize) {
+        assert!(
+            !self.member_running(index),
+            "view-leader member {index} is still running"
+        );
+        let args = member_args(&self.timings, self.cluster.as_deref(), self.group(), index);
+        let addr = self.member_addr(index);
+        let name = format!("view leader member {}", self.member_id(index));
+        let service = wait_for(
+            STARTUP_TIMEOUT,
+            &format!("the restarted {name} listens on its old port"),
+            || start_service(&name, VIEWLEADER_BIN, &args, self.dir.path()),
+        );
+        assert_eq!(service.addr, addr, "{name} restarted at another address");
+        self.group_mut().members[index].service = Some(service);
+    }
+
+    /// Starts a new member with `viewleader --id ID --join --port PORT` (the next id, a port
+    /// chosen free, its own data dir), which waits to be added (`client viewleader add`);
+    /// returns its index.
+    pub fn start_joining_member(&mut self) -> usize {
+        let id = self.group().members.iter().map(|m| m.id).max().unwrap_or(0) + 1;
+        let index = self.member_count();
+        let data_dir = self.dir.path().join(format!("viewleader-{id}.data"));
+        let name = format!("view leader member {id}");
+        let mut taken = Vec::new();
+        for _ in 0..GROUP_START_TRIES {
+            if data_dir.exists() {
+                std::fs::remove_dir_all(&data_dir)
+                    .unwrap_or_else(|err| panic!("wipe {}: {err}", data_dir.display()));
+            }
+            let member = GroupMember {
+                id,
+                addr: format!("127.0.0.1:{}", unused_port()),
+                data_dir: data_dir.clone(),
+                joined: true,
+                service: None,
+            };
+            let addr = member.addr.clone();
+            self.group_mut().members.push(member);
+            let args = member_args(&self.timings, self.cluster.as_deref(), self.group(), index);
+            match start_service(&name, VIEWLEADER_BIN, &args, self.dir.path()) {
+                Ok(service) => {
+                    assert_eq!(service.addr, addr, "{name} listens elsewhere than --port");
+                    self.group_mut().members[index].service = Some(service);
+                    return index;
+                }
+                Err(err) => {
+                    self.group_mut().members.pop();
+                    if !port_taken(&err) {
+                        panic!("{err}");
+                    }
+                    taken.push(err);
+                }
+            }
+        }
+        panic!("could not start {name} in {GROUP_START_TRIES} tries: {taken:?}");
+    }
+
+    /// Runs `client --viewleader ADDR ARGS...` against member `index` alone (a redirect to the
+    /// leader it names is still followed, as the client always does).
+    pub fn client_at_member<S: AsRef<str>>(&self, index: usize, args: &[S]) -> ClientRun {
+        let mut full = cluster_args(self.cluster.as_deref());
+        full.extend(["--viewleader".to_string(), self.member_addr(index)]);
+        full.extend(args.iter().map(|a| a.as_ref().to_string()));
+        run_client(&full)
+    }
+
+    /// Every member's status from one `client viewleader status --json` over all of them,
+    /// indexed like the members: `Err` with why for a member that did not answer (a killed one).
+    pub fn member_statuses(&self) -> Vec<Result<MemberDoc, String>> {
+        let run = self.client(&["--json", "viewleader", "status"]);
+        let count = self.member_count();
+        if run.code != 0 {
+            return vec![Err(format!("`client viewleader status` failed: {run:?}")); count];
+        }
+        let doc = run.json();
+        let listed = doc["members"]
+            .as_array()
+            .unwrap_or_else(|| panic!("viewleader status printed no members list: {doc}"))
+            .clone();
+        (0..count)
+            .map(|index| {
+                let addr = self.member_addr(index);
+                match listed
+                    .iter()
+                    .find(|m| m["addr"].as_str() == Some(addr.as_str()))
+                {
+                    None => Err(format!("member {index} ({addr}) is not listed in {doc}")),
+                    Some(entry) if entry.get("error").is_some() => {
+                        Err(format!("member {index} ({addr}): {}", entry["error"]))
+                    }
+                    Some(entry) => Ok(MemberDoc::parse(entry)),
+                }
+            })
+            .collect()
+    }
+
+    /// The status of member `index`, asked of it alone.
+    pub fn member_status(&self, index: usize) -> Result<MemberDoc, String> {
+        let addr = self.member_addr(index);
+        let run = self.client_at_member(index, &["--json", "viewleader", "status"]);
+        if run.code != 0 {
+            return Err(format!(
+                "`client viewleader status` at {addr} failed: {run:?}"
+            ));
+        }
+        let doc = run.json();
+        let entry = doc["members"]
+            .as_array()
+            .and_then(|members| {
+                members
+                    .iter()
+                    .find(|m| m["addr"].as_str() == Some(addr.as_str()))
+            })
+            .cloned()
+            .ok_or_else(|| format!("member {index} ({addr}) is not listed in {doc}"))?;
+        if entry.get("error").is_some() {
+            return Err(format!("member {index} ({addr}): {}", entry["error"]));
+        }
+        Ok(MemberDoc::parse(&entry))
+    }
+
+    /// One look at the group: the index of its leader if exactly one answering member leads
+    /// and every answering member of the group as that leader knows it (voters and learners;
+    /// a member waiting to be added knows no leader yet) names it. `Err` says what was seen.
+    pub fn try_leader_index(&self) -> Result<usize, String> {
+        let statuses = self.member_statuses();
+        let answering: Vec<(usize, &MemberDoc)> = statuses
+            .iter()
+            .enumerate()
+            .filter_map(|(index, status)| status.as_ref().ok().map(|doc| (index, doc)))
+            .filter(|(_, doc)| !doc.crashed)
+            .collect();
+        let leaders: Vec<(usize, &MemberDoc)> = answering
+            .iter()
+            .copied()
+            .filter(|(_, doc)| doc.is_leader())
+            .collect();
+        let [(index, leader)] = leaders[..] else {
+            return Err(format!("{} members lead: {statuses:?}", leaders.len()));
+        };
+        let dissent: Vec<&MemberDoc> = answering
+            .iter()
+            .map(|(_, doc)| *doc)
+            .filter(|doc| leader.voters.contains(&doc.id) || leader.learners.contains(&doc.id))
+            .filter(|doc| doc.leader != Some(leader.id))
+            .collect();
+        if !dissent.is_empty() {
+            return Err(format!(
+                "member {} leads but these members name another leader: {dissent:?}",
+                leader.id
+            ));
+        }
+        Ok(index)
+    }
+
+    /// The index of the group's one live leader, polled until the members agree on it.
+    #[track_caller]
+    pub fn leader_index(&self) -> usize {
+        wait_for(
+            LEADER_TIMEOUT,
+            "the view-leader group agrees on one live leader",
+            || self.try_leader_index(),
+        )
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
         // Servers first, so none logs a storm of failures about a vanished view leader.
@@ -1266,6 +1868,13 @@ impl Drop for TestCluster {
         }
         if let Some(mut viewleader) = self.viewleader.take() {
             viewleader.process.kill();
+        }
+        if let Some(group) = self.group.as_mut() {
+            for member in group.members.iter_mut() {
+                if let Some(mut service) = member.service.take() {
+                    service.process.kill();
+                }
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::storage::disk::{RealDisk, SimDisk, LOCK_FILE};
+use crate::storage::record::RECORD_HEADER_BYTES;
 use crate::types::{Op, ServerInfo, Value};
 
 // ---------------------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ fn assert_keys(log: &Log, keys: Range<usize>, kind: &str) {
 fn record_offsets(bytes: &[u8]) -> Vec<usize> {
     let mut offsets = Vec::new();
     let mut at = SEGMENT_MAGIC.len();
-    while let Ok((_, next)) = read_record(bytes, at) {
+    while let Ok((_, next)) = read_record::<Entry>(bytes, at) {
         offsets.push(at);
         at = next;
     }
@@ -501,7 +502,7 @@ fn record_offsets_of_snapshot(bytes: &[u8]) -> Vec<usize> {
     assert_eq!(&bytes[..SNAPSHOT_MAGIC.len()], SNAPSHOT_MAGIC);
     let mut offsets = Vec::new();
     let mut at = SNAPSHOT_MAGIC.len();
-    while let Ok((_, next)) = read_record(bytes, at) {
+    while let Ok((_, next)) = read_record::<Entry>(bytes, at) {
         offsets.push(at);
         at = next;
     }
