@@ -2,8 +2,9 @@
 # The side-by-side benchmark: ringleader, etcd and Redis under one load generator, on this
 # machine, written to BENCHMARKS.md.
 #
-# It installs etcd, Redis and protoc from Debian's packages if they are missing (protoc builds
-# the etcd gRPC client), then runs its sections, each on loopback ports of its own:
+# It installs protoc (it builds the etcd gRPC client) and, for the sections that measure them,
+# etcd and Redis from Debian's packages if they are missing, then runs its sections, each on
+# loopback ports of its own:
 #   matrix    a 3-member etcd (WAL and data on tmpfs), a Redis node (no persistence) and a
 #             ringleader cluster (view leader + 5 servers with --in-memory): every workload
 #             (ringleader-bench matrix);
@@ -15,17 +16,33 @@
 #   engines   the log engine against redb, concurrent durable puts (ringleader-bench engines);
 #   rebalance re-replication after one of 5 servers is lost (client bench);
 #   memory    peak RSS per server with 1,000,000 keys (ringleader-bench memory);
+#   viewleader the view leader as a Raft group: leader failover, KILLS times kill -9 of the
+#             leader of 3 members (data dirs on the disk) with 5 in-memory servers, timed until a
+#             member leads at a higher term, until a fresh client's setr and lock_get succeed
+#             through the member list, and a writing client's longest gap; the killed member
+#             restarted on its data dir and caught up before the next kill (ringleader-bench
+#             failover); then setr and getr on two clusters of 5 --in-memory servers up at once,
+#             one with a view leader of 1 member and one of 3, cell by cell in turn, and
+#             the view refresh (query_servers) on each alone (ringleader-bench vl-throughput);
 # stops everything it started and renders BENCHMARKS.md from the results of every section
-# (a section not run this time keeps its results of the last run, from RESULTS_DIR).
+# (a section not run this time keeps its results of the last run, from RESULTS_DIR). If
+# RESULTS_DIR lacks the results of some section and OUT exists, rendering would drop that
+# section's figures from OUT: then only OUT's view-leader section is rewritten (when it has
+# results) and its other sections are left as they are; FULL_REPORT=1 renders OUT from
+# RESULTS_DIR alone anyway.
 #
 # Settings (environment):
-#   SECTIONS=matrix,durable,recovery,engines,rebalance,memory   the sections to run;
-#                     SECTIONS=durable runs the durable comparison alone (about 2 minutes)
+#   SECTIONS=matrix,durable,recovery,engines,rebalance,memory,viewleader   the sections to
+#                     run; SECTIONS=durable runs the durable comparison alone (about 2 minutes),
+#                     SECTIONS=viewleader the view leader's (about 5 minutes)
 #   RUNS=3            runs of each matrix (the report takes medians)
 #   DURATION_S=3      seconds per cell
 #   CONCURRENCY=1,16,64 DURABLE_CONCURRENCY=1,16,64 ENGINE_CONCURRENCY=1,16,64
 #   MEMORY_KEYS=1000000 REBALANCE_KEYS="100000 1000000"
 #   RECOVERY_KEYS=1000000 RECOVERY_RESTARTS=3 RECOVERY_LOAD=setr (or transfer)
+#   KILLS=10 VL_CONCURRENCY=1,16,64   failovers, and the clients of the 1-against-3 cells
+#   VL_ELECTION_TIMEOUT_MS=   the members' --election-timeout-ms in the failovers (empty: the
+#                     binary's default)
 #   DISK_ROOT=$CARGO_TARGET_DIR or target/   where the on-disk data dirs go: a real disk, not tmpfs
 #   QUICK=1           one short run of a few cells, to check the set-up (a few minutes); writes
 #                     target/BENCHMARKS-quick.md, never BENCHMARKS.md
@@ -35,7 +52,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-SECTIONS=${SECTIONS:-matrix,durable,recovery,engines,rebalance,memory}
+SECTIONS=${SECTIONS:-matrix,durable,recovery,engines,rebalance,memory,viewleader}
 RUNS=${RUNS:-3}
 DURATION_S=${DURATION_S:-3}
 CONCURRENCY=${CONCURRENCY:-1,16,64}
@@ -47,6 +64,9 @@ REBALANCE_RUNS=${REBALANCE_RUNS:-3}
 RECOVERY_KEYS=${RECOVERY_KEYS:-1000000}
 RECOVERY_RESTARTS=${RECOVERY_RESTARTS:-3}
 RECOVERY_LOAD=${RECOVERY_LOAD:-setr}
+KILLS=${KILLS:-10}
+VL_CONCURRENCY=${VL_CONCURRENCY:-1,16,64}
+VL_ELECTION_TIMEOUT_MS=${VL_ELECTION_TIMEOUT_MS:-}
 DISK_ROOT=${DISK_ROOT:-$TARGET_DIR}
 OUT=${OUT:-BENCHMARKS.md}
 RESULTS_DIR=${RESULTS_DIR:-$TARGET_DIR/bench-results}
@@ -56,6 +76,7 @@ WARMUP_OPS=500 KEYS=1000 VALUE_BYTES=100 CONNECTIONS=8
 if [[ "${QUICK:-0}" == 1 ]]; then
     RUNS=1 DURATION_S=1 CONCURRENCY=1,16 MEMORY_KEYS=100000 REBALANCE_KEYS=10000 REBALANCE_RUNS=1
     DURABLE_CONCURRENCY=1,16 ENGINE_CONCURRENCY=1,16 RECOVERY_KEYS=20000 RECOVERY_RESTARTS=1
+    KILLS=2 VL_CONCURRENCY=1,16
     MIXES=write,read,ycsb-a DISTRIBUTIONS=uniform
     OUT=$TARGET_DIR/BENCHMARKS-quick.md RESULTS_DIR=$TARGET_DIR/bench-results-quick
 fi
@@ -68,10 +89,14 @@ say() { echo "bench.sh: $*" >&2; }
 
 # ----- install what is missing ---------------------------------------------------------------
 packages=()
-command -v etcd >/dev/null || packages+=(etcd-server)
-command -v etcdctl >/dev/null || packages+=(etcd-client)
-command -v redis-server >/dev/null || packages+=(redis-server)
-command -v redis-cli >/dev/null || packages+=(redis-tools)
+if has_section matrix || has_section durable; then
+    command -v etcd >/dev/null || packages+=(etcd-server)
+    command -v etcdctl >/dev/null || packages+=(etcd-client)
+fi
+if has_section matrix; then
+    command -v redis-server >/dev/null || packages+=(redis-server)
+    command -v redis-cli >/dev/null || packages+=(redis-tools)
+fi
 command -v protoc >/dev/null || packages+=(protobuf-compiler)
 command -v python3 >/dev/null || packages+=(python3)
 if ((${#packages[@]})); then
@@ -180,19 +205,38 @@ start_redis() {
     say "redis: $REDIS_ADDR (no persistence)"
 }
 
-# start_ringleader NAME MODE: a view leader and 5 servers, MODE `memory` (--in-memory) or `disk`
-# (the default durable servers, a data dir each under $DISK); sets VIEWLEADER and SERVER_FLAGS
-# (--server ADDR=PID for each) and remembers their pids in RL_PIDS.
+# start_ringleader NAME MODE [MEMBERS]: a view leader and 5 servers, MODE `memory` (--in-memory)
+# or `disk` (the default durable servers, a data dir each under $DISK); the view leader is one
+# member (the default) or a Raft group of MEMBERS members, each with a data dir of its own under
+# $WORK. Sets VIEWLEADER (the member list) and SERVER_FLAGS (--server ADDR=PID for each) and
+# remembers their pids in RL_PIDS.
 start_ringleader() {
-    local name=$1 mode=$2 i addr storage
+    local name=$1 mode=$2 members=${3:-1} i addr storage peers=""
+    local -a ports
     RL_PIDS=()
     SERVER_FLAGS=()
-    "$BIN/viewleader" --port 0 --data-dir "$WORK/$name-viewleader.data" \
-        >"$WORK/$name-viewleader.log" 2>&1 &
-    RL_PIDS+=($!)
-    PIDS+=($!)
-    wait_for "the view leader" grep -q "listening on" "$WORK/$name-viewleader.log"
-    VIEWLEADER=$(listening_addr "$WORK/$name-viewleader.log")
+    if ((members == 1)); then
+        "$BIN/viewleader" --port 0 --data-dir "$WORK/$name-viewleader.data" \
+            >"$WORK/$name-viewleader.log" 2>&1 &
+        RL_PIDS+=($!)
+        PIDS+=($!)
+        wait_for "the view leader" grep -q "listening on" "$WORK/$name-viewleader.log"
+        VIEWLEADER=$(listening_addr "$WORK/$name-viewleader.log")
+    else
+        VIEWLEADER=""
+        for ((i = 1; i <= members; i++)); do
+            ports[i]=$(free_port)
+            peers+="${peers:+,}$i=127.0.0.1:${ports[i]}"
+            VIEWLEADER+="${VIEWLEADER:+,}127.0.0.1:${ports[i]}"
+        done
+        for ((i = 1; i <= members; i++)); do
+            "$BIN/viewleader" --id "$i" --peers "$peers" \
+                --data-dir "$WORK/$name-viewleader-$i.data" >"$WORK/$name-viewleader-$i.log" 2>&1 &
+            RL_PIDS+=($!)
+            PIDS+=($!)
+        done
+        wait_for "a leader of the view leader's $members members" one_leader
+    fi
     for i in 1 2 3 4 5; do
         if [[ $mode == memory ]]; then storage=(--in-memory); else storage=(--data-dir "$DISK/$name-server-$i"); fi
         "$BIN/server" --port 0 --viewleader "$VIEWLEADER" "${storage[@]}" \
@@ -205,6 +249,12 @@ start_ringleader() {
     done
     wait_for "a settled view of 5 servers" servers_settled 5
     say "ringleader ($name): view leader $VIEWLEADER, 5 servers ($mode)"
+}
+
+# one_leader: whether exactly one member of VIEWLEADER says it leads.
+one_leader() {
+    "$BIN/client" --viewleader "$VIEWLEADER" --json viewleader status |
+        python3 -c 'import json,sys; sys.exit(0 if len(json.load(sys.stdin)["leaders"])==1 else 1)'
 }
 
 servers_settled() {
@@ -230,7 +280,7 @@ stop_ringleader() { stop_pids "${RL_PIDS[@]}"; }
 
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 RUSTC="$(rustc --version)"
-ETCD_VERSION="$(etcd --version | sed -n 's/etcd Version: //p')"
+ETCD_VERSION="$(etcd --version 2>/dev/null | sed -n 's/etcd Version: //p' || true)"
 # Each section writes its lines to $WORK/SECTION.jsonl, moved to $RESULTS_DIR once it is done (a
 # section that fails keeps the results of its last complete run).
 section_done() {
@@ -239,6 +289,9 @@ section_done() {
 setting() {
     python3 -c 'import json,sys; print(json.dumps({"kind": "setting", "name": sys.argv[1], "value": sys.argv[2]}))' "$1" "$2"
 }
+# The machine's CPU as /proc/cpuinfo names it (a section rendered into an existing report
+# names it too, since the report's own machine line may be another's).
+cpu_model() { sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1; }
 # The 1-minute load average: the machine may be shared, so each section records it at its start
 # and its end (its own load generator and servers count too).
 load1() { cut -d' ' -f1 /proc/loadavg; }
@@ -355,11 +408,68 @@ if has_section memory; then
     section_done memory
 fi
 
+if has_section viewleader; then
+    out=$WORK/viewleader.jsonl
+    load_start=$(load1)
+    timeout_flags=()
+    timeout_text="the binary's default"
+    if [[ -n $VL_ELECTION_TIMEOUT_MS ]]; then
+        timeout_flags=(--election-timeout-ms "$VL_ELECTION_TIMEOUT_MS")
+        timeout_text="$VL_ELECTION_TIMEOUT_MS ms"
+    fi
+    {
+        setting "View-leader failover" "ringleader $COMMIT, $(date -u +%Y-%m-%d), on $(cpu_model) ($(nproc) cores): $KILLS kills (-9) of the leader of 3 view-leader members with their data dirs on $DISK_DESCRIPTION, 5 --in-memory servers, election timeout $timeout_text"
+        setting "View-leader throughput" "ringleader $COMMIT, $(date -u +%Y-%m-%d): setr and linearizable getr through the library client, clients $VL_CONCURRENCY, $RUNS runs, ${DURATION_S} s per cell after $WARMUP_OPS warm-up operations, $KEYS uniform keys, $VALUE_BYTES B values, on two clusters of 5 --in-memory servers up at once, one with a view leader of 1 member and one of 3 (data dirs on $(fstype "$WORK"))"
+    } >"$out"
+    say "view-leader failover: $KILLS kills of the leader of 3 members"
+    step "$BIN/ringleader-bench" failover --bin-dir "$BIN" --dir "$DISK/failover" \
+        --kills "$KILLS" "${timeout_flags[@]}" --out "$out" >/dev/null
+    load_failover=$(load1)
+    say "setr and getr with a view leader of 1 member and of 3 ($RUNS runs, ${DURATION_S}s per cell)"
+    start_ringleader vl1 memory 1
+    VL_ONE=$VIEWLEADER
+    VL_ONE_PIDS=("${RL_PIDS[@]}")
+    start_ringleader vl3 memory 3
+    VL_THREE=$VIEWLEADER
+    VL_THREE_PIDS=("${RL_PIDS[@]}")
+    step "$BIN/ringleader-bench" vl-throughput --group "1=$VL_ONE" --group "3=$VL_THREE" \
+        --runs "$RUNS" --duration-s "$DURATION_S" --concurrency "$VL_CONCURRENCY" \
+        --warmup-ops "$WARMUP_OPS" --keys "$KEYS" --value-bytes "$VALUE_BYTES" \
+        --out "$out" >/dev/null
+    stop_pids "${VL_ONE_PIDS[@]}" "${VL_THREE_PIDS[@]}"
+    rm -rf "${DISK:?}"/*
+    setting "Load average during viewleader" "$load_start at the start, $load_failover after the failovers, $(load1) at the end (1 minute, $(nproc) cores)" >>"$out"
+    section_done viewleader
+fi
+
+# The sections the library's report renders; the view leader's the bench crate adds.
+CLASSIC_SECTIONS=(matrix durable recovery engines rebalance memory)
 RESULTS=()
-for section in matrix durable recovery engines rebalance memory; do
-    [[ -f $RESULTS_DIR/$section.jsonl ]] && RESULTS+=(--results "$RESULTS_DIR/$section.jsonl")
+MISSING=()
+for section in "${CLASSIC_SECTIONS[@]}" viewleader; do
+    if [[ -f $RESULTS_DIR/$section.jsonl ]]; then
+        RESULTS+=(--results "$RESULTS_DIR/$section.jsonl")
+    elif [[ $section != viewleader ]]; then
+        MISSING+=("$section")
+    fi
 done
 ((${#RESULTS[@]})) || { say "no results in $RESULTS_DIR to report"; exit 1; }
+if ((${#MISSING[@]})) && [[ -f $OUT && ${FULL_REPORT:-0} != 1 ]]; then
+    # Rendering from RESULTS_DIR alone would drop those sections' figures from OUT.
+    if [[ -f $RESULTS_DIR/viewleader.jsonl ]]; then
+        "$BIN/ringleader-bench" report --splice --results "$RESULTS_DIR/viewleader.jsonl" \
+            --date "$(date -u +%Y-%m-%d)" --out "$OUT"
+        say "$RESULTS_DIR has no results of ${MISSING[*]}: rewrote only the view-leader section of $OUT, its other sections are as they were"
+    else
+        say "$RESULTS_DIR has no results of ${MISSING[*]}: left $OUT as it is"
+    fi
+    for section in "${CLASSIC_SECTIONS[@]}"; do
+        if has_section "$section" && [[ -f $RESULTS_DIR/$section.jsonl ]]; then
+            say "the results of $section are in $RESULTS_DIR/$section.jsonl but not in $OUT: FULL_REPORT=1 renders $OUT from $RESULTS_DIR alone"
+        fi
+    done
+    exit 0
+fi
 APPENDIX=()
 [[ -f docs/profiling.md ]] && APPENDIX=(--appendix docs/profiling.md)
 "$BIN/ringleader-bench" report "${RESULTS[@]}" "${APPENDIX[@]}" \

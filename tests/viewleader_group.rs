@@ -33,8 +33,8 @@ const ALONE: usize = SLOT_WEIGHTS;
 /// A scenario that only sends requests and reads answers.
 const SHARED: usize = 1;
 
-/// Bound on a new leader after the old one died: elections time out after 1 to 2 s; a busy
-/// machine gets far more.
+/// Bound on a new leader after the old one died: 1.5 to 2 s by default; a busy machine gets
+/// far more.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Generous bound for anything that settles after a fault: catching up, a view settling,
 /// enough log entries for a compaction.

@@ -2,9 +2,10 @@
 //! with the same closed-loop workloads (the library's load generator, one driver per store),
 //! `memory` measures a ringleader server's peak RSS against the bytes it holds, `recovery` times
 //! a durable server's restart after `kill -9` and its disk bytes per key, `engines` compares the
-//! log engine with redb on the same disk, `previous` reads the figures out of an earlier
-//! BENCHMARKS.md, and `report` writes BENCHMARKS.md from the JSON lines. `scripts/bench.sh` runs
-//! them all.
+//! log engine with redb on the same disk, `failover` times the view leader's leader failover
+//! and `vl-throughput` the data path with one view-leader member against three, `previous`
+//! reads the figures out of an earlier BENCHMARKS.md, and `report` writes BENCHMARKS.md from the
+//! JSON lines. `scripts/bench.sh` runs them all.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,8 +18,11 @@ mod engines;
 mod etcd;
 mod matrix;
 mod memory;
+mod process;
 mod recovery;
 mod redis;
+mod viewleader;
+mod vl_report;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,6 +44,10 @@ enum Command {
     Recovery(recovery::RecoveryArgs),
     /// Concurrent durable puts on the log engine and on redb, and the disk's sync latency.
     Engines(engines::EnginesArgs),
+    /// Kills the view leader's leader again and again, and times the failover.
+    Failover(viewleader::FailoverArgs),
+    /// setr and getr on clusters that differ only in their view leader's member count.
+    VlThroughput(viewleader::ThroughputArgs),
     /// The figures of an earlier BENCHMARKS.md as JSON lines, for the next report.
     Previous {
         /// The BENCHMARKS.md to read; nothing is printed if it does not exist.
@@ -59,6 +67,10 @@ enum Command {
         date: String,
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
+        /// Leave every section of the existing --out as it is but the view leader's: replace
+        /// that one (and its lines under "Machine and versions") with the one --results give.
+        #[arg(long)]
+        splice: bool,
     },
 }
 
@@ -72,6 +84,7 @@ fn report(
     appendix: Option<&PathBuf>,
     date: String,
     out: &PathBuf,
+    splice: bool,
 ) -> Result<()> {
     let mut lines = Vec::new();
     for path in results {
@@ -89,8 +102,27 @@ fn report(
             lines.push(line);
         }
     }
-    let appendix = appendix.map(read).transpose()?;
-    let md = render(&lines, &Machine::this_one(date), appendix.as_deref());
+    let section = vl_report::section(&lines);
+    let md = if splice {
+        let existing = read(out)?;
+        vl_report::splice(
+            &existing,
+            section.as_deref(),
+            &vl_report::setting_lines(&lines),
+        )
+    } else {
+        let appendix = appendix.map(read).transpose()?;
+        // The library's report, the view leader's section after its own, then the appendix.
+        let mut md = render(&lines, &Machine::this_one(date), None);
+        if let Some(section) = section {
+            md.push_str(&section);
+        }
+        if let Some(appendix) = appendix {
+            md.push_str(appendix.trim_end());
+            md.push('\n');
+        }
+        md
+    };
     std::fs::write(out, md).map_err(|err| Error::Internal(format!("{}: {err}", out.display())))
 }
 
@@ -116,13 +148,16 @@ async fn main() -> ExitCode {
         Command::Memory(args) => memory::run(args).await,
         Command::Recovery(args) => recovery::run(args).await,
         Command::Engines(args) => engines::run(args).await,
+        Command::Failover(args) => viewleader::failover(args).await,
+        Command::VlThroughput(args) => viewleader::throughput(args).await,
         Command::Previous { from } => previous(&from),
         Command::Report {
             results,
             appendix,
             date,
             out,
-        } => report(&results, appendix.as_ref(), date, &out),
+            splice,
+        } => report(&results, appendix.as_ref(), date, &out, splice),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

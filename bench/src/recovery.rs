@@ -16,10 +16,8 @@
 //! The restarts read the data dir from the page cache (the files were just written): a process
 //! crash, not a machine reboot.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,10 +29,10 @@ use ringleader::tools::bench::ringleader::{bulk_load, Mode, Ringleader};
 use ringleader::tools::bench::{key_name, preload};
 use ringleader::types::Value;
 use serde_json::json;
-use tokio::sync::mpsc;
 
-/// Longest a process may take to print a line the benchmark waits for.
-pub const LINE_WAIT_MS: u64 = 600_000;
+use crate::process::{addr_of, Proc, Stream};
+
+pub use crate::process::LINE_WAIT_MS;
 /// A call's timeout while loading and probing.
 pub const CALL_TIMEOUT_MS: u64 = 60_000;
 /// Pause between two tries to reach a restarted server that refuses connections.
@@ -80,109 +78,6 @@ pub struct RecoveryArgs {
     /// Appends every JSON line to this file too.
     #[arg(long)]
     pub out: Option<PathBuf>,
-}
-
-/// Which output of a process a line came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// A process of the benchmark, its output lines timestamped as they arrive; killed when dropped.
-struct Proc {
-    child: Child,
-    started: Instant,
-    lines: mpsc::UnboundedReceiver<(Instant, Stream, String)>,
-    /// Every line seen, for the error message if it dies.
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(exe: &Path, args: &[String]) -> Result<Self> {
-        let started = Instant::now();
-        let mut child = Command::new(exe)
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,ringleader=info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|err| Error::Internal(format!("cannot start {}: {err}", exe.display())))?;
-        let (tx, lines) = mpsc::unbounded_channel();
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        if let Some(stdout) = stdout {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-                    let _ = tx.send((Instant::now(), Stream::Stdout, line));
-                }
-            });
-        }
-        if let Some(stderr) = stderr {
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-                    let _ = tx.send((Instant::now(), Stream::Stderr, line));
-                }
-            });
-        }
-        Ok(Self {
-            child,
-            started,
-            lines,
-            seen: Vec::new(),
-        })
-    }
-
-    /// Waits for a line of `stream` containing `needle`; returns it and when it arrived.
-    async fn wait_line(&mut self, stream: Stream, needle: &str) -> Result<(Instant, String)> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(LINE_WAIT_MS);
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some((at, from, line))) => {
-                    let found = from == stream && line.contains(needle);
-                    self.seen.push(line.clone());
-                    if found {
-                        return Ok((at, line));
-                    }
-                }
-                Ok(None) => {
-                    return Err(Error::Internal(format!(
-                        "the process ended before printing {needle:?}; its output: {}",
-                        self.seen.join("\n")
-                    )))
-                }
-                Err(_) => {
-                    return Err(Error::Timeout(format!(
-                        "no {needle:?} line within {LINE_WAIT_MS} ms"
-                    )))
-                }
-            }
-        }
-    }
-
-    /// `SIGKILL`, and reaps it.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The address in a `listening on ADDR` line.
-fn addr_of(line: &str) -> Result<String> {
-    line.split_once("listening on ")
-        .map(|(_, addr)| addr.trim().to_string())
-        .ok_or_else(|| Error::Internal(format!("no address in {line:?}")))
 }
 
 /// The number after `prefix` in `line` (`recovered 123 keys`, `records=456`).

@@ -8,6 +8,11 @@ use ringleader::cli::{self, process, ClientArgs};
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = ClientArgs::parse();
-    process::init_tracing("warn");
+    // View-leader members and servers run in this process only in the demo, which kills and
+    // starts them on purpose and tells what happens in its own words: their logs of heartbeats
+    // and Raft messages to a dead member would bury that story. RUST_LOG brings them back.
+    process::init_tracing(
+        "warn,openraft=off,ringleader::server=error,ringleader::viewleader=error",
+    );
     ExitCode::from(cli::run(args).await)
 }

@@ -56,7 +56,8 @@ struct Args {
     /// Interval between the leader's Raft heartbeats, in ms.
     #[arg(long, default_value_t = viewleader::raft::RAFT_HEARTBEAT_MS_DEFAULT, hide = true)]
     raft_heartbeat_ms: u64,
-    /// Shortest election timeout, in ms (the longest is twice it).
+    /// Shortest election timeout, in ms (the longest is twice it, and is the leader's lease): a
+    /// dead leader is replaced 3 to 4 times this after its last heartbeat.
     #[arg(long, default_value_t = viewleader::raft::ELECTION_TIMEOUT_MS_DEFAULT, hide = true)]
     election_timeout_ms: u64,
     /// Log entries between snapshots (low in tests, so restarts cross a compaction).

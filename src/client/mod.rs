@@ -9,7 +9,10 @@
 //!   ([`crate::twopc::coordinator`]); `getr` reads a majority of them, `getr --stale` the first that answers
 //!   (see `replicated`). Both act on a cached view that is refreshed on an epoch or id
 //!   mismatch and at most [`VIEW_CACHE_TTL_MS`] after it was fetched, and both wait (up to
-//!   `wait_ms`) while the view leader reports the cluster rebalancing.
+//!   `wait_ms`) while the view leader reports the cluster rebalancing. While the view leader
+//!   cannot answer (its members are electing a leader, or none is reachable), they go on with
+//!   the view they hold for up to [`VIEW_STALE_MAX_MS`]: the servers check every request's
+//!   epoch, so an outdated view is refused there, never acted on.
 
 mod direct;
 mod locks;
@@ -41,6 +44,20 @@ pub const TIMEOUT_MS_DEFAULT: u64 = 2_000;
 pub const WAIT_MS_DEFAULT: u64 = 10_000;
 /// A cached view older than this is fetched again before use.
 pub const VIEW_CACHE_TTL_MS: u64 = 500;
+/// Oldest cached view a read or write goes on with while the view leader cannot answer (no
+/// member leads during an election, or none is reachable). Safe at any age, since a replica
+/// refuses a request of another epoch; the bound is there so that a client cut off from the
+/// view leader for good says so instead of failing every call on a view long gone. Several
+/// elections long (one takes 1.5 to 2 s with the default timing).
+pub const VIEW_STALE_MAX_MS: u64 = 10_000;
+/// Longest a refresh of a cached view, not yet [`VIEW_STALE_MAX_MS`] old, waits for the view
+/// leader before the call goes on with the cached view: a healthy view leader answers in well
+/// under a millisecond, and a caller should not wait out an election for a view it already has.
+pub const VIEW_REFRESH_WAIT_MS: u64 = 250;
+/// After a refresh failed, callers go on with the cached view without asking again for this
+/// long (as long as a fetched view is trusted), so that a stream of writes during an election
+/// pays [`VIEW_REFRESH_WAIT_MS`] once per this, not on every call.
+pub const VIEW_REFRESH_RETRY_MS: u64 = 500;
 /// Pause between polls of a busy lock.
 pub const LOCK_POLL_MS: u64 = 100;
 /// Pause between polls of the view while waiting for it to drop an unreachable replica.

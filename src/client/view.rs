@@ -1,13 +1,19 @@
 //! The view, as a client knows it: fetched from the view leader, cached with its ring for
 //! [`super::VIEW_CACHE_TTL_MS`], fetched once for all the callers who find it stale at the same
-//! moment, and waited on while the cluster rebalances.
+//! moment, and waited on while the cluster rebalances. While the view leader cannot answer (an
+//! election, or no member reachable) a call goes on with the cached view for up to
+//! [`super::VIEW_STALE_MAX_MS`]; a call that asked for a fresh view (after a replica reported
+//! another epoch) never does.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{unexpected, Client, REBALANCE_POLL_MS, VIEW_CACHE_TTL_MS};
+use super::{
+    unexpected, Client, REBALANCE_POLL_MS, VIEW_CACHE_TTL_MS, VIEW_REFRESH_RETRY_MS,
+    VIEW_REFRESH_WAIT_MS, VIEW_STALE_MAX_MS,
+};
 use crate::error::{Error, Result};
 use crate::ring::Ring;
 use crate::rpc::message::{ViewLeaderReply, ViewLeaderRequest};
@@ -56,6 +62,16 @@ impl CachedView {
     }
 }
 
+/// Whether `err` says only that the view leader could not answer now (no member leads, none
+/// answered in time, none reachable), so that a view the caller holds may stand in for its
+/// answer. Any other error (a protocol mismatch, a refusal) is the caller's to see.
+fn leaderless(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::NotLeader { .. } | Error::Unreachable(_) | Error::Timeout(_)
+    )
+}
+
 /// Whether two server lists hold the same ids in the same order (a view lists its servers in a
 /// stable order, so an unchanged membership compares equal).
 fn same_ids(a: &[ServerInfo], b: &[ServerInfo]) -> bool {
@@ -78,9 +94,15 @@ impl Client {
 
     /// Asks the view leader for the view and caches it.
     async fn fetch_view(&self) -> Result<Arc<CachedView>> {
+        self.fetch_view_within(self.timeout()).await
+    }
+
+    /// [`Client::fetch_view`], waiting at most `timeout` for the view leader.
+    async fn fetch_view_within(&self, timeout: Duration) -> Result<Arc<CachedView>> {
         let sent = self.env.now();
         match self
-            .viewleader_call(ViewLeaderRequest::QueryServers)
+            .viewleader
+            .call(&ViewLeaderRequest::QueryServers, timeout)
             .await?
         {
             ViewLeaderReply::View(view) => Ok(self.remember_view(view, sent)),
@@ -110,11 +132,16 @@ impl Client {
     }
 
     /// The cached view if fresh, else a newly fetched one. With `refresh`, only a view whose
-    /// query went out after this call is good enough.
+    /// query went out after this call is good enough. Without it, the cached view stands in
+    /// while the view leader cannot answer (see [`super::VIEW_STALE_MAX_MS`]).
     pub async fn view(&self, refresh: bool) -> Result<Arc<CachedView>> {
         let asked = self.env.now();
-        let fresh = |cached: &CachedView| {
-            self.env.now().duration_since(cached.fetched) < Duration::from_millis(VIEW_CACHE_TTL_MS)
+        let age = |cached: &CachedView| self.env.now().duration_since(cached.fetched);
+        let fresh = |cached: &CachedView| age(cached) < Duration::from_millis(VIEW_CACHE_TTL_MS);
+        // The cached view a call may go on with if the view leader does not answer.
+        let standby = || {
+            self.cached_view()
+                .filter(|c| !refresh && age(c) < Duration::from_millis(VIEW_STALE_MAX_MS))
         };
         if !refresh {
             if let Some(cached) = self.cached_view().filter(|c| fresh(c)) {
@@ -129,17 +156,47 @@ impl Client {
             }
         }
         if let Some((sent, err)) = last_failure.as_ref() {
+            let recent =
+                self.env.now().duration_since(*sent) < Duration::from_millis(VIEW_REFRESH_RETRY_MS);
+            if *sent >= asked || recent {
+                if let Some(cached) = standby().filter(|_| leaderless(err)) {
+                    return Ok(cached);
+                }
+            }
             if *sent >= asked {
                 return Err(err.clone());
             }
         }
+        let standby = standby();
+        let timeout = match standby {
+            Some(_) => self
+                .timeout()
+                .min(Duration::from_millis(VIEW_REFRESH_WAIT_MS)),
+            None => self.timeout(),
+        };
         let sent = self.env.now();
-        let fetched = self.fetch_view().await;
-        match &fetched {
-            Ok(_) => *last_failure = None,
-            Err(err) => *last_failure = Some((sent, err.clone())),
+        let fetched = self.fetch_view_within(timeout).await;
+        match fetched {
+            Ok(fetched) => {
+                *last_failure = None;
+                Ok(fetched)
+            }
+            Err(err) => {
+                *last_failure = Some((sent, err.clone()));
+                match standby.filter(|_| leaderless(&err)) {
+                    Some(cached) => {
+                        tracing::debug!(
+                            %err,
+                            epoch = cached.view.epoch,
+                            age_ms = age(&cached).as_millis() as u64,
+                            "the view leader did not answer; going on with the cached view"
+                        );
+                        Ok(cached)
+                    }
+                    None => Err(err),
+                }
+            }
         }
-        fetched
     }
 
     /// A view in which the cluster is not rebalancing, waiting up to `wait_ms` for one.

@@ -1,15 +1,19 @@
-//! `client demo`: the README's first command. It starts a view leader and storage servers inside
-//! this process, tells the story of the system with readable progress (replicated writes, where
-//! keys live, servers dying, rebalancing, a server joining, locks, every server killed at once
-//! and restarted from its data dir), checks every claim it makes, and stops everything it
-//! started, whatever happens. The servers keep their keys in temporary data dirs, removed when
-//! the demo stops.
+//! `client demo`: the README's first command. It starts a view-leader group of three members and
+//! storage servers inside this process, tells the story of the system with readable progress
+//! (replicated writes, where keys live, servers dying, rebalancing, a server joining, locks, the
+//! view leader's own leader killed while a client writes and a lock is queued for, every server
+//! killed at once and restarted from its data dir), checks every claim it makes, and stops
+//! everything it started, whatever happens. The servers and members keep their data in
+//! temporary directories, removed when the demo stops.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::output::Output;
 use crate::client::Client;
@@ -18,7 +22,7 @@ use crate::errinput;
 use crate::error::{Error, Result};
 use crate::ring::REPLICATION_COUNT;
 use crate::tools::cluster::{ClusterOptions, LocalCluster};
-use crate::types::{LockReply, Op, Value};
+use crate::types::{LockReply, MemberStatus, Op, Value};
 
 /// Longest the demo waits for the cluster to settle after a change.
 pub const SETTLE_WAIT_MS: u64 = 20_000;
@@ -28,6 +32,20 @@ const GUESTS: usize = 15;
 /// The key the dying client writes, and what it writes.
 const DYING_KEY: &str = "key-000001";
 const DYING_VALUE: &str = "written by a dying client";
+/// Members of the view-leader group: the smallest that keeps serving without its leader.
+const VIEWLEADER_MEMBERS: usize = 3;
+/// Pause between the writes of the client that writes through the view leader's failover: a
+/// steady trickle, short next to an election and a few hundred keys in all.
+const FAILOVER_WRITE_EVERY_MS: u64 = 20;
+/// Writes that client finishes before the leader is killed, so that it holds a view when the
+/// leader goes.
+const WRITES_BEFORE_KILL: usize = 10;
+/// Writes that client finishes after the new leader is elected before it stops, so that its
+/// view has been fetched from the new leader (a cached view lives 500 ms).
+const WRITES_AFTER_ELECTION: usize = 30;
+/// Longest one of that client's calls is retried while no member leads, and longest the demo
+/// waits for its writes before the kill and after the election.
+const FAILOVER_WAIT_MS: u64 = 15_000;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -55,10 +73,15 @@ pub async fn run(args: DemoArgs, out: Output) -> Result<u8> {
         json: out.json,
     };
     demo.say(format!(
-        "starting a view leader and {} storage servers on loopback",
+        "starting a view-leader group of {VIEWLEADER_MEMBERS} members and {} storage servers on \
+         loopback",
         args.servers
     ));
-    let mut cluster = LocalCluster::start(args.servers, ClusterOptions::default()).await?;
+    let options = ClusterOptions {
+        viewleader_members: VIEWLEADER_MEMBERS,
+        ..ClusterOptions::default()
+    };
+    let mut cluster = LocalCluster::start(args.servers, options).await?;
     let outcome = demo.tour(&mut cluster).await;
     demo.say("stopping the cluster".into());
     cluster.stop().await;
@@ -68,6 +91,67 @@ pub async fn run(args: DemoArgs, out: Output) -> Result<u8> {
     }
     demo.say("done: every key survived with its copies".into());
     Ok(0)
+}
+
+/// What the client that wrote through the failover did.
+struct Writes {
+    /// When each write (and its read back) finished, in order.
+    finished: Vec<Instant>,
+    slowest_ms: u64,
+    /// When the slowest began and ended.
+    slowest_span: (Instant, Instant),
+    /// Calls that met no leader and were made again.
+    retried: u64,
+}
+
+fn failover_key(n: usize) -> String {
+    format!("failover-{n:04}")
+}
+
+fn failover_value(n: usize) -> Value {
+    Value::Text(format!("written during the failover #{n}"))
+}
+
+fn index(applied: Option<u64>) -> String {
+    applied.map_or("none".into(), |i| i.to_string())
+}
+
+/// Waits until the failover's writer has finished `wanted` writes, for at most
+/// [`FAILOVER_WAIT_MS`].
+async fn wait_for_writes(written: &AtomicUsize, wanted: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(FAILOVER_WAIT_MS);
+    while written.load(Ordering::SeqCst) < wanted {
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout(format!(
+                "the client writing through the failover finished {} of {wanted} writes within \
+                 {FAILOVER_WAIT_MS} ms",
+                written.load(Ordering::SeqCst)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(FAILOVER_WRITE_EVERY_MS)).await;
+    }
+    Ok(())
+}
+
+/// `call` until it answers, made again (for at most [`FAILOVER_WAIT_MS`]) while it fails as a
+/// call does when the view leader has no leader: no member leads yet, the dead one does not
+/// answer, or the election outlasted the call's timeout. Counts the retries in `retried`.
+async fn retry_leaderless<T, Fut>(mut call: impl FnMut() -> Fut, retried: &mut u64) -> Result<T>
+where
+    Fut: Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + Duration::from_millis(FAILOVER_WAIT_MS);
+    loop {
+        match call().await {
+            Err(Error::NotLeader { .. } | Error::Unreachable(_) | Error::Timeout(_))
+                if Instant::now() < deadline =>
+            {
+                *retried += 1;
+                tokio::time::sleep(Duration::from_millis(FAILOVER_WRITE_EVERY_MS)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 struct Demo {
@@ -95,7 +179,7 @@ impl Demo {
         let client = cluster.client(SETTLE_WAIT_MS);
         let view = client.query_servers().await?;
         self.say(format!(
-            "view leader at {}: epoch {}, {} servers",
+            "view leader members at {}: epoch {}, {} servers",
             cluster.viewleader_addr,
             view.epoch,
             view.servers.len()
@@ -199,6 +283,8 @@ impl Demo {
             "  alice releases printer; bob is granted it (token {token})"
         ));
 
+        let failover = self.viewleader_failover(cluster, &client).await?;
+
         self.faults(cluster, &client).await?;
 
         let recovered = self.restart_all(cluster, &client).await?;
@@ -207,7 +293,313 @@ impl Demo {
         Ok(json!({
             "keys": self.keys, "servers": view.servers.len(), "epoch": view.epoch,
             "copies_moved_on_join": moved, "keys_recovered_on_restart": recovered,
+            "viewleader_failover": failover,
         }))
+    }
+
+    /// The view leader is a Raft group too: shows it, kills its leader while a client writes
+    /// and a lock is held and queued for, measures the election, checks that the writes, the
+    /// lock queue and the view came through, and restarts the killed member from its data dir
+    /// until it has caught up.
+    async fn viewleader_failover(
+        &self,
+        cluster: &mut LocalCluster,
+        client: &Client,
+    ) -> Result<serde_json::Value> {
+        let old = cluster.leader().await?;
+        self.say(format!(
+            "the view leader is a Raft group of {} members; member {} leads in term {} \
+             (client viewleader status):",
+            cluster.members().len(),
+            old.id,
+            old.term
+        ));
+        let answered = self.show_group(client).await?;
+        if answered != cluster.members().len() {
+            return Err(Error::Internal(format!(
+                "{answered} of {} view-leader members answered status",
+                cluster.members().len()
+            )));
+        }
+
+        let carol = client.lock_get_wait("ledger", "carol", |_| {}).await?;
+        self.check_waiting(client, "dave", "carol").await?;
+        self.say(format!(
+            "  carol takes the lock ledger (token {carol}); dave waits in line behind her"
+        ));
+        let before = client.query_servers().await?;
+        // What it had applied is on disk: it must read at least that much back at restart.
+        let applied_at_kill = cluster
+            .member_status(old.id)
+            .await?
+            .and_then(|s| s.applied)
+            .ok_or_else(|| Error::Internal(format!("member {} has applied nothing", old.id)))?;
+
+        let writer = cluster.client(SETTLE_WAIT_MS);
+        let written = AtomicUsize::new(0);
+        let stop = CancellationToken::new();
+        self.say(format!(
+            "a client writes and reads back a key every {FAILOVER_WRITE_EVERY_MS} ms; after its \
+             first {WRITES_BEFORE_KILL}, the leader, member {} at {}, is killed (its Raft stops, \
+             as in a crash)",
+            old.id, old.addr
+        ));
+        let failover = async {
+            let outcome = self
+                .elect_through(cluster, client, &old, carol, &written)
+                .await;
+            // The writer stops however the failover went.
+            stop.cancel();
+            outcome
+        };
+        let (failover, writes) =
+            tokio::join!(failover, self.write_through(&writer, &written, &stop));
+        let (killed_at, elected_at, new) = failover?;
+        let writes = writes?;
+        let failover_ms = elected_at.duration_since(killed_at).as_millis() as u64;
+        let leaderless = writes
+            .finished
+            .iter()
+            .filter(|at| **at >= killed_at && **at <= elected_at)
+            .count();
+        // While nobody leads, a write can only use the view its client already holds; once
+        // that is older than the client's cache allows, its next write waits for a leader.
+        let (slowest_started, slowest_finished) = writes.slowest_span;
+        let spanned = slowest_started <= elected_at && slowest_finished >= killed_at;
+        let across = if spanned {
+            " (across the election)"
+        } else {
+            ""
+        };
+        let were = if writes.retried == 1 { "was" } else { "were" };
+        self.say(format!(
+            "  the client wrote and read back {} keys in all, {leaderless} of them between the \
+             kill and the election (with the view it held); the slowest setr+getr took {} \
+             ms{across}; {} of its calls failed for want of a leader and {were} made again",
+            writes.finished.len(),
+            writes.slowest_ms,
+            writes.retried
+        ));
+
+        // A new leader gives every server a full lease: nobody may be expired for the silence.
+        let after = client.query_servers().await?;
+        let ids = |servers: &[crate::types::ServerInfo]| {
+            servers.iter().map(|s| s.id.clone()).collect::<Vec<_>>()
+        };
+        if after.epoch != before.epoch || ids(&after.servers) != ids(&before.servers) {
+            return Err(Error::Internal(format!(
+                "the view changed over the failover: epoch {} with {} servers became epoch {} \
+                 with {}",
+                before.epoch,
+                before.servers.len(),
+                after.epoch,
+                after.servers.len()
+            )));
+        }
+        self.say(format!(
+            "  no server was expired while nobody led: still epoch {} with the same {} servers",
+            after.epoch,
+            after.servers.len()
+        ));
+
+        let recovered = cluster.restart_member(old.id).await?;
+        let restarted_at = Instant::now();
+        let read_back = recovered.last_log_index.unwrap_or(0);
+        if read_back < applied_at_kill {
+            return Err(Error::Internal(format!(
+                "member {} read its log back only to index {read_back}; it had applied \
+                 {applied_at_kill} when killed",
+                old.id
+            )));
+        }
+        self.say(format!(
+            "restarting member {} at {} from its data dir: its log read back to index \
+             {read_back} (it had applied {applied_at_kill} when killed)",
+            old.id, old.addr
+        ));
+        let (member, leader) = cluster.wait_for_catch_up(old.id).await?;
+        let catch_up_ms = restarted_at.elapsed().as_millis() as u64;
+        self.say(format!(
+            "  caught up in {catch_up_ms} ms: applied index {} (the leader's {}), a follower of \
+             member {} in term {}",
+            index(member.applied),
+            index(leader.applied),
+            leader.id,
+            leader.term
+        ));
+        let answered = self.show_group(client).await?;
+        if answered != cluster.members().len() {
+            return Err(Error::Internal(format!(
+                "{answered} of {} view-leader members answered status after the restart",
+                cluster.members().len()
+            )));
+        }
+        self.verify_failover_keys(client, writes.finished.len())
+            .await?;
+        Ok(json!({
+            "members": cluster.members().len(), "killed_leader": old.id, "new_leader": new.id,
+            "term": new.term, "failover_ms": failover_ms, "catch_up_ms": catch_up_ms,
+            "writes": writes.finished.len(), "writes_without_leader": leaderless,
+        }))
+    }
+
+    /// Once the writer has made [`WRITES_BEFORE_KILL`] writes, kills the leader `old`, waits
+    /// for the group to elect another, and takes the lock queue through it: dave still waits
+    /// behind carol (who holds `carol`'s token), carol releases, dave is granted a larger
+    /// token. Then waits for [`WRITES_AFTER_ELECTION`] more writes. Answers when the leader had
+    /// stopped, when the new one was known, and the new one.
+    async fn elect_through(
+        &self,
+        cluster: &mut LocalCluster,
+        client: &Client,
+        old: &MemberStatus,
+        carol: u64,
+        written: &AtomicUsize,
+    ) -> Result<(Instant, Instant, MemberStatus)> {
+        wait_for_writes(written, WRITES_BEFORE_KILL).await?;
+        cluster.kill_member(old.id).await?;
+        let killed_at = Instant::now();
+        let new = cluster.leader().await?;
+        let elected_at = Instant::now();
+        if new.id == old.id || new.term <= old.term {
+            return Err(Error::Internal(format!(
+                "no new leader: member {} leads in term {} (member {} led in term {})",
+                new.id, new.term, old.id, old.term
+            )));
+        }
+        // openraft 0.9's rule: a follower that knew a leader lets that leader's lease (the
+        // longest election timeout) run out, then waits its own election timeout, drawn once
+        // between the shortest and the longest.
+        let timeout = cluster.options().viewleader.raft.election_timeout_ms;
+        self.say(format!(
+            "  member {} elected leader in term {}, {} ms after the old leader stopped (a \
+             follower that hears nothing lets the leader's lease, {} ms, run out, then waits its \
+             own election timeout, {timeout} to {} ms)",
+            new.id,
+            new.term,
+            elected_at.duration_since(killed_at).as_millis(),
+            timeout.saturating_mul(2),
+            timeout.saturating_mul(2)
+        ));
+
+        self.check_waiting(client, "dave", "carol").await?;
+        client.lock_release("ledger", "carol").await?;
+        let dave = match client.lock_get("ledger", "dave").await? {
+            LockReply::Granted { token } if token > carol => token,
+            other => {
+                return Err(Error::Internal(format!(
+                    "dave should be granted ledger with a token above {carol}: {other:?}"
+                )))
+            }
+        };
+        client.lock_release("ledger", "dave").await?;
+        self.say(format!(
+            "  through the new leader: dave was still in line behind carol; carol releases, dave \
+             is granted ledger (token {dave}, above carol's {carol})"
+        ));
+
+        let wanted = written.load(Ordering::SeqCst) + WRITES_AFTER_ELECTION;
+        wait_for_writes(written, wanted).await?;
+        Ok((killed_at, elected_at, new))
+    }
+
+    /// Checks that `waiter` is next in line for ledger behind `holder`.
+    async fn check_waiting(&self, client: &Client, waiter: &str, holder: &str) -> Result<()> {
+        match client.lock_get("ledger", waiter).await? {
+            LockReply::Retry {
+                holder: held_by,
+                position: 1,
+            } if held_by == holder => Ok(()),
+            other => Err(Error::Internal(format!(
+                "{waiter} should be next in line for ledger behind {holder}: {other:?}"
+            ))),
+        }
+    }
+
+    /// Writes `failover-N` and reads it back until `stop` fires, one key every
+    /// [`FAILOVER_WRITE_EVERY_MS`]; counts finished writes in `written`.
+    async fn write_through(
+        &self,
+        client: &Client,
+        written: &AtomicUsize,
+        stop: &CancellationToken,
+    ) -> Result<Writes> {
+        let now = Instant::now();
+        let mut writes = Writes {
+            finished: Vec::new(),
+            slowest_ms: 0,
+            slowest_span: (now, now),
+            retried: 0,
+        };
+        while !stop.is_cancelled() {
+            let n = writes.finished.len();
+            let key = failover_key(n);
+            let value = failover_value(n);
+            let started = Instant::now();
+            retry_leaderless(|| client.setr(&key, value.clone()), &mut writes.retried).await?;
+            let found = retry_leaderless(|| client.getr(&key), &mut writes.retried).await?;
+            if found.map(|f| f.value.value) != Some(value) {
+                return Err(Error::Internal(format!(
+                    "{key} did not read back as written during the failover"
+                )));
+            }
+            let finished = Instant::now();
+            let took_ms = finished.duration_since(started).as_millis() as u64;
+            if took_ms >= writes.slowest_ms {
+                writes.slowest_ms = took_ms;
+                writes.slowest_span = (started, finished);
+            }
+            writes.finished.push(finished);
+            written.fetch_add(1, Ordering::SeqCst);
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_millis(FAILOVER_WRITE_EVERY_MS)) => {}
+            }
+        }
+        Ok(writes)
+    }
+
+    /// Reads every key written during the failover back once more.
+    async fn verify_failover_keys(&self, client: &Client, count: usize) -> Result<()> {
+        for n in 0..count {
+            let key = failover_key(n);
+            let found = client.getr(&key).await?.map(|f| f.value.value);
+            if found != Some(failover_value(n)) {
+                return Err(Error::Internal(format!(
+                    "{key} was lost or changed after the failover: {found:?}"
+                )));
+            }
+        }
+        self.say(format!(
+            "  getr reads all {count} keys written during the failover with their values"
+        ));
+        Ok(())
+    }
+
+    /// Prints every member's status as `client viewleader status` gets it; answers how many
+    /// members answered.
+    async fn show_group(&self, client: &Client) -> Result<usize> {
+        let mut answered = 0;
+        for (addr, answer) in client.group_status().await? {
+            match answer {
+                Ok(status) => {
+                    answered += 1;
+                    let following = match status.leader {
+                        Some(leader) if leader != status.id => format!(" of member {leader}"),
+                        _ => String::new(),
+                    };
+                    self.say(format!(
+                        "    member {} at {addr}: {}{following}, term {}, applied index {}",
+                        status.id,
+                        status.role,
+                        status.term,
+                        index(status.applied)
+                    ));
+                }
+                Err(err) => self.say(format!("    {addr}: no answer ({err})")),
+            }
+        }
+        Ok(answered)
     }
 
     /// Kills every server at once, as `kill -9` would, restarts them all from their data dirs,

@@ -42,9 +42,9 @@ pub const WATCH_WAIT_MS_MAX: u64 = 30_000;
 /// why rather than a timeout.
 pub const QUORUM_WAIT_MS: u64 = 1_500;
 
-/// Times a leader asks a majority to confirm it leads, per election timeout (the longest it
-/// answers as leader without a confirmation).
-pub const CONFIRMS_PER_ELECTION_TIMEOUT: u64 = 4;
+/// Times a leader asks a majority to confirm it leads per lease (the longest it answers as
+/// leader without a confirmation: [`super::raft::RaftOptions::lease_ms`]).
+pub const CONFIRMS_PER_LEASE: u64 = 4;
 
 /// The running member.
 pub struct ViewLeader {
@@ -64,7 +64,7 @@ pub struct ViewLeader {
     /// While this member leads: the term it leads in and whom it heard from.
     leading: Mutex<Option<(u64, Liveness)>>,
     /// When (uptime ms) a majority last confirmed this member leads. A leader cut off from the
-    /// others does not know it was deposed; past an election timeout without confirmation it
+    /// others does not know it was deposed; past a lease without confirmation it
     /// stops answering as leader, so servers and clients go to the members that know better.
     confirmed_ms: AtomicU64,
 }
@@ -160,7 +160,7 @@ impl ViewLeader {
         let unconfirmed_ms = self
             .uptime_ms()
             .saturating_sub(self.confirmed_ms.load(Ordering::Acquire));
-        if unconfirmed_ms > self.options.raft.election_timeout_ms {
+        if unconfirmed_ms > self.options.raft.lease_ms() {
             // Not `Unreachable`: the caller should try the other members, and keep trying while
             // a majority may come back, as it does for a member that knows no leader.
             return Err(Error::NotLeader {
@@ -177,7 +177,7 @@ impl ViewLeader {
     async fn confirm(&self) {
         let asked_ms = self.uptime_ms();
         let confirmed = tokio::time::timeout(
-            Duration::from_millis(self.options.raft.election_timeout_ms),
+            Duration::from_millis(self.options.raft.lease_ms()),
             self.raft.ensure_linearizable(),
         )
         .await;
@@ -749,9 +749,7 @@ pub async fn serve(
     let confirmer = {
         let leader = leader.clone();
         let shutdown = shutdown.clone();
-        let every = Duration::from_millis(
-            leader.options.raft.election_timeout_ms / CONFIRMS_PER_ELECTION_TIMEOUT,
-        );
+        let every = Duration::from_millis(leader.options.raft.lease_ms() / CONFIRMS_PER_LEASE);
         tokio::spawn(async move {
             loop {
                 tokio::select! {

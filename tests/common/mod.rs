@@ -808,8 +808,8 @@ impl Default for Timings {
 /// Log entries between snapshots of a test group's members (`--snapshot-entries`): low, so that
 /// every restart crosses a log compaction.
 pub const SNAPSHOT_ENTRIES: u64 = 20;
-/// Longest wait for a group to agree on one leader: several election timeouts (1 to 2 s each by
-/// default) on a busy machine.
+/// Longest wait for a group to agree on one leader: several elections (a dead leader is
+/// replaced after 1.5 to 2 s by default) on a busy machine.
 pub const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Tries at starting a group whose ports, chosen free, were taken before its members bound them.
 const GROUP_START_TRIES: usize = 5;
@@ -821,7 +821,7 @@ pub struct GroupOptions {
     pub members: usize,
     /// `--snapshot-entries` of every member.
     pub snapshot_entries: u64,
-    /// `--election-timeout-ms`; `None` keeps the binary's default (1 s, at most twice it).
+    /// `--election-timeout-ms`; `None` keeps the binary's default (500 ms, at most twice it).
     pub election_timeout_ms: Option<u64>,
     /// `--raft-heartbeat-ms`; `None` keeps the binary's default.
     pub raft_heartbeat_ms: Option<u64>,

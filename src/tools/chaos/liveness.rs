@@ -1,32 +1,65 @@
 //! After the nemesis has healed everything: is the cluster alive again, within a named bound?
 //! Within [`liveness_bound_ms`] of the heal it must settle (every live server in the view under
-//! its current id, not rebalancing), take a write on every key (a `setr` on every register, an
-//! `append` on every list: recorded like any other operation, so the checker sees them too),
-//! leave no transaction pending on any server (`Status`'s `pending_transactions == 0`), and hold
-//! the same value and version on every replica of every key. Each condition is polled until it
-//! holds or the bound runs out; what still fails then is a finding.
+//! its current id, not rebalancing), have its view leader's group converged (exactly one
+//! leader, followed by every member in its term, and every member's applied index up to the
+//! leader's: [`wait_group_converged`], also checked after every fault), take a write on every
+//! key (a `setr` on every register, an `append` on every list: recorded like any other
+//! operation, so the checker sees them too), leave no transaction pending on any server
+//! (`Status`'s `pending_transactions == 0`), and hold the same value and version on every
+//! replica of every key. Each condition is polled until it holds or the bound runs out; what
+//! still fails then is a finding.
+//!
+//! Every member status read here also feeds [`Leaders`], which holds Raft's election safety to
+//! account: two members that each say they lead in the same term is a safety finding.
 //!
 //! Left out: the safety of the values themselves (the linearizability checker and the appends
-//! check judge those, over the whole history including these writes).
+//! check judge those, over the whole history including these writes), and whether the members'
+//! logs agree entry by entry (only their applied indices are compared).
 
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::workload::{write_failure, Keys, Recorder};
+use super::Timing;
 use crate::client::Client;
+use crate::error::Result;
 use crate::tools::checker::{Call, Return};
-use crate::types::Value;
+use crate::types::{MemberStatus, Value};
+
+/// One member's address, and its status or why it gave none.
+pub type MemberAnswer = (String, Result<MemberStatus>);
 
 /// Pause between two looks at the cluster while waiting for a condition.
 pub const POLL_MS: u64 = 50;
 /// Part of the liveness bound that does not scale with the lease and the transaction timeout.
 pub const LIVENESS_MS_BASE: u64 = 15_000;
 
+/// Election timeouts in [`failover_ms`]: openraft 0.9 adds a leader lease as long as the
+/// longest election timeout (twice the shortest) to the election timeout (the shortest to twice
+/// it) of a member whose vote is committed, so a follower stands for election 3 to 4 shortest
+/// election timeouts after it last heard from its leader.
+pub const FAILOVER_ELECTION_TIMEOUTS: u64 = 4;
+
+/// Longest a follower goes without hearing from its leader before it stands for election, in
+/// ms, from the members' shortest election timeout (the run's own,
+/// [`super::election_timeout_ms_from_seed`], never the view leader's default). The holds of the
+/// faults aimed at the leader straddle it, so that some end before the others elect and some
+/// after.
+pub fn failover_ms(election_timeout_ms: u64) -> u64 {
+    FAILOVER_ELECTION_TIMEOUTS * election_timeout_ms
+}
+
 /// How long after the heal the cluster has to be fully alive again: the promise (no key blocked
 /// longer than 2 × the transaction timeout after the view stops containing the participant that
-/// blocks it), plus two leases for the view to change, plus [`LIVENESS_MS_BASE`] for rebalancing
-/// and the checks' own round trips.
-pub fn liveness_bound_ms(lease_ms: u64, tx_timeout_ms: u64) -> u64 {
-    LIVENESS_MS_BASE + 2 * tx_timeout_ms + 2 * lease_ms
+/// blocks it), plus two leases for the view to change and one failover of the view leader's
+/// group ([`failover_ms`]: the view changes only once the group has a leader), plus
+/// [`LIVENESS_MS_BASE`] for rebalancing and the checks' own round trips.
+pub fn liveness_bound_ms(timing: &Timing, election_timeout_ms: u64) -> u64 {
+    LIVENESS_MS_BASE
+        + 2 * timing.tx_timeout_ms
+        + 2 * timing.lease_ms
+        + failover_ms(election_timeout_ms)
 }
 
 /// Whether every server at `addrs` is in the view under the id it reports, and nobody else is,
@@ -65,11 +98,167 @@ pub async fn wait_settled(admin: &Client, addrs: &[String], bound: Duration) -> 
     }
 }
 
-/// Checks liveness within `bound` of now; returns the findings (empty: alive).
+/// Every leader a member's status named, by term: two in one term break Raft's election
+/// safety (a member says it leads only in a term it won a majority's votes in).
+#[derive(Debug, Default)]
+pub struct Leaders {
+    by_term: BTreeMap<u64, u64>,
+    /// The safety findings so far.
+    pub findings: Vec<String>,
+}
+
+impl Leaders {
+    /// Records every member in `answers` that says it leads.
+    pub fn observe(&mut self, answers: &[MemberAnswer]) {
+        for status in answers
+            .iter()
+            .filter_map(|(_, status)| status.as_ref().ok())
+        {
+            if status.role != "leader" {
+                continue;
+            }
+            match self.by_term.entry(status.term) {
+                Entry::Vacant(entry) => {
+                    entry.insert(status.id);
+                }
+                Entry::Occupied(entry) if *entry.get() != status.id => self.findings.push(format!(
+                    "two view-leader members led in term {}: member {} and member {}",
+                    status.term,
+                    entry.get(),
+                    status.id
+                )),
+                Entry::Occupied(_) => {}
+            }
+        }
+    }
+}
+
+/// Every member's status (or why it gave none), asked of all at once.
+pub async fn member_statuses(admin: &Client, addrs: &[String]) -> Vec<MemberAnswer> {
+    futures::future::join_all(
+        addrs
+            .iter()
+            .map(|addr| async move { (addr.clone(), admin.member_status(addr).await) }),
+    )
+    .await
+}
+
+/// The member that leads, as far as `answers` tell: it says it leads, in a term no answering
+/// member is past, and it is not in a simulated crash (a crashed leader still says it leads).
+pub fn sole_leader(answers: &[MemberAnswer]) -> Option<&MemberStatus> {
+    let statuses: Vec<&MemberStatus> = answers
+        .iter()
+        .filter_map(|(_, status)| status.as_ref().ok())
+        .collect();
+    let newest = statuses.iter().map(|s| s.term).max()?;
+    let mut leading = statuses
+        .iter()
+        .filter(|s| s.role == "leader" && s.term == newest && !s.crashed);
+    let leader = leading.next()?;
+    leading.next().is_none().then_some(*leader)
+}
+
+/// The group's leader if it has converged: every member answered and is not crashed, exactly
+/// one says it leads, and every other follows it in its term.
+fn agreed_leader(answers: &[MemberAnswer]) -> Option<&MemberStatus> {
+    let statuses: Vec<&MemberStatus> = answers
+        .iter()
+        .map(|(_, status)| status.as_ref().ok())
+        .collect::<Option<_>>()?;
+    if statuses.iter().any(|s| s.crashed) {
+        return None;
+    }
+    let mut leading = statuses.iter().filter(|s| s.role == "leader");
+    let leader = *leading.next()?;
+    if leading.next().is_some() {
+        return None;
+    }
+    statuses
+        .iter()
+        .all(|s| s.term == leader.term && s.leader == Some(leader.id))
+        .then_some(leader)
+}
+
+/// One line per member: its role, term, leader and indices, or why it did not answer.
+pub fn describe_members(answers: &[MemberAnswer]) -> String {
+    let index = |i: Option<u64>| i.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+    answers
+        .iter()
+        .map(|(addr, status)| match status {
+            Ok(s) => format!(
+                "member {} at {addr}: {}{} term {} leader {} applied {} log {} snapshot {}",
+                s.id,
+                s.role,
+                if s.crashed { " (crashed)" } else { "" },
+                s.term,
+                index(s.leader),
+                index(s.applied),
+                index(s.last_log_index),
+                index(s.snapshot)
+            ),
+            Err(err) => format!("{addr}: {err}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Whether the group has converged, as far as `answers` tell: one leader that every member
+/// answering, none crashed, follows in its term, and every member's applied
+/// index at least `target`. `target` is set to the leader's applied index the first time such
+/// a leader is seen, and kept across the polls of one wait: entries the leader had applied were
+/// committed, so every member must apply them, however far the leader has gone since. The
+/// leader's id and term once converged.
+pub fn converged(answers: &[MemberAnswer], target: &mut Option<u64>) -> Option<(u64, u64)> {
+    let leader = agreed_leader(answers)?;
+    let target = *target.get_or_insert(leader.applied.unwrap_or(0));
+    let caught_up = answers.iter().all(|(_, status)| {
+        status
+            .as_ref()
+            .is_ok_and(|s| s.applied.unwrap_or(0) >= target)
+    });
+    caught_up.then_some((leader.id, leader.term))
+}
+
+/// Polls the members at `addrs` until the group has converged: exactly one leader, followed by
+/// every member in its term, and every member's applied index at least the leader's when it was
+/// first seen so (entries it had applied were committed, so every member must apply them). For
+/// at most `bound`. The leader's id and term once converged; what the members said last, when
+/// they did not.
+pub async fn wait_group_converged(
+    admin: &Client,
+    addrs: &[String],
+    bound: Duration,
+    leaders: &mut Leaders,
+) -> std::result::Result<(u64, u64), String> {
+    let deadline = Instant::now() + bound;
+    let mut target: Option<u64> = None;
+    loop {
+        let answers = member_statuses(admin, addrs).await;
+        leaders.observe(&answers);
+        if let Some(led) = converged(&answers, &mut target) {
+            return Ok(led);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{}{}",
+                target
+                    .map(|t| format!("applied index to reach {t}; "))
+                    .unwrap_or_default(),
+                describe_members(&answers)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+}
+
+/// Checks liveness within `bound` of now; returns the findings (empty: alive). The group's
+/// statuses feed `leaders`.
 pub async fn check(
     admin: &Client,
     recorder: &Recorder,
     addrs: &[String],
+    members: &[String],
+    leaders: &mut Leaders,
     keys: &Keys,
     bound: Duration,
 ) -> Vec<String> {
@@ -80,6 +269,12 @@ pub async fn check(
     if !wait_settled(admin, addrs, bound).await {
         findings.push(format!(
             "the cluster did not settle within {bound_ms} ms of the heal"
+        ));
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    if let Err(problem) = wait_group_converged(admin, members, left, leaders).await {
+        findings.push(format!(
+            "the view leader's group did not converge within {bound_ms} ms of the heal: {problem}"
         ));
     }
     // Every key takes a write.

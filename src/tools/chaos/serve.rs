@@ -1,9 +1,10 @@
-//! `client serve`, the hidden role `client chaos` starts its cluster with: a view leader or a
-//! storage server in this process, run exactly as the `viewleader` and `server` binaries run
+//! `client serve`, the hidden role `client chaos` starts its cluster with: a view-leader member
+//! or a storage server in this process, run exactly as the `viewleader` and `server` binaries run
 //! them, so that one binary is enough. It binds the given host (a chaos run's namespace address,
 //! or loopback) and advertises what it bound.
 //!
-//! Left out: the HTTP gateway and every option the chaos run does not vary.
+//! Left out: the HTTP gateway, joining a group (`--join`), and every option the chaos run does
+//! not set.
 
 use std::path::PathBuf;
 
@@ -28,6 +29,7 @@ pub struct ServeArgs {
     pub host: String,
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// The view leader: one address, or every member's (`a:1,b:2,c:3`).
     #[arg(long, default_value = "localhost:39000")]
     pub viewleader_addr: String,
     #[arg(long, default_value_t = crate::viewleader::HEARTBEAT_INTERVAL_MS_DEFAULT)]
@@ -36,11 +38,24 @@ pub struct ServeArgs {
     pub lease_ms: u64,
     #[arg(long, default_value_t = crate::server::TX_TIMEOUT_MS_DEFAULT)]
     pub tx_timeout_ms: u64,
-    /// The process's durable state, the same directory across a restart: the view leader's
-    /// restart generation and epoch ceiling, or a server's data dir (without one, a server runs
-    /// in memory).
+    /// The process's durable state, the same directory across a restart: a view-leader
+    /// member's Raft log, vote and snapshots, or a server's data (without one, either runs in
+    /// memory).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// A view-leader member's id in its group.
+    #[arg(long, default_value_t = 1)]
+    pub id: u64,
+    /// A view-leader member's group, itself included: `ID=HOST:PORT,...` (without it, a group
+    /// of one).
+    #[arg(long)]
+    pub peers: Option<String>,
+    #[arg(long, default_value_t = crate::viewleader::LOCK_LEASE_MS_DEFAULT)]
+    pub lock_lease_ms: u64,
+    #[arg(long, default_value_t = crate::viewleader::raft::ELECTION_TIMEOUT_MS_DEFAULT)]
+    pub election_timeout_ms: u64,
+    #[arg(long, default_value_t = crate::viewleader::raft::SNAPSHOT_ENTRIES_DEFAULT)]
+    pub snapshot_entries: u64,
 }
 
 /// Runs the hidden `serve` role until a signal, in `env`'s cluster (the global `--cluster`).
@@ -48,11 +63,20 @@ pub async fn serve(args: ServeArgs, env: crate::net::Env) -> Result<u8> {
     let (shutdown, kill) = crate::cli::process::shutdown_on_signal();
     match args.role {
         Role::Viewleader => {
+            let peers = match &args.peers {
+                Some(peers) => crate::viewleader::raft::parse_peers(peers)?,
+                None => Default::default(),
+            };
+            let mut raft = crate::viewleader::RaftOptions::single(args.id);
+            raft.peers = peers;
+            raft.election_timeout_ms = args.election_timeout_ms;
+            raft.snapshot_entries = args.snapshot_entries;
             let options = crate::viewleader::ViewLeaderOptions {
                 heartbeat_interval_ms: args.heartbeat_interval_ms,
                 lease_ms: args.lease_ms,
+                lock_lease_ms: args.lock_lease_ms,
                 data_dir: args.data_dir.clone(),
-                ..Default::default()
+                raft,
             };
             let listener = env
                 .bind(&args.host, Some(args.port), crate::net::VIEWLEADER_PORTS)

@@ -38,7 +38,7 @@
 //!   leader it knows, and callers ([`crate::rpc::locator`]) go there themselves. Forwarding would
 //!   hide which member answered and add a hop to every request.
 //! * Pre-vote: openraft 0.9 has none, so a member cut off and healed may depose a healthy
-//!   leader once; the cluster elects again within an election timeout.
+//!   leader once; the cluster elects again within a few election timeouts.
 
 // openraft's traits return its own error types, which are large; boxing them is not ours to do.
 #![allow(clippy::result_large_err)]
@@ -91,10 +91,13 @@ pub type LogEntry = openraft::Entry<TypeConfig>;
 
 /// Default interval between the leader's Raft heartbeats, in ms.
 pub const RAFT_HEARTBEAT_MS_DEFAULT: u64 = 150;
-/// Default shortest election timeout, in ms; the longest is twice it. Far above the heartbeat
-/// so that a loaded machine (two cores running a whole cluster in CI) does not depose a healthy
-/// leader.
-pub const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 1_000;
+/// Default shortest election timeout, in ms; the longest is twice it, and is the leader's lease
+/// (see [`RaftOptions::lease_ms`]). A follower stands for election only after the lease and then
+/// its own timeout ran out since it last heard the leader, so a leader is replaced 3 to 4 times
+/// this after it dies (1.5 to 2 s, inside a caller's default 2 s timeout), while a healthy
+/// leader on a loaded machine (two cores running a whole cluster in CI) has the whole 1.5 s to
+/// be heard before anyone stands.
+pub const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 500;
 /// Default log entries between snapshots.
 pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 5_000;
 /// Largest piece of a snapshot sent in one message, in bytes (well inside the RPC frame limit).
@@ -162,13 +165,21 @@ impl RaftOptions {
         Ok(())
     }
 
+    /// The longest election timeout, in ms. openraft 0.9 makes it the leader's lease too: a
+    /// follower that heard the leader within it refuses to vote, and stands itself only once
+    /// it and then its own timeout ran out. A leader answers as leader only while a majority
+    /// confirmed it within this long, well before anyone can be elected in its place.
+    pub fn lease_ms(&self) -> u64 {
+        self.election_timeout_ms.saturating_mul(2)
+    }
+
     /// openraft's configuration for these options.
     pub fn config(&self, cluster: &str) -> Result<openraft::Config> {
         let config = openraft::Config {
             cluster_name: cluster.to_string(),
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: self.election_timeout_ms,
-            election_timeout_max: self.election_timeout_ms.saturating_mul(2),
+            election_timeout_max: self.lease_ms(),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_entries),
             // Keep some entries past a snapshot so a follower a little behind catches up from
             // the log; past that it gets the snapshot.
