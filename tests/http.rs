@@ -2,7 +2,8 @@
 //! serving any key, `/admin/status` and `/metrics`, and the INF-3203 distributed log played by a
 //! client like the course's (one request at a time to a random node, 5 s timeout, any HTTP
 //! response counts as success) through crashes, recoveries and `/exit`, checked with the
-//! external checker's three conditions.
+//! external checker's three conditions. Issue 17: `/health` and `/ready` of servers and
+//! view-leader members, settled, crashed, outside the view and without a leader.
 //!
 //! Everything runs on real processes: a `viewleader` and `server --http-port 0` binaries started
 //! here (the shared harness does not know `--http-port`), each in a temporary working directory
@@ -68,6 +69,8 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("NO_COLOR", "1")
+            .env_remove(common::CLUSTER_ENV)
+            .env_remove(common::VIEWLEADER_ENV)
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start {name} ({program}): {err}"));
         let (tx, stdout) = mpsc::channel();
@@ -1574,4 +1577,138 @@ fn refuse_a_request(addr: &str) {
         matches!(reply, Err(ringleader::Error::InvalidRequest(_))),
         "{addr} should refuse the empty key, got {reply:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health endpoints (issue 17)
+// ---------------------------------------------------------------------------------------------
+
+/// `GET path` answers `status` with a text/plain body containing `needle`.
+#[track_caller]
+fn expect_probe(addr: &str, path: &str, status: u16, needle: &str) -> String {
+    let what = format!("GET {path} on {addr}");
+    let response = expect_status(get(addr, path), status, &what);
+    assert!(
+        response.content_type().starts_with("text/plain"),
+        "{what}: got {response}"
+    );
+    let body = response.text();
+    assert!(body.contains(needle), "{what}: no {needle:?} in {response}");
+    body
+}
+
+/// Waits until `GET /ready` on `addr` answers 200.
+#[track_caller]
+fn wait_ready(addr: &str, what: &str) {
+    wait_for(SETTLE_TIMEOUT, what, || match get(addr, "/ready") {
+        Reply::Answered(r) if r.status == 200 => Ok(()),
+        other => Err(format!("/ready: {other}")),
+    });
+}
+
+#[test]
+fn health_and_ready_answer_200_in_a_settled_cluster_and_503_while_crashed() {
+    let cluster = Cluster::start(3, 1);
+    for number in 0..3 {
+        expect_probe(cluster.http(number), "/health", 200, "ok");
+        expect_probe(cluster.http(number), "/ready", 200, "ok");
+    }
+    let vl = cluster.viewleader_http.as_str();
+    expect_probe(vl, "/health", 200, "ok");
+    expect_probe(vl, "/ready", 200, "ok");
+
+    // A crashed server answers both with a 503 (its other pages close the connection).
+    let n = cluster.http(1).to_string();
+    expect_status(post(&n, "/crash", None, ""), 200, "POST /crash");
+    expect_probe(&n, "/health", 503, "crashed");
+    expect_probe(&n, "/ready", 503, "crashed");
+    expect_closed(get(&n, "/admin/status"), "GET /admin/status while crashed");
+    expect_status(post(&n, "/recover", None, ""), 200, "POST /recover");
+    expect_probe(&n, "/health", 200, "ok");
+    wait_ready(&n, "node 1 ready again after its recovery");
+
+    // So does a crashed view leader.
+    cluster.client(&["crash"]).expect_ok();
+    expect_probe(vl, "/health", 503, "crashed");
+    expect_probe(vl, "/ready", 503, "crashed");
+    cluster.client(&["recover"]).expect_ok();
+    expect_probe(vl, "/health", 200, "ok");
+    wait_ready(vl, "the view leader ready again after its recovery");
+}
+
+#[test]
+fn a_server_is_not_ready_until_it_is_in_the_view() {
+    let _slot = Slot::acquire(1);
+    let dir = tempfile::Builder::new()
+        .prefix("ringleader-http-ready-")
+        .tempdir()
+        .expect("create a temp dir");
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    // The server starts first, pointed at a view leader that is not there yet.
+    let viewleader_port = common::unused_port().to_string();
+    let mut server = Proc::spawn(
+        "server",
+        common::SERVER_BIN,
+        &strings(&[
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--in-memory",
+            "--viewleader",
+            &format!("127.0.0.1:{viewleader_port}"),
+            "--heartbeat-interval-ms",
+            &HEARTBEAT_MS.to_string(),
+        ]),
+        dir.path(),
+    );
+    let http = server.line_after("http listening on ", deadline);
+    expect_probe(&http, "/health", 200, "ok");
+    expect_probe(&http, "/ready", 503, "not ready: not in the view");
+
+    let mut viewleader = Proc::spawn(
+        "viewleader",
+        common::VIEWLEADER_BIN,
+        &strings(&[
+            "--port",
+            &viewleader_port,
+            "--in-memory",
+            "--heartbeat-interval-ms",
+            &HEARTBEAT_MS.to_string(),
+            "--lease-ms",
+            &LEASE_MS.to_string(),
+        ]),
+        dir.path(),
+    );
+    viewleader.line_after("listening on ", deadline);
+    wait_ready(&http, "the server ready once it joined the view");
+}
+
+#[test]
+fn a_view_leader_member_that_knows_no_leader_is_not_ready() {
+    let _slot = Slot::acquire(1);
+    let dir = tempfile::Builder::new()
+        .prefix("ringleader-http-member-")
+        .tempdir()
+        .expect("create a temp dir");
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    // `--join` forms no group: the member waits to be added, and knows no leader meanwhile.
+    let mut member = Proc::spawn(
+        "viewleader --join",
+        common::VIEWLEADER_BIN,
+        &strings(&[
+            "--id",
+            "2",
+            "--join",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--in-memory",
+        ]),
+        dir.path(),
+    );
+    let http = member.line_after("http listening on ", deadline);
+    expect_probe(&http, "/health", 200, "ok");
+    expect_probe(&http, "/ready", 503, "knows no leader");
 }

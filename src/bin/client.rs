@@ -2,12 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use ringleader::cli::{self, process, ClientArgs};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = ClientArgs::parse();
+    let args = ClientArgs::from_command_line();
     // View-leader members and servers run in this process only in the demo, which kills and
     // starts them on purpose and tells what happens in its own words: their logs of heartbeats
     // and Raft messages to a dead member would bury that story. RUST_LOG brings them back.

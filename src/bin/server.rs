@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use ringleader::cli::process;
 use ringleader::http::{self, HttpOptions};
 use ringleader::net::{self, Env};
@@ -24,7 +24,7 @@ struct Args {
     #[arg(long)]
     advertise: Option<String>,
     /// The view leader, host[:port]; without a port, the first of 39000-39010 that answers.
-    #[arg(long, default_value = "localhost:39000")]
+    #[arg(long, env = process::VIEWLEADER_ENV, default_value = "localhost:39000")]
     viewleader: String,
     /// The cluster this server belongs to; processes of any other are refused.
     #[arg(long, value_name = "NAME", env = process::CLUSTER_ENV, default_value = net::CLUSTER_DEFAULT)]
@@ -64,11 +64,18 @@ struct Args {
     /// Log size since the last snapshot below which none is taken, in bytes.
     #[arg(long, hide = true, default_value_t = LogOptions::default().compact_bytes_min)]
     compact_bytes_min: u64,
+    /// Print the completion script of `server` for SHELL and exit.
+    #[arg(long, value_enum, value_name = "SHELL")]
+    completions: Option<process::Shell>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(shell) = args.completions {
+        process::print_completions(shell, Args::command(), "server");
+        return ExitCode::SUCCESS;
+    }
     process::init_tracing("warn,ringleader=info");
     process::exit_status(run(args).await)
 }

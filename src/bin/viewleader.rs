@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use ringleader::cli::process;
 use ringleader::net::{self, Env};
 use ringleader::viewleader::{self, ViewLeaderOptions};
@@ -63,11 +63,18 @@ struct Args {
     /// Log entries between snapshots (low in tests, so restarts cross a compaction).
     #[arg(long, default_value_t = viewleader::raft::SNAPSHOT_ENTRIES_DEFAULT, hide = true)]
     snapshot_entries: u64,
+    /// Print the completion script of `viewleader` for SHELL and exit.
+    #[arg(long, value_enum, value_name = "SHELL")]
+    completions: Option<process::Shell>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(shell) = args.completions {
+        process::print_completions(shell, Args::command(), "viewleader");
+        return ExitCode::SUCCESS;
+    }
     process::init_tracing("warn,ringleader=info");
     process::exit_status(run(args).await)
 }

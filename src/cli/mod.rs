@@ -5,7 +5,8 @@
 //! runs them. How results are printed is [`output`]; what every binary does to run as a process
 //! (logging, signals, the `listening on` line) is [`process`].
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::json;
 
 pub mod output;
@@ -38,10 +39,10 @@ pub const EXIT_NOT_FOUND: u8 = 1;
 pub struct ClientArgs {
     /// Storage server for print/set/get/query_all_keys: host[:port]; without a port, the first
     /// storage server on 38000-38010.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = process::SERVER_ENV)]
     pub server: Option<String>,
     /// View leader: host[:port]; without a port, the first view leader on 39000-39010.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = process::VIEWLEADER_ENV)]
     pub viewleader: Option<String>,
     /// Print one JSON document instead of text.
     #[arg(long, global = true)]
@@ -64,6 +65,43 @@ pub struct ClientArgs {
     pub cluster: String,
     #[command(subcommand)]
     pub command: Command,
+    /// Which of `--server` and `--viewleader` were typed on the command line, rather than taken
+    /// from their environment variables (see [`ClientArgs::from_command_line`]).
+    #[arg(skip)]
+    pub typed: Typed,
+}
+
+/// Which of `--server` and `--viewleader` the command line gave. `crash` and `recover` take
+/// their target only from the command line: a variable set for everyday use must never be what
+/// picks the process a command stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Typed {
+    pub server: bool,
+    pub viewleader: bool,
+}
+
+impl ClientArgs {
+    /// Parses the process's arguments as `ClientArgs::parse` does (a usage error exits 2, with
+    /// clap's message), and notes which of `--server` and `--viewleader` were typed.
+    pub fn from_command_line() -> Self {
+        Self::try_from_args(std::env::args_os()).unwrap_or_else(|err| err.exit())
+    }
+
+    /// [`ClientArgs::from_command_line`] on `args` (the program name first).
+    pub fn try_from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut parsed = Self::from_arg_matches(&matches)?;
+        let typed = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+        parsed.typed = Typed {
+            server: typed("server"),
+            viewleader: typed("viewleader"),
+        };
+        Ok(parsed)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -118,6 +156,12 @@ pub enum Command {
     /// Run seeds of the deterministic simulation under seeded faults, many at once, check every
     /// run and sum them up; exits 1 if any seed broke a promise (each printed with its replay).
     Sim(campaign::SimArgs),
+    /// Print the completion script of `client` for SHELL, e.g. `client completions bash >
+    /// ~/.local/share/bash-completion/completions/client`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Run a view leader or storage server in this process (used by `chaos`).
     #[command(hide = true)]
     Serve(chaos::ServeArgs),
@@ -149,6 +193,10 @@ fn versioned_json(key: &str, versioned: &Versioned) -> serde_json::Value {
 /// Runs one `client` command; returns the process exit code.
 pub async fn run(args: ClientArgs) -> u8 {
     let out = Output { json: args.json };
+    if let Command::Completions { shell } = args.command {
+        process::print_completions(shell, ClientArgs::command(), "client");
+        return EXIT_OK;
+    }
     let options = ClientOptions {
         viewleader: args
             .viewleader
@@ -306,20 +354,23 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
         }
         Command::Crash | Command::Recover => {
             let crash = matches!(args.command, Command::Crash);
-            // --server names the target when given (a --viewleader beside it only says where
-            // the cluster is); otherwise --viewleader does.
-            let (what, crashed) = match (&args.server, &args.viewleader) {
-                (Some(target), _) => {
+            // --server names the target when typed (a --viewleader beside it only says where
+            // the cluster is); otherwise a typed --viewleader does. Never a variable (`Typed`).
+            let (what, crashed) = match &args.server {
+                Some(target) if args.typed.server => {
                     let addr = client.resolve_server(target).await?;
                     (addr.clone(), client.set_crashed(&addr, crash).await?)
                 }
-                (None, Some(_)) => (
+                _ if args.typed.viewleader => (
                     "the view leader".to_string(),
                     client.set_viewleader_crashed(crash).await?,
                 ),
-                (None, None) => {
+                _ => {
                     return Err(errinput!(
-                        "name the process: --server HOST:PORT or --viewleader HOST:PORT"
+                        "name the process: --server HOST:PORT or --viewleader HOST:PORT on the \
+                         command line ({} and {} are not used to pick what to crash or recover)",
+                        process::SERVER_ENV,
+                        process::VIEWLEADER_ENV
                     ))
                 }
             };
@@ -339,6 +390,8 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
         Command::Chaos(chaos_args) => return chaos::run(chaos_args, out).await,
         Command::Sim(sim_args) => return campaign::run(sim_args, out).await,
         Command::Serve(serve_args) => return chaos::serve(serve_args, env).await,
+        // Answered by `run` before any connection is made.
+        Command::Completions { .. } => {}
     }
     Ok(EXIT_OK)
 }
@@ -426,4 +479,36 @@ fn not_found(out: Output, key: &str, where_: &str) -> u8 {
     }
     eprintln!("not found: {key:?} {where_}");
     EXIT_NOT_FOUND
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typed(argv: &[&str]) -> Typed {
+        match ClientArgs::try_from_args(argv) {
+            Ok(args) => args.typed,
+            Err(err) => panic!("{argv:?} does not parse: {err}"),
+        }
+    }
+
+    #[test]
+    fn typed_notes_the_flags_given_before_or_after_the_subcommand() {
+        let neither = Typed::default();
+        assert_eq!(typed(&["client", "crash"]), neither);
+        assert_eq!(
+            typed(&["client", "--server", "h:1", "crash"]),
+            Typed {
+                server: true,
+                viewleader: false
+            }
+        );
+        assert_eq!(
+            typed(&["client", "crash", "--viewleader", "h:2"]),
+            Typed {
+                server: false,
+                viewleader: true
+            }
+        );
+    }
 }

@@ -1,14 +1,55 @@
-//! What every binary does to run as a process: logging, shutdown on signals, and the
-//! `listening on` line that tells scripts it is ready.
+//! What every binary does to run as a process: logging, shutdown on signals, the
+//! `listening on` line that tells scripts it is ready, the environment variables its flags fall
+//! back to, and its shell completions.
 //!
 //! Apart from the command line because the hidden `serve` role of `client chaos` runs a node
 //! exactly as the `viewleader` and `server` binaries do.
 
 use crate::error::Error;
 
+/// The shells `completions` knows: bash, elvish, fish, powershell, zsh.
+pub use clap_complete::Shell;
+
 /// The environment variable every binary's `--cluster` falls back to (then
 /// [`crate::net::CLUSTER_DEFAULT`]).
 pub const CLUSTER_ENV: &str = "RINGLEADER_CLUSTER";
+
+/// The environment variable every `--viewleader` falls back to (the `server`'s, the
+/// `client`'s); a flag on the command line wins over it.
+pub const VIEWLEADER_ENV: &str = "RINGLEADER_VIEWLEADER";
+
+/// The environment variable the `client`'s `--server` falls back to.
+pub const SERVER_ENV: &str = "RINGLEADER_SERVER";
+
+/// Prints the completion script of `command` for `shell` on stdout, for the binary named `bin`
+/// (`client completions SHELL`, `server --completions SHELL`).
+pub fn print_completions(shell: Shell, command: clap::Command, bin: &'static str) {
+    use std::io::Write;
+    // clap_complete offers hidden flags and subcommands too (`client serve`, the servers' test
+    // knobs): rebuild the top level with the shown ones only (subcommands are kept whole).
+    // Every binary's `--version` is the crate's.
+    let mut shown = clap::Command::new(bin)
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(
+            command
+                .get_arguments()
+                .filter(|arg| !arg.is_hide_set())
+                .cloned(),
+        )
+        .subcommands(
+            command
+                .get_subcommands()
+                .filter(|sub| !sub.is_hide_set())
+                .cloned(),
+        );
+    // Generated into memory first: clap_complete panics on a failed write, and stdout may be a
+    // pipe that closed early (`| head`), which is not worth a panic.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut shown, bin, &mut script);
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(&script);
+    let _ = stdout.flush();
+}
 
 /// Logs to stderr, filtered by `RUST_LOG`, else by `default_filter` (the services log their
 /// lifecycle at info; the client only warnings, so its output stays readable).

@@ -7,6 +7,8 @@
 //! * [`log`]: the consistent distributed log of INF-3203 (`PUT /` appends an entry, `POST /crash`,
 //!   `/recover`, `/exit`).
 //! * [`admin`]: `/admin/status` (text) and `/metrics` (Prometheus text format).
+//! * [`health`]: `/health` and `/ready` for load balancers and container health checks, on the
+//!   gateway and on the view leader's pages.
 //!
 //! Connections are served by hyper directly rather than `axum::serve`, because two answers of
 //! the log contract are "close the connection without any response" (a crashed node, an entry
@@ -14,6 +16,7 @@
 //! connection unanswered.
 
 pub mod admin;
+pub mod health;
 pub mod keys;
 pub mod log;
 pub mod viewleader;
@@ -171,7 +174,8 @@ async fn answer(
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, std::io::Error> {
     let path = request.uri().path().to_string();
-    let always = path == "/recover" || path == "/exit";
+    // The health paths answer a crashed node too, with a 503 (see `health`).
+    let always = matches!(path.as_str(), "/recover" | "/exit" | "/health" | "/ready");
     if gateway.server.is_crashed() && !always {
         return Err(std::io::Error::other("crashed: no answer"));
     }
@@ -194,6 +198,8 @@ fn router(gateway: Arc<Gateway>) -> Router {
         .route("/exit", post(log::exit))
         .route("/admin/status", get(admin::status))
         .route("/metrics", get(admin::metrics))
+        .route("/health", get(health::server_health))
+        .route("/ready", get(health::server_ready))
         .layer(axum::extract::DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX))
         .with_state(gateway)
 }

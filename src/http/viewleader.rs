@@ -1,6 +1,7 @@
 //! A view-leader member's HTTP pages: `/admin/status` (its place in the Raft group and the view
-//! it applied, in plain text) and `/metrics` (requests by operation, epoch, live servers,
-//! crashed, Raft term and indices, in the OpenMetrics text format).
+//! it applied, in plain text), `/metrics` (requests by operation, epoch, live servers,
+//! crashed, Raft term and indices, in the OpenMetrics text format), and `/health` and `/ready`
+//! ([`super::health`]).
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::info;
 
-use super::{serve_connections, text};
+use super::{health, serve_connections, text};
 use crate::net::Listener;
 use crate::viewleader::ViewLeader;
 
@@ -26,6 +27,8 @@ pub async fn serve(listener: Box<dyn Listener>, leader: Arc<ViewLeader>, stop: C
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/status", get(admin_status))
+        .route("/health", get(health::member_health))
+        .route("/ready", get(health::member_ready))
         .with_state(leader);
     serve_connections(listener, stop, move |request: Request<_>| {
         let router = router.clone();

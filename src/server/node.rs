@@ -310,8 +310,8 @@ impl StorageServer {
         self.beat_now.notify_one();
     }
 
-    /// Whether a graceful stop has begun.
-    pub(super) fn is_leaving(&self) -> bool {
+    /// Whether a graceful stop has begun (it then hands its keys over and leaves the view).
+    pub fn is_leaving(&self) -> bool {
         self.leaving.load(Ordering::Acquire)
     }
 

@@ -150,6 +150,22 @@ impl ViewLeader {
         status
     }
 
+    /// Why this member's group cannot be reached through it (`GET /ready`), or `None`: it leads
+    /// and a majority confirmed it lately, or it follows a leader it knows (and sends callers
+    /// there). A simulated crash is for the caller to check ([`ViewLeader::is_crashed`]).
+    pub fn unready_reason(&self) -> Option<String> {
+        let status = self.status();
+        let refusal = match status.leader {
+            Some(id) if id == self.id => self.check_leader().err()?,
+            Some(_) => return None,
+            None => self.not_leader(&status),
+        };
+        Some(match refusal {
+            Error::NotLeader { detail, .. } => detail,
+            other => other.to_string(),
+        })
+    }
+
     /// `Ok` if this member leads and a majority confirmed it lately; otherwise the error that
     /// sends the caller to the leader, or to the other members.
     fn check_leader(&self) -> Result<()> {

@@ -50,6 +50,10 @@ pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_server");
 pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_client");
 /// The variable every binary's `--cluster` falls back to.
 pub const CLUSTER_ENV: &str = "RINGLEADER_CLUSTER";
+/// The variable every `--viewleader` falls back to.
+pub const VIEWLEADER_ENV: &str = "RINGLEADER_VIEWLEADER";
+/// The variable the client's `--server` falls back to.
+pub const SERVER_ENV: &str = "RINGLEADER_SERVER";
 
 // ---------------------------------------------------------------------------------------------
 // Waiting
@@ -238,8 +242,9 @@ impl Captured {
         Self::spawn_with_env(name, program, args, dir, &[])
     }
 
-    /// [`Captured::spawn`] with `vars` set in the child's environment. `RINGLEADER_CLUSTER` is
-    /// never inherited from the test's own: a child takes the default cluster unless told.
+    /// [`Captured::spawn`] with `vars` set in the child's environment. `RINGLEADER_CLUSTER`,
+    /// `RINGLEADER_VIEWLEADER` and `RINGLEADER_SERVER` are never inherited from the test's own: a
+    /// child takes the default cluster, and goes where its flags say, unless told.
     fn spawn_with_env(
         name: &str,
         program: &str,
@@ -255,6 +260,8 @@ impl Captured {
             .stderr(Stdio::piped())
             .env("NO_COLOR", "1")
             .env_remove(CLUSTER_ENV)
+            .env_remove(VIEWLEADER_ENV)
+            .env_remove(SERVER_ENV)
             .envs(vars.iter().copied());
         if let Some(dir) = dir {
             command.current_dir(dir);
@@ -1225,6 +1232,34 @@ impl TestCluster {
             self.dir.path(),
         )
         .unwrap_or_else(|err| panic!("{err}"));
+        self.ports.push(service.port());
+        self.servers.push(Some(service));
+        number
+    }
+
+    /// Starts one more server as [`TestCluster::add_server`] does, but told where the view
+    /// leader is by `RINGLEADER_VIEWLEADER` alone (no `--viewleader`); returns its number. Does
+    /// not wait for the view.
+    pub fn add_server_by_env(&mut self) -> usize {
+        let number = self.servers.len();
+        let mut args = self.server_args(0);
+        let flag = args
+            .iter()
+            .position(|arg| arg == "--viewleader")
+            .expect("the harness gives servers --viewleader");
+        args.drain(flag..flag + 2);
+        let viewleader = self.viewleader_addr();
+        let mut process = Captured::spawn_with_env(
+            &format!("server {number}"),
+            SERVER_BIN,
+            &args,
+            Some(self.dir.path()),
+            &[(VIEWLEADER_ENV, viewleader.as_str())],
+        );
+        let addr = process
+            .wait_listening(STARTUP_TIMEOUT)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let service = Service { process, addr };
         self.ports.push(service.port());
         self.servers.push(Some(service));
         number
