@@ -458,7 +458,7 @@ async fn members(client: &Client, action: MembersCommand, out: Output) -> Result
                 }));
             }
             Err(err) => {
-                human.push_str(&format!("\n{:<4} {addr:<22} unreachable: {err}", "?"));
+                human.push_str(&format!("\n{:<4} {addr:<22} no answer: {err}", "?"));
                 docs.push(json!({"addr": addr, "error": err.to_string(), "kind": err.kind()}));
             }
         }
