@@ -46,6 +46,13 @@ pub const QUORUM_WAIT_MS: u64 = 1_500;
 /// leader without a confirmation: [`super::raft::RaftOptions::lease_ms`]).
 pub const CONFIRMS_PER_LEASE: u64 = 4;
 
+/// `confirmed_ms` of a member no majority has confirmed since it started. A restarted member
+/// that openraft makes leader again from its own committed vote has heard from nobody: were its
+/// start taken for a confirmation, it would answer heartbeats from its old state for a whole
+/// lease while the others may have moved on (seen in the simulation: a member back after a
+/// majority loss answering as the leader of term 1 while the survivor was at term 4).
+const NEVER_CONFIRMED: u64 = u64::MAX;
+
 /// The running member.
 pub struct ViewLeader {
     raft: Raft,
@@ -63,9 +70,10 @@ pub struct ViewLeader {
     options: ViewLeaderOptions,
     /// While this member leads: the term it leads in and whom it heard from.
     leading: Mutex<Option<(u64, Liveness)>>,
-    /// When (uptime ms) a majority last confirmed this member leads. A leader cut off from the
-    /// others does not know it was deposed; past a lease without confirmation it
-    /// stops answering as leader, so servers and clients go to the members that know better.
+    /// When (uptime ms) a majority last confirmed this member leads, or [`NEVER_CONFIRMED`]. A
+    /// leader cut off from the others does not know it was deposed; past a lease without
+    /// confirmation it stops answering as leader, so servers and clients go to the members that
+    /// know better.
     confirmed_ms: AtomicU64,
 }
 
@@ -173,9 +181,14 @@ impl ViewLeader {
         if status.role != "leader" || status.leader != Some(self.id) {
             return Err(self.not_leader(&status));
         }
-        let unconfirmed_ms = self
-            .uptime_ms()
-            .saturating_sub(self.confirmed_ms.load(Ordering::Acquire));
+        let confirmed_ms = self.confirmed_ms.load(Ordering::Acquire);
+        if confirmed_ms == NEVER_CONFIRMED {
+            return Err(Error::NotLeader {
+                leader: None,
+                detail: self.quorum_lost("has not been confirmed by a majority since it started"),
+            });
+        }
+        let unconfirmed_ms = self.uptime_ms().saturating_sub(confirmed_ms);
         if unconfirmed_ms > self.options.raft.lease_ms() {
             // Not `Unreachable`: the caller should try the other members, and keep trying while
             // a majority may come back, as it does for a member that knows no leader.
@@ -198,8 +211,18 @@ impl ViewLeader {
         )
         .await;
         if let Ok(Ok(_)) = confirmed {
-            self.confirmed_ms.fetch_max(asked_ms, Ordering::AcqRel);
+            self.note_confirmed(asked_ms);
         }
+    }
+
+    /// Notes that a majority confirmed this member leads as of `at_ms` (uptime); a confirmation
+    /// never moves the time back.
+    fn note_confirmed(&self, at_ms: u64) {
+        let _ = self
+            .confirmed_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |was| {
+                (was == NEVER_CONFIRMED || at_ms > was).then_some(at_ms)
+            });
     }
 
     fn not_leader(&self, status: &MemberStatus) -> Error {
@@ -283,7 +306,7 @@ impl ViewLeader {
             ))),
             Ok(Ok(response)) => {
                 // Committed: a majority took it, so this member led when it was proposed.
-                self.confirmed_ms.fetch_max(proposed_ms, Ordering::AcqRel);
+                self.note_confirmed(proposed_ms);
                 response.data.0.unwrap_or_else(|| {
                     Err(Error::Internal(
                         "a proposal applied without an outcome".into(),
@@ -726,7 +749,7 @@ pub async fn start_on(
         metrics: Metrics::with_raft(),
         options,
         leading: Mutex::new(None),
-        confirmed_ms: AtomicU64::new(0),
+        confirmed_ms: AtomicU64::new(NEVER_CONFIRMED),
     }))
 }
 

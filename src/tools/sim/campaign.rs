@@ -2,9 +2,11 @@
 //! time, each on a plain OS thread of its own (a turmoil simulation is not `Send`, so each thread
 //! builds and runs its own; outcomes come back over a channel), and sums them up: seeds run,
 //! failures with their first violations and the command that replays each, seeds per second,
-//! simulated time, operations, faults injected, and what the servers' disks went through
-//! (machine crashes, unsynced bytes dropped, restarts from disk and the keys they recovered; see
-//! [`super::run`] for what the simulated disks model and what they leave out). Traces go to
+//! simulated time, operations, faults injected, what the servers' disks went through (machine
+//! crashes, unsynced bytes dropped, restarts from disk and the keys they recovered; see
+//! [`super::run`] for what the simulated disks model and what they leave out), and what the view
+//! leader's Raft group went through (member crashes, majorities lost and the calls refused
+//! meanwhile, leaders elected, snapshots). Traces go to
 //! [`TRACE_DIR`]: every run's with `--trace`, the failing seeds' otherwise. With `--shrink`, a
 //! failing seed's schedule is cut down one fault at a time to the smallest that still fails
 //! ([`shrink`]).
@@ -29,7 +31,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use super::run::{
-    draw_schedule, run as run_seed, DiskStats, Fault, FaultKind, Outcome, SimOptions,
+    draw_schedule, run as run_seed, DiskStats, Fault, FaultKind, Outcome, RaftStats, SimOptions,
 };
 use crate::cli::output::Output;
 use crate::errinput;
@@ -103,7 +105,8 @@ pub struct SimArgs {
     pub start: Option<u64>,
     /// Faults the schedules draw from: handled, all, none, or kinds separated by commas
     /// (delay, client-cut, short-pause, cut-link, one-way-cut, isolate, isolate-viewleader,
-    /// long-pause, restart, restart-viewleader, restart-wiped).
+    /// split-viewleader, pause-viewleader, long-pause, restart, restart-viewleader,
+    /// restart-wiped).
     #[arg(long, default_value = "handled", value_parser = FaultList::parse)]
     pub faults: FaultList,
     /// Seeds run at once, one thread each (default: the available cores).
@@ -243,6 +246,8 @@ pub struct Summary {
     pub faults_injected: BTreeMap<FaultKind, u64>,
     /// What the servers' disks went through, over every seed.
     pub disks: DiskStats,
+    /// What the view leader's Raft group went through, over every seed.
+    pub raft: RaftStats,
     pub wall: Duration,
     /// The seed that took the longest, and how long (wall).
     pub slowest: Option<(u64, Duration)>,
@@ -306,6 +311,9 @@ fn run_caught(options: &SimOptions) -> Outcome {
                 violations: vec![format!("the run panicked: {message}")],
                 simulated_ms: 0,
                 disks: DiskStats::default(),
+                raft: RaftStats::default(),
+                leaders: Vec::new(),
+                views: Vec::new(),
             }
         }
     }
@@ -314,12 +322,15 @@ fn run_caught(options: &SimOptions) -> Outcome {
 /// The kind of a violation, for counting: the checks of [`super::checks`] begin each sentence
 /// with it.
 pub fn violation_kind(violation: &str) -> String {
-    const KINDS: [(&str, &str); 9] = [
+    const KINDS: [(&str, &str); 12] = [
         ("linearizability", "linearizability"),
         ("appends", "appends"),
         ("a stale read", "stale read"),
         ("fencing", "fencing"),
+        ("two holders", "two holders"),
         ("epochs", "epochs"),
+        ("quorum", "quorum"),
+        ("raft", "raft"),
         ("liveness", "liveness"),
         ("replicas of", "replicas disagree"),
         ("the simulation stopped", "simulation stopped"),
@@ -512,6 +523,7 @@ fn collect(
         *summary.faults_injected.entry(*kind).or_default() += count;
     }
     summary.disks.add(&outcome.disks);
+    summary.raft.add(&outcome.raft);
     if summary.slowest.is_none_or(|(_, slowest)| wall > slowest) {
         summary.slowest = Some((outcome.seed, wall));
     }
@@ -645,6 +657,23 @@ pub fn summary_text(summary: &Summary) -> String {
         disks.prepared_recovered,
         disks.restarts_wiped
     );
+    let raft = &summary.raft;
+    let _ = writeln!(
+        text,
+        "  view leader: {} member crashes ({} unsynced bytes dropped, {} kept torn); a majority \
+         down {} ({:.1} s, {} calls refused meanwhile); {} elected, highest term {}; {} \
+         taken or installed, log purged up to index {} at most",
+        raft.crashes,
+        raft.unsynced_bytes_dropped,
+        raft.torn_bytes_kept,
+        count(raft.quorum_losses, "time"),
+        raft.quorum_lost_ms as f64 / 1_000.0,
+        raft.refused_without_quorum,
+        count(raft.leaders, "leader"),
+        raft.max_term,
+        count(raft.snapshots, "snapshot"),
+        raft.purged_max
+    );
     if !summary.violation_kinds.is_empty() {
         let kinds: Vec<String> = summary
             .violation_kinds
@@ -763,6 +792,18 @@ pub fn summary_json(summary: &Summary) -> serde_json::Value {
             "keys_recovered": summary.disks.keys_recovered,
             "prepared_recovered": summary.disks.prepared_recovered,
             "restarts_wiped": summary.disks.restarts_wiped,
+        },
+        "viewleader": {
+            "member_crashes": summary.raft.crashes,
+            "unsynced_bytes_dropped": summary.raft.unsynced_bytes_dropped,
+            "torn_bytes_kept": summary.raft.torn_bytes_kept,
+            "quorum_losses": summary.raft.quorum_losses,
+            "quorum_lost_ms": summary.raft.quorum_lost_ms,
+            "refused_without_quorum": summary.raft.refused_without_quorum,
+            "leaders": summary.raft.leaders,
+            "max_term": summary.raft.max_term,
+            "snapshots": summary.raft.snapshots,
+            "purged_max": summary.raft.purged_max,
         },
         "traces": {"dir": summary.trace_dir.display().to_string(), "written": summary.traces_written,
                    "errors": summary.trace_errors},
@@ -972,5 +1013,12 @@ mod tests {
         assert_eq!(summary.disks, DiskStats::default(), "no fault, no crash");
         assert_eq!(doc["disks"]["restarts_from_disk"], 0);
         assert!(summary_text(&summary).contains("disks: 0 crashed"));
+        assert_eq!(summary.raft.crashes, 0, "no fault, no member crash");
+        assert!(
+            summary.raft.leaders >= 2,
+            "every seed elects a leader: {:?}",
+            summary.raft
+        );
+        assert_eq!(doc["viewleader"]["member_crashes"], 0);
     }
 }

@@ -1,9 +1,13 @@
 //! The promises a simulated run is held to, checked over what its clients recorded: every
 //! `getr` and write linearizable (the checker of [`crate::tools::checker`]); every acknowledged
 //! append exactly once and no failed one present; a stale read never invents a value; fencing
-//! tokens grow with every grant of a lock, in real-time order; an epoch never names two views;
-//! no key stays refused by a pending transaction past a bound, even while faults go on; and the
-//! liveness the auditor found after healing.
+//! tokens grow with every grant of a lock, in real-time order, and a lock never has two holders;
+//! an epoch never names two views, and never goes backwards in real-time order (across leader
+//! changes of the view leader's Raft group); nothing the view leader must log or confirm with a
+//! majority is answered while a majority of its members is down; no key stays refused by a
+//! pending transaction past a bound, even while faults go on; the rules of Raft the run loop
+//! found broken in the members' own reports (one leader per term, one state per log index); and
+//! the liveness the auditor found after healing.
 
 use std::collections::BTreeMap;
 
@@ -26,9 +30,10 @@ pub struct Grant {
     pub released_us: u64,
 }
 
-/// A view as a client saw it.
+/// A view as a client saw it: asked for at `invoked_us`, answered at `at_us`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ViewSample {
+    pub invoked_us: u64,
     pub at_us: u64,
     pub epoch: Epoch,
     pub servers: Vec<ServerId>,
@@ -62,6 +67,35 @@ pub fn key_blocked_bound_ms(lease_ms: u64, tx_timeout_ms: u64) -> u64 {
     tx_timeout_ms + lease_ms + KEY_BLOCKED_TX_TIMEOUTS * tx_timeout_ms + KEY_BLOCKED_SLACK_MS
 }
 
+/// A call to the view leader that only a majority of its members can answer: a lock get or
+/// release (logged) or a view query (a read confirmed with a majority).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuorumCall {
+    LockGet,
+    LockRelease,
+    QueryServers,
+}
+
+impl QuorumCall {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuorumCall::LockGet => "lock_get",
+            QuorumCall::LockRelease => "lock_release",
+            QuorumCall::QueryServers => "query_servers",
+        }
+    }
+}
+
+/// One [`QuorumCall`] as its client saw it: when it was made and answered (simulated µs), and
+/// whether the answer was a reply rather than an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answered {
+    pub call: QuorumCall,
+    pub invoked_us: u64,
+    pub completed_us: u64,
+    pub ok: bool,
+}
+
 /// What the clients of one run recorded.
 #[derive(Clone, Debug, Default)]
 pub struct Recorded {
@@ -80,6 +114,31 @@ pub struct Recorded {
     pub audited: bool,
     /// Workload clients that have finished.
     pub clients_done: usize,
+    /// Every call to the view leader that needs a majority of its members.
+    pub quorum_calls: Vec<Answered>,
+    /// When a majority of the view leader's members was down (simulated µs, from and to), as
+    /// the run loop saw its faults.
+    pub quorum_lost: Vec<(u64, u64)>,
+    /// Rules of Raft broken in the members' own reports, as the run loop's polls found them.
+    pub raft: Vec<String>,
+}
+
+impl Recorded {
+    /// Records `call`, made at `invoked_us` and answered at `completed_us` (`ok`: with a reply).
+    pub fn note_quorum_call(
+        &mut self,
+        call: QuorumCall,
+        invoked_us: u64,
+        completed_us: u64,
+        ok: bool,
+    ) {
+        self.quorum_calls.push(Answered {
+            call,
+            invoked_us,
+            completed_us,
+            ok,
+        });
+    }
 }
 
 /// Every broken promise of a run, each in a sentence. `key_blocked_ms`: the bound of
@@ -108,6 +167,11 @@ pub fn check(recorded: &Recorded, key_blocked_ms: u64) -> Vec<String> {
     violations.extend(fencing(&recorded.grants));
     violations.extend(two_holders(&recorded.grants));
     violations.extend(epochs(&recorded.views));
+    violations.extend(answered_without_quorum(
+        &recorded.quorum_calls,
+        &recorded.quorum_lost,
+    ));
+    violations.extend(recorded.raft.iter().cloned());
     violations.extend(stuck_rebalancing(&recorded.views));
     violations.extend(blocked_keys(
         &recorded.history,
@@ -221,7 +285,10 @@ pub fn two_holders(grants: &[Grant]) -> Vec<String> {
 }
 
 /// One epoch, one view: two different sets of servers under the same epoch mean an epoch was
-/// handed out twice (a restarted view leader counting again, say).
+/// handed out twice (a restarted view leader counting again, say). And epochs never go
+/// backwards: a view query answered after another was answered carries an epoch at least as
+/// high (each is a read the leader confirmed with a majority, so a new leader that had not yet
+/// applied its predecessor's last entries must not answer one with an older view).
 pub fn epochs(views: &[ViewSample]) -> Vec<String> {
     let mut seen: BTreeMap<Epoch, &Vec<ServerId>> = BTreeMap::new();
     let mut problems = Vec::new();
@@ -237,7 +304,90 @@ pub fn epochs(views: &[ViewSample]) -> Vec<String> {
             }
         }
     }
+    // By answer time, with the highest epoch answered so far: a query asked after an answer
+    // must carry at least its epoch.
+    let mut answered: Vec<&ViewSample> = views.iter().collect();
+    answered.sort_by_key(|view| view.at_us);
+    let mut highest: Vec<(u64, Epoch, u64)> = Vec::with_capacity(answered.len());
+    for view in &answered {
+        let best = highest.last().map_or((0, 0), |&(_, epoch, at)| (epoch, at));
+        let (epoch, at) = if view.epoch > best.0 {
+            (view.epoch, view.at_us)
+        } else {
+            best
+        };
+        highest.push((view.at_us, epoch, at));
+    }
+    let mut backwards = 0;
+    let mut example = None;
+    for view in views {
+        // The answers completed strictly before this query was asked.
+        let before = highest.partition_point(|&(at_us, _, _)| at_us < view.invoked_us);
+        let Some(&(_, epoch, at_us)) = before.checked_sub(1).map(|n| &highest[n]) else {
+            continue;
+        };
+        if view.epoch < epoch {
+            backwards += 1;
+            example.get_or_insert_with(|| {
+                format!(
+                    "a view of epoch {} was answered at {} ms to a query asked at {} ms, after \
+                     one of epoch {epoch} had been answered at {} ms",
+                    view.epoch,
+                    view.at_us / 1_000,
+                    view.invoked_us / 1_000,
+                    at_us / 1_000
+                )
+            });
+        }
+    }
+    if let Some(example) = example {
+        problems.push(format!(
+            "epochs: went backwards: {example} ({backwards} queries answered with an older epoch)"
+        ));
+    }
     problems
+}
+
+/// Whether the call was made and answered within one stretch of `quorum_lost`.
+fn inside<'a>(call: &Answered, quorum_lost: &'a [(u64, u64)]) -> Option<&'a (u64, u64)> {
+    quorum_lost
+        .iter()
+        .find(|&&(from, to)| from <= call.invoked_us && call.completed_us <= to)
+}
+
+/// Nothing that needs a majority is answered without one: while a majority of the view leader's
+/// members is down, no entry can be committed and no leader can confirm it still leads, so a
+/// lock get or release or a view query made after the majority went down and answered before it
+/// came back must have failed. (One made before may have been committed before, and answered
+/// late.)
+pub fn answered_without_quorum(calls: &[Answered], quorum_lost: &[(u64, u64)]) -> Vec<String> {
+    let answered: Vec<(&Answered, &(u64, u64))> = calls
+        .iter()
+        .filter(|call| call.ok)
+        .filter_map(|call| inside(call, quorum_lost).map(|stretch| (call, stretch)))
+        .collect();
+    let Some((call, (from, to))) = answered.first() else {
+        return Vec::new();
+    };
+    vec![format!(
+        "quorum: a {} asked at {} ms was answered at {} ms while a majority of the view leader's \
+         members was down (from {} ms to {} ms) ({} such answers)",
+        call.call.name(),
+        call.invoked_us / 1_000,
+        call.completed_us / 1_000,
+        from / 1_000,
+        to / 1_000,
+        answered.len()
+    )]
+}
+
+/// The calls that needed a majority, made and failed while it was down: the view leader
+/// refusing cleanly, which [`answered_without_quorum`] holds it to.
+pub fn refused_without_quorum(calls: &[Answered], quorum_lost: &[(u64, u64)]) -> u64 {
+    calls
+        .iter()
+        .filter(|call| !call.ok && inside(call, quorum_lost).is_some())
+        .count() as u64
 }
 
 /// No stall of the whole cluster: the views the clients and the auditor sampled never report
@@ -377,6 +527,7 @@ mod tests {
 
     fn view(at_ms: u64, epoch: Epoch, servers: &[&str], rebalancing: bool) -> ViewSample {
         ViewSample {
+            invoked_us: at_ms * 1_000,
             at_us: at_ms * 1_000,
             epoch,
             servers: servers.iter().map(|s| s.to_string()).collect(),
@@ -394,6 +545,50 @@ mod tests {
         assert!(epochs(&views).is_empty());
         let twice = vec![view(1, 3, &["a"], false), view(2, 3, &["b"], false)];
         assert_eq!(epochs(&twice).len(), 1);
+    }
+
+    #[test]
+    fn an_epoch_older_than_one_answered_before_the_query_is_a_violation() {
+        let mut late = view(10, 3, &["a", "b"], false);
+        late.invoked_us = 5_000;
+        let newer = view(4, 4, &["a"], false);
+        let backwards = epochs(&[newer.clone(), late.clone()]);
+        assert_eq!(backwards.len(), 1, "{backwards:?}");
+        assert!(backwards[0].contains("backwards"), "{backwards:?}");
+        let mut overlapping = late;
+        overlapping.invoked_us = 3_000;
+        assert!(
+            epochs(&[newer, overlapping]).is_empty(),
+            "a query asked before the newer answer came may be answered with the older epoch"
+        );
+    }
+
+    fn call(ok: bool, invoked_ms: u64, completed_ms: u64) -> Answered {
+        Answered {
+            call: QuorumCall::LockGet,
+            invoked_us: invoked_ms * 1_000,
+            completed_us: completed_ms * 1_000,
+            ok,
+        }
+    }
+
+    #[test]
+    fn an_answer_needing_a_majority_while_it_was_down_is_a_violation() {
+        let lost = [(1_000_000, 3_000_000)];
+        assert_eq!(
+            answered_without_quorum(&[call(true, 1_500, 2_000)], &lost).len(),
+            1
+        );
+        assert!(answered_without_quorum(&[call(false, 1_500, 2_000)], &lost).is_empty());
+        assert!(
+            answered_without_quorum(&[call(true, 900, 1_200)], &lost).is_empty(),
+            "asked before the majority went down: committed before, answered late"
+        );
+        assert!(answered_without_quorum(&[call(true, 2_900, 3_100)], &lost).is_empty());
+        assert_eq!(
+            refused_without_quorum(&[call(false, 1_500, 2_000), call(false, 100, 200)], &lost),
+            1
+        );
     }
 
     fn write(key: &str, invoked_ms: u64, completed_ms: Option<u64>, ret: Return) -> Operation {
