@@ -314,19 +314,34 @@ pub fn candidates(target: &str, range: RangeInclusive<u16>) -> Result<Vec<String
     if target.is_empty() {
         return Err(errinput!("empty address"));
     }
-    // A bracketed IPv6 literal, or host:port with a numeric port.
-    if let Some((host, port)) = target.rsplit_once(':') {
-        let bracketed_v6 = target.starts_with('[') && host.ends_with(']');
-        let plain = !host.contains(':');
-        if bracketed_v6 || plain {
-            let port: u16 = port
-                .parse()
-                .map_err(|_| errinput!("bad port in address {target:?}"))?;
-            let host = if host.is_empty() { "localhost" } else { host };
-            return Ok(vec![format!("{host}:{port}")]);
-        }
+    if let Some(addr) = own_port(target) {
+        return addr.map(|addr| vec![addr]);
     }
     Ok(range.map(|port| format!("{target}:{port}")).collect())
+}
+
+/// Whether `target` names its port (else [`candidates`] expands it to a range). A malformed
+/// target counts as naming one: [`candidates`] refuses it before any range is searched.
+pub fn names_a_port(target: &str) -> bool {
+    own_port(target.trim()).is_some()
+}
+
+/// `target` as one address when it names its port (`Some(Err)` when that port is bad).
+fn own_port(target: &str) -> Option<Result<String>> {
+    // A bracketed IPv6 literal, or host:port with a numeric port.
+    let (host, port) = target.rsplit_once(':')?;
+    let bracketed_v6 = target.starts_with('[') && host.ends_with(']');
+    let plain = !host.contains(':');
+    if !(bracketed_v6 || plain) {
+        return None;
+    }
+    Some(match port.parse::<u16>() {
+        Ok(port) => {
+            let host = if host.is_empty() { "localhost" } else { host };
+            Ok(format!("{host}:{port}"))
+        }
+        Err(_) => Err(errinput!("bad port in address {target:?}")),
+    })
 }
 
 /// The addresses to try for a comma-separated list of targets, each as [`candidates`], in
@@ -349,6 +364,12 @@ pub fn candidates_of_list(targets: &str, range: RangeInclusive<u16>) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_names_its_port_or_stands_for_a_range() {
+        assert!(names_a_port("h:1") && names_a_port(":1") && names_a_port("[::1]:1"));
+        assert!(!names_a_port("h") && !names_a_port("::1") && !names_a_port(" h "));
+    }
 
     #[test]
     fn a_list_of_members_is_each_of_them_in_order_once() {

@@ -21,8 +21,10 @@ pub type Version = u64;
 /// A grant number of the lock service: it grows with every grant.
 pub type FencingToken = u64;
 
-/// A stored value: a text (`setr`) or a list of strings (`append`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A stored value: a text (`setr`) or a list of strings (`append`). Its `Debug` shows its size
+/// and a short hash, never its contents: requests and replies are debug-logged whole, and a
+/// value may be large or private (`Display` shows the contents, for the client's output).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Value {
     Text(String),
     List(Vec<String>),
@@ -34,6 +36,25 @@ impl Value {
         match self {
             Value::Text(text) => text.len(),
             Value::List(items) => items.iter().map(|item| item.len() + 1).sum(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same value shows the same hash in every process.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut hasher);
+        let short = hasher.finish() >> 32;
+        match self {
+            Value::Text(_) => write!(f, "Text({} bytes, hash {short:08x})", self.len_bytes()),
+            Value::List(items) => write!(
+                f,
+                "List({} items, {} bytes, hash {short:08x})",
+                items.len(),
+                self.len_bytes()
+            ),
         }
     }
 }
@@ -278,4 +299,27 @@ pub fn check_value(value: &Value) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_values_debug_shows_its_size_and_hash_never_its_contents() {
+        let secret = Value::Text("the secret contents".into());
+        let shown = format!("{secret:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.starts_with("Text(19 bytes, hash "), "{shown}");
+        assert_eq!(shown, format!("{:?}", secret.clone()));
+        let list = Value::List(vec!["private".into(), "items".into()]);
+        let shown = format!("{list:?}");
+        assert!(!shown.contains("private"), "{shown}");
+        assert!(
+            shown.starts_with("List(2 items, 14 bytes, hash "),
+            "{shown}"
+        );
+        // Display, for the client's output, keeps the contents.
+        assert_eq!(secret.to_string(), "the secret contents");
+    }
 }

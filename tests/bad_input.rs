@@ -4,7 +4,7 @@
 //! connection to each, and then sends one kind of bad input to both over raw TCP: a frame over
 //! the size limit, random bytes, a truncated frame, an unknown request, a wrong protocol version,
 //! a hello for the wrong service or from another cluster. The offending peer must get an error reply or a closed
-//! connection (never a hang: every read is bounded), and afterwards both processes must go on
+//! connection (a hello for the wrong service is answered with the service's own kind, then closed) (never a hang: every read is bounded), and afterwards both processes must go on
 //! serving the connection that was already open and fresh clients, with the stored data unchanged.
 
 use std::collections::BTreeMap;
@@ -542,8 +542,10 @@ async fn a_hello_with_a_wrong_protocol_version_gets_an_error_and_a_close() {
     cluster.stop().await;
 }
 
+/// A hello for the other service (of this protocol version) is answered with the service's own
+/// kind, so the caller can say which flag the address belongs to, and then the connection closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hello_for_the_wrong_service_gets_an_error_and_a_close() {
+async fn a_hello_for_the_wrong_service_gets_our_kind_and_a_close() {
     let mut cluster = Cluster::start().await;
     for service in BOTH {
         let addr = cluster.addr(service).to_string();
@@ -551,9 +553,18 @@ async fn a_hello_for_the_wrong_service_gets_an_error_and_a_close() {
         let what = format!("a hello for the {wrong:?} sent to the {service:?}");
         let mut stream = connect(&addr).await;
         send_frame(&mut stream, &hello_payload(6, PROTOCOL_VERSION, wrong)).await;
-        let (id, err) = read_error(&mut stream, &what).await;
-        assert_eq!(id, 6);
-        assert!(matches!(err, Error::Protocol(_)), "{what}: {err:?}");
+        let payload = read_frame(&mut stream, &what)
+            .await
+            .unwrap_or_else(|| panic!("{what}: the connection closed without a reply"));
+        let envelope: ErrorReply = decode(&payload)
+            .unwrap_or_else(|(_, err)| panic!("{what}: an undecodable reply: {err}"));
+        assert_eq!(envelope.request_id, 6);
+        match envelope.body {
+            Ok(Response::Hello {
+                service: theirs, ..
+            }) => assert_eq!(theirs, service, "{what}"),
+            other => panic!("{what}: expected a hello naming the {service:?}, got {other:?}"),
+        }
         assert_closed(&mut stream, &what).await;
 
         // A fresh client dialling the wrong service is told so, not misled.
@@ -562,6 +573,10 @@ async fn a_hello_for_the_wrong_service_gets_an_error_and_a_close() {
             ServiceKind::ViewLeader => {
                 let err = client.get(&addr, "alpha").await.unwrap_err();
                 assert!(matches!(err, Error::Protocol(_)), "{what}: {err:?}");
+                assert!(
+                    err.to_string().contains("use --viewleader"),
+                    "{what}: {err}"
+                );
             }
             ServiceKind::Server => {
                 let wrong_client = Client::new(ClientOptions {
@@ -570,6 +585,7 @@ async fn a_hello_for_the_wrong_service_gets_an_error_and_a_close() {
                 });
                 let err = wrong_client.query_servers().await.unwrap_err();
                 assert!(matches!(err, Error::Protocol(_)), "{what}: {err:?}");
+                assert!(err.to_string().contains("use --server"), "{what}: {err}");
             }
         }
         cluster

@@ -4,6 +4,7 @@
 use super::{unexpected, unexpected_server, Client, RPC_ATTEMPTS_MAX};
 use crate::error::{Error, Result};
 use crate::net;
+use crate::rpc::locator::nothing_answered;
 use crate::rpc::message::{ServerReply, ServerRequest, ViewLeaderReply, ViewLeaderRequest};
 use crate::types::{check_key, check_value, Key, Value, Version, Versioned, KEYS_PAGE_MAX};
 
@@ -22,7 +23,7 @@ impl Client {
                 Err(err) => last = err,
             }
         }
-        Err(last)
+        Err(nothing_answered(target, &net::SERVER_PORTS, last))
     }
 
     /// One call to the server at `addr`.

@@ -103,6 +103,11 @@ where
             .map_err(|err| Error::Unreachable(format!("{addr}: {err}")))?;
         let payload = match framed.next().await {
             Some(Ok(payload)) => payload,
+            // An HTTP server answers our hello's bytes with a 400; read as a frame, its
+            // "HTTP" is a length far over the limit.
+            Some(Err(_)) if framed.read_buffer().starts_with(HTTP_REPLY_START) => {
+                return Err(speaks_http(addr))
+            }
             Some(Err(err)) => return Err(Error::Unreachable(format!("{addr}: {err}"))),
             None => {
                 return Err(Error::Unreachable(format!(
@@ -116,6 +121,11 @@ where
             ))
         })?;
         match reply.body {
+            Ok(Response::Hello {
+                service: theirs, ..
+            }) if theirs != service => {
+                return Err(wrong_service(addr, theirs));
+            }
             Ok(Response::Hello { cluster, .. }) if cluster != env.cluster() => {
                 let err = cluster_mismatch(service, &cluster, env.cluster());
                 return Err(refused_by(addr, err));
@@ -262,6 +272,26 @@ where
 
 /// A refused hello names the address that refused it (the refusing side cannot: it may not know
 /// the address it is reached at).
+/// How an HTTP reply starts: what a ringleader port never sends first.
+const HTTP_REPLY_START: &[u8] = b"HTTP/";
+
+/// The error of dialling an HTTP port (a server's `--http-port`) instead of a ringleader one.
+pub fn speaks_http(addr: &str) -> Error {
+    Error::Protocol(format!(
+        "{addr} speaks HTTP, not the ringleader protocol (is it an --http-port?)"
+    ))
+}
+
+/// The error of dialling the other kind of service: it names the flag the address belongs to
+/// (the client's `--server` and `--viewleader`).
+pub fn wrong_service(addr: &str, theirs: ServiceKind) -> Error {
+    let flag = match theirs {
+        ServiceKind::ViewLeader => "--viewleader",
+        ServiceKind::Server => "--server",
+    };
+    Error::Protocol(format!("{addr} is a {theirs}; use {flag} {addr}"))
+}
+
 fn refused_by(addr: &str, err: Error) -> Error {
     match err {
         Error::Protocol(msg) => Error::Protocol(format!("{addr} refused the hello: {msg}")),

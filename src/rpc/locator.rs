@@ -141,7 +141,7 @@ where
         if let Ok(mut found) = self.found.lock() {
             *found = None;
         }
-        Err(last)
+        Err(nothing_answered(&self.target, &self.ports, last))
     }
 
     /// One call to the member at `addr`, whoever leads.
@@ -165,5 +165,55 @@ where
                 *found = None;
             }
         }
+    }
+}
+
+/// The error of a round in which no candidate answered: when the target named a host without a
+/// port, it names the whole range tried (the last address's own error alone would suggest only
+/// that one port was tried), and keeps that last error as the detail.
+pub fn nothing_answered(target: &str, ports: &RangeInclusive<u16>, last: Error) -> Error {
+    let searched_a_range = target
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .any(|t| !net::names_a_port(t));
+    match last {
+        Error::Unreachable(detail) | Error::Protocol(detail) if searched_a_range => {
+            Error::Unreachable(format!(
+                "nothing answers at {} on ports {}-{} (every port of the range was tried; the last: {detail})",
+                target.trim(),
+                ports.start(),
+                ports.end()
+            ))
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_without_port_that_nothing_answers_names_the_whole_range() {
+        let last = || Error::Unreachable("cannot connect to h:38010".into());
+        let err = nothing_answered("h", &(38000..=38010), last());
+        let text = err.to_string();
+        assert!(
+            text.contains("nothing answers at h on ports 38000-38010")
+                && text.contains("cannot connect to h:38010"),
+            "{text}"
+        );
+        // One address named with its port: its own error says it all.
+        let err = nothing_answered("h:38003", &(38000..=38010), last());
+        assert_eq!(err.to_string(), last().to_string());
+        // A member that says who leads is not "nothing answers".
+        let not_leader = Error::NotLeader {
+            leader: None,
+            detail: "electing".into(),
+        };
+        assert!(matches!(
+            nothing_answered("h", &(38000..=38010), not_leader),
+            Error::NotLeader { .. }
+        ));
     }
 }

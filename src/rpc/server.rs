@@ -108,7 +108,9 @@ pub async fn serve<H: Handler>(
 }
 
 /// The answer to a hello: ours if it asks for this service, in this protocol version and this
-/// cluster; else the error that says which of them differs.
+/// cluster; else the error that says which of them differs. A caller of this version that asked
+/// for the other service is answered with our own kind (and the connection then closed), so that
+/// it can say which flag the address belongs to.
 fn answer_hello<R>(
     protocol_version: u32,
     service: ServiceKind,
@@ -116,7 +118,14 @@ fn answer_hello<R>(
     service_wanted: ServiceKind,
     cluster: &str,
 ) -> Result<Response<R>> {
-    if protocol_version != PROTOCOL_VERSION || service != service_wanted {
+    if protocol_version == PROTOCOL_VERSION && service != service_wanted {
+        return Ok(Response::Hello {
+            protocol_version,
+            service: service_wanted,
+            cluster: cluster.to_string(),
+        });
+    }
+    if protocol_version != PROTOCOL_VERSION {
         return Err(Error::Protocol(format!(
             "this is a {service_wanted} speaking protocol version {PROTOCOL_VERSION}; \
              the peer asked for a {service} speaking version {protocol_version}"
@@ -174,7 +183,8 @@ async fn connection<H: Handler>(
                 let Ok(bytes) = encode(envelope.request_id, &hello) else {
                     return;
                 };
-                if framed.send(bytes).await.is_err() {
+                if framed.send(bytes).await.is_err() || service != H::SERVICE {
+                    // A caller that wanted the other service has been told what this is.
                     return;
                 }
             }
@@ -370,6 +380,27 @@ mod tests {
     async fn connect(addr: &str, cluster: &str) -> Result<RpcClient<u64, u64>> {
         let env = Env::real().in_cluster(cluster).unwrap();
         RpcClient::connect(&env, addr, ServiceKind::ViewLeader, Duration::from_secs(5)).await
+    }
+
+    #[test]
+    fn a_hello_for_the_other_service_is_answered_with_our_kind() {
+        // The caller then says which flag the address belongs to; the connection is closed.
+        match answer_hello::<()>(
+            PROTOCOL_VERSION,
+            ServiceKind::Server,
+            "a",
+            ServiceKind::ViewLeader,
+            "a",
+        ) {
+            Ok(Response::Hello { service, .. }) => assert_eq!(service, ServiceKind::ViewLeader),
+            other => panic!("a hello for the other service answered {other:?}"),
+        }
+        let err = crate::rpc::client::wrong_service("h:1", ServiceKind::ViewLeader);
+        assert!(
+            err.to_string()
+                .contains("h:1 is a view leader; use --viewleader h:1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -213,6 +213,12 @@ impl State {
         self.epoch
     }
 
+    /// The address of the live server `id`, if it is one: what the state machine's shell names
+    /// when it logs who joined, left or expired (a read; applying stays free of logging).
+    pub fn member_addr(&self, id: &str) -> Option<&str> {
+        self.members.get(id).map(|member| member.addr.as_str())
+    }
+
     /// The timing rules in force.
     pub fn config(&self) -> &StateConfig {
         &self.config

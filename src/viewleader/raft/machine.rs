@@ -7,7 +7,8 @@
 //! read back at start: a restarted member resumes from it and openraft replays the log after it.
 //!
 //! Every applied entry publishes the view to a watch channel: the service's long polls
-//! (`WatchView`) wake on it.
+//! (`WatchView`) wake on it. Joins, leaves and expiries are logged at INFO with their reason
+//! (taken from the command applied), and a view too small for every replica at WARN.
 //!
 //! # Deliberately left out
 //! * Streaming a snapshot: it is built and sent whole (in chunks of
@@ -27,10 +28,11 @@ use tracing::{info, warn};
 
 use super::{Applied, LogEntry, MemberId, TypeConfig};
 use crate::error::{Error, Result};
+use crate::ring::REPLICATION_COUNT;
 use crate::storage::disk::Disk;
 use crate::storage::record::{describe_bad, frame, read_record};
-use crate::types::View;
-use crate::viewleader::state::State;
+use crate::types::{ServerId, View};
+use crate::viewleader::state::{Command, State};
 
 /// The snapshot's file in the member's data dir.
 pub const SNAPSHOT_FILE: &str = "raft.snap";
@@ -133,6 +135,95 @@ impl Machine {
                     .and_then(|(meta, _)| meta.last_log_id.map(|l| l.index)),
             ),
             Err(_) => (None, None),
+        }
+    }
+}
+
+/// Who a command may add to or remove from the view, noted before it is applied, so that the
+/// change can be logged with its reason after. The state stays pure: the reason comes from the
+/// command, the addresses from reads of the state before and after.
+///
+/// Every member logs, not just the leader: every member applies the same entries, the state
+/// machine does not know who leads (leadership can change between proposing and applying), and
+/// each member's log then tells the whole story of its view on its own. The cost is the same
+/// line once per member, and again when a restarted member replays its log.
+enum Change {
+    /// A heartbeat from a server not in the view: applying it may admit it.
+    Join { id: ServerId, addr: String },
+    /// A server that says it leaves, with its address while it is still known.
+    Leave { id: ServerId, addr: String },
+    /// Servers the leader's sweep expires (their leases lapsed), with their addresses.
+    Expire(Vec<(ServerId, String)>),
+    /// A command that admits or removes nobody.
+    None,
+}
+
+impl Change {
+    fn before(state: &State, command: &Command) -> Self {
+        match command {
+            Command::Heartbeat {
+                server_id, addr, ..
+            } if state.member_addr(server_id).is_none() => Change::Join {
+                id: server_id.clone(),
+                addr: addr.clone(),
+            },
+            Command::Leave { server_id } => match state.member_addr(server_id) {
+                Some(addr) => Change::Leave {
+                    id: server_id.clone(),
+                    addr: addr.to_string(),
+                },
+                None => Change::None,
+            },
+            Command::Expire { servers } => Change::Expire(
+                servers
+                    .iter()
+                    .filter_map(|id| {
+                        state
+                            .member_addr(id)
+                            .map(|addr| (id.clone(), addr.to_string()))
+                    })
+                    .collect(),
+            ),
+            _ => Change::None,
+        }
+    }
+
+    /// Logs what the command changed, now that it is applied, and warns when the view is too
+    /// small to hold every replica.
+    fn log(self, state: &State) {
+        let epoch = state.epoch();
+        let changed = match self {
+            Change::Join { id, addr } if state.member_addr(&id).is_some() => {
+                info!(epoch, server_id = %id, %addr, "server joined the view (first heartbeat)");
+                true
+            }
+            Change::Leave { id, addr } if state.member_addr(&id).is_none() => {
+                info!(epoch, server_id = %id, %addr, "server left the view (it asked to leave)");
+                true
+            }
+            Change::Expire(servers) => {
+                let mut any = false;
+                for (id, addr) in servers
+                    .into_iter()
+                    .filter(|(id, _)| state.member_addr(id).is_none())
+                {
+                    info!(epoch, server_id = %id, %addr, "server expired from the view (its heartbeat lease lapsed)");
+                    any = true;
+                }
+                any
+            }
+            _ => false,
+        };
+        if changed {
+            let live = state.view().servers.len();
+            if live < REPLICATION_COUNT {
+                warn!(
+                    epoch,
+                    servers = live,
+                    "the view has {live} server(s), fewer than {REPLICATION_COUNT}: replication cannot \
+                     place {REPLICATION_COUNT} copies of each key"
+                );
+            }
         }
     }
 }
@@ -279,7 +370,10 @@ impl RaftStateMachine<TypeConfig> for Machine {
             applied.push(match entry.payload {
                 EntryPayload::Blank => Applied(None),
                 EntryPayload::Normal(proposal) => {
-                    Applied(Some(inner.state.apply(proposal.command, proposal.at_ms)))
+                    let before = Change::before(&inner.state, &proposal.command);
+                    let outcome = inner.state.apply(proposal.command, proposal.at_ms);
+                    before.log(&inner.state);
+                    Applied(Some(outcome))
                 }
                 EntryPayload::Membership(membership) => {
                     inner.membership = StoredMembership::new(Some(entry.log_id), membership);
