@@ -136,6 +136,8 @@ pub enum Command {
         #[arg(long)]
         stale: bool,
     },
+    /// Where KEY lives: its replicas in ring order (primary first) and the version each holds.
+    Locate { key: String },
     /// Add ITEM to the list at KEY on its replicas (a missing key becomes [ITEM]).
     Append { key: String, item: String },
     /// Simulate a crash of the process named by --server or --viewleader: it answers nothing
@@ -343,6 +345,40 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                 }
                 None => not_found(out, &key, "on any live replica"),
             });
+        }
+        Command::Locate { key } => {
+            let location = client.locate(&key).await?;
+            let mut human = format!(
+                "{key:?} at epoch {}{} lives on (primary first):",
+                location.epoch,
+                if location.rebalancing {
+                    ", rebalancing"
+                } else {
+                    ""
+                }
+            );
+            let mut docs = Vec::new();
+            for copy in &location.replicas {
+                let (addr, id) = (&copy.replica.addr, &copy.replica.id);
+                match &copy.held {
+                    Ok((version, epoch)) => {
+                        let held =
+                            version.map_or("no copy".to_string(), |v| format!("version {v}"));
+                        human.push_str(&format!("\n  {addr:<22} {id}  {held} (at epoch {epoch})"));
+                        docs.push(
+                            json!({"addr": addr, "id": id, "version": version, "epoch": epoch}),
+                        );
+                    }
+                    Err(err) => {
+                        human.push_str(&format!("\n  {addr:<22} {id}  no answer: {err}"));
+                        docs.push(json!({"addr": addr, "id": id, "error": err.to_string(), "kind": err.kind()}));
+                    }
+                }
+            }
+            out.ok(
+                human,
+                json!({"key": key, "epoch": location.epoch, "rebalancing": location.rebalancing, "replicas": docs}),
+            );
         }
         Command::Append { key, item } => {
             let outcome = client.append(&key, &item).await?;

@@ -15,11 +15,13 @@
 //!   epoch, so an outdated view is refused there, never acted on.
 
 mod direct;
+mod locate;
 mod locks;
 mod members;
 mod replicated;
 mod view;
 
+pub use locate::{Location, ReplicaCopy};
 pub use view::CachedView;
 
 pub use crate::faults::CrashPoint;

@@ -452,7 +452,7 @@ impl Client {
     }
 
     /// Reads `key` from each of `replicas` at once: (value, the replica's epoch) or why not.
-    async fn read_each<'r>(
+    pub(super) async fn read_each<'r>(
         &self,
         replicas: &[&'r ServerInfo],
         key: &str,
