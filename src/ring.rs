@@ -110,6 +110,33 @@ impl Ring {
             .collect()
     }
 
+    /// The share of the key space (0 to 1) for which each server is the primary, in the order
+    /// of [`Ring::servers`]. A key's primary is the first point at or after it, so a point owns
+    /// the stretch back to the point before it (round the end of the ring for the first).
+    pub fn primary_shares(&self) -> Vec<(&ServerId, f64)> {
+        let mut owned = vec![0u128; self.servers.len()];
+        for (i, &(pos, server)) in self.points.iter().enumerate() {
+            let previous = if i == 0 {
+                self.points[self.points.len() - 1].0
+            } else {
+                self.points[i - 1].0
+            };
+            // One point alone owns the whole ring: its stretch is a full turn, not zero.
+            let stretch = if self.points.len() == 1 {
+                1u128 << 64
+            } else {
+                u128::from(pos.wrapping_sub(previous))
+            };
+            owned[server] += stretch;
+        }
+        let turn = (1u128 << 64) as f64;
+        self.servers
+            .iter()
+            .zip(owned)
+            .map(|(id, stretch)| (id, stretch as f64 / turn))
+            .collect()
+    }
+
     /// The replicas of `key`, primary first.
     pub fn replicas(&self, key: &str) -> Vec<&ServerId> {
         self.replicas_at(position(key.as_bytes()))
@@ -167,6 +194,41 @@ mod tests {
 
     fn ids(n: usize) -> Vec<ServerId> {
         (0..n).map(|i| format!("server-{i:04}")).collect()
+    }
+
+    #[test]
+    fn a_server_is_primary_for_the_stretch_back_to_the_point_before_its_own() {
+        let quarter = 1u64 << 62;
+        let ring = Ring::with_positions(&[(quarter, "a"), (3 * quarter, "b")]);
+        let shares: HashMap<&str, f64> = ring
+            .primary_shares()
+            .into_iter()
+            .map(|(id, share)| (id.as_str(), share))
+            .collect();
+        // b owns (quarter, 3 quarters]; a the rest, round the end of the ring.
+        assert_eq!(shares["b"], 0.5);
+        assert_eq!(shares["a"], 0.5);
+        let lone = Ring::with_positions(&[(quarter, "a")]);
+        assert_eq!(lone.primary_shares(), vec![(&"a".to_string(), 1.0)]);
+        let uneven = Ring::with_positions(&[(0, "a"), (quarter, "b")]);
+        let shares: Vec<f64> = uneven
+            .primary_shares()
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(shares, vec![0.75, 0.25]);
+    }
+
+    #[test]
+    fn primary_shares_of_a_real_ring_add_up_to_one_and_are_even() {
+        let servers = ids(5);
+        let ring = Ring::new(&servers);
+        let shares = ring.primary_shares();
+        let total: f64 = shares.iter().map(|(_, s)| s).sum();
+        assert!((total - 1.0).abs() < 1e-9, "{total}");
+        for (id, share) in shares {
+            assert!((0.15..0.25).contains(&share), "{id}: {share}");
+        }
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub enum Command {
         #[arg(long)]
         stale: bool,
     },
+    /// The whole cluster at a glance: the view leader's epochs and, for every server, the epoch
+    /// it has seen, whether it is rebalancing, keys held and its share of the ring.
+    Status,
     /// Where KEY lives: its replicas in ring order (primary first) and the version each holds.
     Locate { key: String },
     /// Add ITEM to the list at KEY on its replicas (a missing key becomes [ITEM]).
@@ -345,6 +348,58 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                 }
                 None => not_found(out, &key, "on any live replica"),
             });
+        }
+        Command::Status => {
+            let cluster = client.cluster_status().await?;
+            let view = &cluster.view;
+            let mut human = format!(
+                "epoch {}, settled epoch {}, {} servers, {}\n{:<36}  {:<21} {:>6} {:>11} {:>8} {:>8} {:>7} {:>11}",
+                view.epoch,
+                view.settled_epoch,
+                view.servers.len(),
+                if view.rebalancing { "rebalancing" } else { "settled" },
+                "ID", "ADDR", "EPOCH", "REBALANCING", "KEYS", "PRIMARY", "PENDING", "COPIES_SENT"
+            );
+            let mut docs = Vec::new();
+            for server in &cluster.servers {
+                let (id, addr) = (&server.server.id, &server.server.addr);
+                let share = server.primary_share;
+                match &server.status {
+                    Ok(st) => {
+                        let rebalancing = st.rebalanced_epoch < view.epoch;
+                        human.push_str(&format!(
+                            "\n{id:<36}  {addr:<21} {:>6} {:>11} {:>8} {:>7.1}% {:>7} {:>11}",
+                            st.epoch,
+                            if rebalancing { "yes" } else { "no" },
+                            st.keys,
+                            share * 100.0,
+                            st.pending_transactions,
+                            st.copies_sent
+                        ));
+                        docs.push(json!({
+                            "id": id, "addr": addr, "epoch": st.epoch,
+                            "rebalanced_epoch": st.rebalanced_epoch, "rebalancing": rebalancing,
+                            "keys": st.keys, "primary_share": share,
+                            "pending_transactions": st.pending_transactions,
+                            "copies_sent": st.copies_sent, "keys_dropped": st.keys_dropped,
+                        }));
+                    }
+                    Err(err) => {
+                        human.push_str(&format!("\n{id:<36}  {addr:<21} no answer: {err}"));
+                        docs.push(json!({
+                            "id": id, "addr": addr, "primary_share": share,
+                            "error": err.to_string(), "kind": err.kind(),
+                        }));
+                    }
+                }
+            }
+            out.ok(
+                human,
+                json!({
+                    "epoch": view.epoch, "settled_epoch": view.settled_epoch,
+                    "rebalancing": view.rebalancing, "servers": docs,
+                }),
+            );
         }
         Command::Locate { key } => {
             let location = client.locate(&key).await?;

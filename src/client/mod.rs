@@ -19,9 +19,11 @@ mod locate;
 mod locks;
 mod members;
 mod replicated;
+mod status;
 mod view;
 
 pub use locate::{Location, ReplicaCopy};
+pub use status::{ClusterStatus, ServerStatusOf};
 pub use view::CachedView;
 
 pub use crate::faults::CrashPoint;
