@@ -3,22 +3,14 @@
 //! the seam of `ringleader::net` holds, and nothing of the store needs a real socket or the real
 //! time. This file holds one test so that no other test's sockets share its process.
 
+mod common;
+
 use std::time::Duration;
 
-use ringleader::client::{Client, ClientOptions};
-use ringleader::net::{self, Env};
-use ringleader::server::{self, ServerOptions};
-use ringleader::tools::sim::{MemoryNetwork, SimClock};
-use ringleader::types::{Value, View};
-use ringleader::viewleader::{self, ViewLeaderOptions};
-use tokio_util::sync::CancellationToken;
+use common::in_memory::{self, wait_for_view, WAIT, WALL_START_US};
+use ringleader::types::Value;
 
-const VIEWLEADER: &str = "viewleader:39000";
-/// Where the simulated wall clock starts: versions are proposed from it.
-const WALL_START_US: u64 = 1_800_000_000_000_000;
 const SERVERS: u64 = 4;
-/// Bound on every wait, in simulated time.
-const WAIT: Duration = Duration::from_secs(30);
 
 /// Sockets this process holds, or `None` where `/proc` cannot tell.
 fn open_sockets() -> Option<usize> {
@@ -31,75 +23,15 @@ fn open_sockets() -> Option<usize> {
     )
 }
 
-async fn wait_for_view(client: &Client, what: &str, done: impl Fn(&View) -> bool) -> View {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(view) = client.query_servers().await {
-            if done(&view) {
-                return view;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no view {what} within {WAIT:?} of simulated time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_cluster_on_an_in_memory_network_writes_reads_and_survives_a_view_change() {
     let sockets_before = open_sockets();
-    let network = MemoryNetwork::new();
-    let clock = SimClock::new(WALL_START_US);
-    let env = |host: &str, seed: u64| -> Env { network.env(host, clock.clone(), seed) };
-    let stop = CancellationToken::new();
-
-    let leader_env = env("viewleader", 1);
-    let listener = leader_env
-        .bind("viewleader", Some(39000), net::VIEWLEADER_PORTS)
-        .await
-        .unwrap();
-    tokio::spawn(viewleader::run(
-        listener,
-        ViewLeaderOptions {
-            heartbeat_interval_ms: 500,
-            lease_ms: 2_000,
-            ..Default::default()
-        },
-        leader_env,
-        stop.clone(),
-    ));
-    let mut kills = Vec::new();
-    for i in 0..SERVERS {
-        let host = format!("server{i}");
-        let server_env = env(&host, 10 + i);
-        let listener = server_env
-            .bind(&host, Some(38000), net::SERVER_PORTS)
-            .await
-            .unwrap();
-        let kill = CancellationToken::new();
-        tokio::spawn(server::run(
-            listener,
-            ServerOptions {
-                viewleader: VIEWLEADER.into(),
-                heartbeat_interval_ms: 500,
-                ..Default::default()
-            },
-            server_env,
-            server::Storage::Memory,
-            stop.clone(),
-            kill.clone(),
-        ));
-        kills.push(kill);
-    }
-    let client = Client::with_env(
-        ClientOptions {
-            viewleader: VIEWLEADER.into(),
-            ..Default::default()
-        },
-        env("client", 99),
-    );
+    let in_memory::InMemoryCluster {
+        network,
+        client,
+        kills,
+        stop,
+    } = in_memory::start(SERVERS).await;
 
     let before = wait_for_view(&client, "with every server, settled", |view| {
         view.servers.len() == SERVERS as usize && !view.rebalancing

@@ -2,39 +2,16 @@
 //! `ringleader::tools::sim` and tokio's paused clock (so that waiting out a view's life costs no
 //! real time): reads and writes go on with the view the client holds, for a bounded time.
 
+mod common;
+
 use std::time::Duration;
 
-use ringleader::client::{Client, ClientOptions, VIEW_CACHE_TTL_MS, VIEW_STALE_MAX_MS};
+use common::in_memory::{self, wait_for_view, WAIT};
+use ringleader::client::{VIEW_CACHE_TTL_MS, VIEW_STALE_MAX_MS};
 use ringleader::error::Error;
-use ringleader::net::{self, Env};
-use ringleader::server::{self, ServerOptions};
-use ringleader::tools::sim::{MemoryNetwork, SimClock};
-use ringleader::types::{Value, View};
-use ringleader::viewleader::{self, ViewLeaderOptions};
-use tokio_util::sync::CancellationToken;
+use ringleader::types::Value;
 
-const VIEWLEADER: &str = "viewleader:39000";
-/// Where the simulated wall clock starts: versions are proposed from it.
-const WALL_START_US: u64 = 1_800_000_000_000_000;
 const SERVERS: u64 = 4;
-/// Bound on every wait, in simulated time.
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn wait_for_view(client: &Client, what: &str, done: impl Fn(&View) -> bool) -> View {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(view) = client.query_servers().await {
-            if done(&view) {
-                return view;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no view {what} within {WAIT:?} of simulated time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// While the view leader cannot answer (here a simulated crash: it answers nothing), reads and
 /// writes go on with the view their client holds, since each replica checks the request's epoch;
@@ -43,52 +20,7 @@ async fn wait_for_view(client: &Client, what: &str, done: impl Fn(&View) -> bool
 /// everything else.
 #[tokio::test(start_paused = true)]
 async fn reads_and_writes_go_on_with_the_held_view_while_the_view_leader_cannot_answer() {
-    let network = MemoryNetwork::new();
-    let clock = SimClock::new(WALL_START_US);
-    let env = |host: &str, seed: u64| -> Env { network.env(host, clock.clone(), seed) };
-    let stop = CancellationToken::new();
-    let leader_env = env("viewleader", 1);
-    let listener = leader_env
-        .bind("viewleader", Some(39000), net::VIEWLEADER_PORTS)
-        .await
-        .unwrap();
-    tokio::spawn(viewleader::run(
-        listener,
-        ViewLeaderOptions {
-            heartbeat_interval_ms: 500,
-            lease_ms: 2_000,
-            ..Default::default()
-        },
-        leader_env,
-        stop.clone(),
-    ));
-    for i in 0..SERVERS {
-        let host = format!("server{i}");
-        let server_env = env(&host, 10 + i);
-        let listener = server_env
-            .bind(&host, Some(38000), net::SERVER_PORTS)
-            .await
-            .unwrap();
-        tokio::spawn(server::run(
-            listener,
-            ServerOptions {
-                viewleader: VIEWLEADER.into(),
-                heartbeat_interval_ms: 500,
-                ..Default::default()
-            },
-            server_env,
-            server::Storage::Memory,
-            stop.clone(),
-            CancellationToken::new(),
-        ));
-    }
-    let client = Client::with_env(
-        ClientOptions {
-            viewleader: VIEWLEADER.into(),
-            ..Default::default()
-        },
-        env("client", 99),
-    );
+    let in_memory::InMemoryCluster { client, stop, .. } = in_memory::start(SERVERS).await;
     wait_for_view(&client, "with every server, settled", |view| {
         view.servers.len() == SERVERS as usize && !view.rebalancing
     })

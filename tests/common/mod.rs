@@ -19,6 +19,8 @@
 
 #![allow(dead_code)]
 
+pub mod in_memory;
+
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};

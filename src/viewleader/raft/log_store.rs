@@ -79,17 +79,7 @@ struct Inner {
 impl LogStore {
     /// A log kept in memory only (`--in-memory`).
     pub fn in_memory() -> Self {
-        Self::from_inner(Inner {
-            disk: None,
-            file: None,
-            entries: BTreeMap::new(),
-            vote: None,
-            committed: None,
-            purged: None,
-            file_bytes: 0,
-            live_bytes: 0,
-            entry_bytes: BTreeMap::new(),
-        })
+        Self::from_inner(Inner::empty(None))
     }
 
     /// Opens the log in `disk`, recovering what is there (see the module doc).
@@ -100,17 +90,7 @@ impl LogStore {
             disk.remove(&tmp)
                 .map_err(|err| io(&*disk, &tmp, "removing", err))?;
         }
-        let mut inner = Inner {
-            disk: Some(disk.clone()),
-            file: None,
-            entries: BTreeMap::new(),
-            vote: None,
-            committed: None,
-            purged: None,
-            file_bytes: 0,
-            live_bytes: 0,
-            entry_bytes: BTreeMap::new(),
-        };
+        let mut inner = Inner::empty(Some(disk.clone()));
         if !names.iter().any(|n| n == LOG_FILE) {
             inner.rewrite()?;
             return Ok(Self::from_inner(inner));
@@ -197,6 +177,21 @@ impl LogStore {
 }
 
 impl Inner {
+    /// A log with nothing in it yet, kept on `disk` (or in memory only, without one).
+    fn empty(disk: Option<Arc<dyn Disk>>) -> Self {
+        Inner {
+            disk,
+            file: None,
+            entries: BTreeMap::new(),
+            vote: None,
+            committed: None,
+            purged: None,
+            file_bytes: 0,
+            live_bytes: 0,
+            entry_bytes: BTreeMap::new(),
+        }
+    }
+
     /// Applies a record read back at start.
     fn replay(&mut self, record: LogRecord, bytes: u64) {
         self.file_bytes += bytes;
