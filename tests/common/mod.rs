@@ -987,6 +987,11 @@ pub struct TestCluster {
     /// Flags every server of this cluster is started with, after the harness's own
     /// ([`TestCluster::start_with_server_args`]).
     server_extra_args: Vec<String>,
+    /// Flags every view leader, member and server of this cluster is started with, after the
+    /// harness's own ([`TestCluster::start_with_args`]): secrets, certificates.
+    node_extra_args: Vec<String>,
+    /// Flags every client run against this cluster gets before its command's own.
+    client_extra_args: Vec<String>,
     _slot: ClusterSlot,
 }
 
@@ -1014,13 +1019,13 @@ impl TestCluster {
     }
 
     pub fn start_with(timings: Timings, servers: usize) -> Self {
-        Self::start_configured::<&str>(None, timings, servers, &[])
+        Self::start_configured::<&str>(None, timings, servers, &[], &[], &[])
     }
 
     /// [`TestCluster::start_with`] in cluster `cluster` (`None`: the default): every process
     /// started and every client run gets `--cluster`.
     pub fn start_in(cluster: Option<&str>, timings: Timings, servers: usize) -> Self {
-        Self::start_configured::<&str>(cluster, timings, servers, &[])
+        Self::start_configured::<&str>(cluster, timings, servers, &[], &[], &[])
     }
 
     /// As [`TestCluster::start_with`], every server (also when added or restarted later) started
@@ -1030,7 +1035,19 @@ impl TestCluster {
         servers: usize,
         server_args: &[S],
     ) -> Self {
-        Self::start_configured(None, timings, servers, server_args)
+        Self::start_configured(None, timings, servers, server_args, &[], &[])
+    }
+
+    /// As [`TestCluster::start_with`], with `node_args` given to the view leader and every
+    /// server (also when restarted), and `client_args` to every client run through the
+    /// cluster: the flags of a cluster secret or of TLS, which every process must share.
+    pub fn start_with_args<S: AsRef<str>>(
+        timings: Timings,
+        servers: usize,
+        node_args: &[S],
+        client_args: &[S],
+    ) -> Self {
+        Self::start_configured(None, timings, servers, &[], node_args, client_args)
     }
 
     fn start_configured<S: AsRef<str>>(
@@ -1038,13 +1055,20 @@ impl TestCluster {
         timings: Timings,
         servers: usize,
         server_args: &[S],
+        node_args: &[S],
+        client_args: &[S],
     ) -> Self {
         let slot = ClusterSlot::acquire();
         let dir = tempfile::Builder::new()
             .prefix("ringleader-test-")
             .tempdir()
             .expect("create a temp dir for the cluster");
-        let args = viewleader_args(&timings, cluster, 0, dir.path());
+        let owned = |args: &[S]| -> Vec<String> {
+            args.iter().map(|arg| arg.as_ref().to_string()).collect()
+        };
+        let node_extra_args = owned(node_args);
+        let mut args = viewleader_args(&timings, cluster, 0, dir.path());
+        args.extend(node_extra_args.iter().cloned());
         let viewleader = start_service("viewleader", VIEWLEADER_BIN, &args, dir.path())
             .unwrap_or_else(|err| panic!("{err}"));
         let mut cluster = Self {
@@ -1056,10 +1080,9 @@ impl TestCluster {
             servers: Vec::new(),
             ports: Vec::new(),
             dir,
-            server_extra_args: server_args
-                .iter()
-                .map(|arg| arg.as_ref().to_string())
-                .collect(),
+            server_extra_args: owned(server_args),
+            node_extra_args,
+            client_extra_args: owned(client_args),
             _slot: slot,
         };
         for _ in 0..servers {
@@ -1126,12 +1149,13 @@ impl TestCluster {
             "the view leader is still running"
         );
         let port = port_of(&self.viewleader_kept_addr);
-        let args = viewleader_args(
+        let mut args = viewleader_args(
             &self.timings,
             self.cluster.as_deref(),
             port,
             self.dir.path(),
         );
+        args.extend(self.node_extra_args.iter().cloned());
         let service = wait_for(
             STARTUP_TIMEOUT,
             "the restarted view leader listens on its old port",
@@ -1171,6 +1195,7 @@ impl TestCluster {
         if let Some(tx_timeout_ms) = self.timings.tx_timeout_ms {
             args.extend(["--tx-timeout-ms".into(), tx_timeout_ms.to_string()]);
         }
+        args.extend(self.node_extra_args.iter().cloned());
         args.extend(self.server_extra_args.iter().cloned());
         args
     }
@@ -1412,6 +1437,7 @@ impl TestCluster {
     /// Runs `client --viewleader ADDR ARGS...` (and `--cluster` when the cluster has a name).
     pub fn client<S: AsRef<str>>(&self, args: &[S]) -> ClientRun {
         let mut full = cluster_args(self.cluster.as_deref());
+        full.extend(self.client_extra_args.iter().cloned());
         full.extend(["--viewleader".to_string(), self.viewleader_addr()]);
         full.extend(args.iter().map(|a| a.as_ref().to_string()));
         run_client(&full)
@@ -1427,6 +1453,7 @@ impl TestCluster {
     /// A client started in the background against this cluster's view leader.
     pub fn client_background<S: AsRef<str>>(&self, args: &[S]) -> BackgroundClient {
         let mut full = cluster_args(self.cluster.as_deref());
+        full.extend(self.client_extra_args.iter().cloned());
         full.extend(["--viewleader".to_string(), self.viewleader_addr()]);
         full.extend(args.iter().map(|a| a.as_ref().to_string()));
         BackgroundClient::spawn(&full)
@@ -1554,6 +1581,8 @@ impl TestCluster {
             ports: Vec::new(),
             dir,
             server_extra_args: Vec::new(),
+            node_extra_args: Vec::new(),
+            client_extra_args: Vec::new(),
             _slot: slot,
         };
         cluster.group = Some(cluster.start_founders(group));
@@ -1600,7 +1629,8 @@ impl TestCluster {
                     std::fs::remove_dir_all(data_dir)
                         .unwrap_or_else(|err| panic!("wipe {}: {err}", data_dir.display()));
                 }
-                let args = member_args(&self.timings, self.cluster.as_deref(), &group, index);
+                let mut args = member_args(&self.timings, self.cluster.as_deref(), &group, index);
+                args.extend(self.node_extra_args.iter().cloned());
                 let name = format!("view leader member {}", group.members[index].id);
                 match start_service(&name, VIEWLEADER_BIN, &args, self.dir.path()) {
                     Ok(service) => {
@@ -1732,7 +1762,8 @@ impl TestCluster {
             !self.member_running(index),
             "view-leader member {index} is still running"
         );
-        let args = member_args(&self.timings, self.cluster.as_deref(), self.group(), index);
+        let mut args = member_args(&self.timings, self.cluster.as_deref(), self.group(), index);
+        args.extend(self.node_extra_args.iter().cloned());
         let addr = self.member_addr(index);
         let name = format!("view leader member {}", self.member_id(index));
         let service = wait_for(
@@ -1767,7 +1798,8 @@ impl TestCluster {
             };
             let addr = member.addr.clone();
             self.group_mut().members.push(member);
-            let args = member_args(&self.timings, self.cluster.as_deref(), self.group(), index);
+            let mut args = member_args(&self.timings, self.cluster.as_deref(), self.group(), index);
+            args.extend(self.node_extra_args.iter().cloned());
             match start_service(&name, VIEWLEADER_BIN, &args, self.dir.path()) {
                 Ok(service) => {
                     assert_eq!(service.addr, addr, "{name} listens elsewhere than --port");
@@ -1790,6 +1822,7 @@ impl TestCluster {
     /// leader it names is still followed, as the client always does).
     pub fn client_at_member<S: AsRef<str>>(&self, index: usize, args: &[S]) -> ClientRun {
         let mut full = cluster_args(self.cluster.as_deref());
+        full.extend(self.client_extra_args.iter().cloned());
         full.extend(["--viewleader".to_string(), self.member_addr(index)]);
         full.extend(args.iter().map(|a| a.as_ref().to_string()));
         run_client(&full)
