@@ -57,6 +57,11 @@ pub enum Error {
         leader: Option<String>,
         detail: String,
     },
+    /// The caller may not do this: it did not prove the cluster secret, it proved a client's
+    /// secret for a request only members may send, or it asked for a fault on a process started
+    /// without `--fault-injection`. The message says which and how to fix it.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 /// Results in ringleader.
@@ -89,6 +94,8 @@ impl Error {
             Error::DataLoss(_) => false,
             // The leader answers, or one is elected within an election timeout.
             Error::NotLeader { .. } => true,
+            // The same caller asking again is refused again.
+            Error::Forbidden(_) => false,
         }
     }
 
@@ -101,7 +108,8 @@ impl Error {
             | Error::Rebalancing(_)
             | Error::LockBusy(_)
             | Error::Deadlock(_)
-            | Error::Conflict(_) => 4,
+            | Error::Conflict(_)
+            | Error::Forbidden(_) => 4,
             Error::InvalidRequest(_) | Error::Protocol(_) => 5,
             Error::Internal(_) => 3,
             Error::DataLoss(_) => 6,
@@ -126,6 +134,7 @@ impl Error {
             Error::Uncertain(_) => "uncertain",
             Error::DataLoss(_) => "data_loss",
             Error::NotLeader { .. } => "not_leader",
+            Error::Forbidden(_) => "forbidden",
         }
     }
 }
