@@ -19,6 +19,7 @@
 //!   sockets and read the real clock: they measure or drive the real thing.
 
 pub mod raft_runtime;
+pub mod secret;
 
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -91,11 +92,15 @@ pub struct Env {
     /// The cluster this node belongs to: sent in every hello, and the only one whose peers it
     /// talks to. A valid name (see [`validate_cluster_name`]); set it with [`Env::in_cluster`].
     pub cluster: Arc<str>,
+    /// The secret this node proves in every hello and asks its callers to prove
+    /// ([`secret`]); `None`: no authentication, which is only for loopback.
+    pub secret: Option<Arc<secret::ClusterSecret>>,
 }
 
 impl fmt::Debug for Env {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Env {{ cluster: {:?} }}", self.cluster)
+        let role = self.secret.as_ref().map(|secret| secret.role());
+        write!(f, "Env {{ cluster: {:?}, secret: {role:?} }}", self.cluster)
     }
 }
 
@@ -108,6 +113,15 @@ impl Env {
             clock: Arc::new(SystemClock),
             random: Arc::new(OsRandom),
             cluster: Arc::from(CLUSTER_DEFAULT),
+            secret: None,
+        }
+    }
+
+    /// The same world, proving `secret` in every hello and asking callers for it.
+    pub fn with_secret(self, secret: Option<secret::ClusterSecret>) -> Self {
+        Self {
+            secret: secret.map(Arc::new),
+            ..self
         }
     }
 

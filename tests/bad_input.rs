@@ -227,6 +227,7 @@ fn hello_payload_in(
         protocol_version,
         service,
         cluster: cluster.to_string(),
+        auth: None,
     };
     encode(request_id, &hello).unwrap().to_vec()
 }
@@ -297,6 +298,7 @@ async fn connect_with_hello(addr: &str, service: ServiceKind) -> TcpStream {
             protocol_version,
             service: answered,
             cluster,
+            challenge: None,
         }) => {
             assert_eq!(protocol_version, PROTOCOL_VERSION);
             assert_eq!(answered, service);

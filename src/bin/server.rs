@@ -64,6 +64,10 @@ struct Args {
     /// Log size since the last snapshot below which none is taken, in bytes.
     #[arg(long, hide = true, default_value_t = LogOptions::default().compact_bytes_min)]
     compact_bytes_min: u64,
+    /// The cluster secret this process proves and asks every caller to prove (member.secret of
+    /// `client secrets DIR`). Without it, only a loopback --host is allowed.
+    #[arg(long, value_name = "FILE", env = process::CLUSTER_SECRET_FILE_ENV)]
+    cluster_secret_file: Option<PathBuf>,
     /// Print the completion script of `server` for SHELL and exit.
     #[arg(long, value_enum, value_name = "SHELL")]
     completions: Option<process::Shell>,
@@ -92,7 +96,9 @@ async fn run(args: Args) -> Result<(), Error> {
         planted_bug: None,
     };
     options.validate()?;
-    let env = Env::real().in_cluster(&args.cluster)?;
+    let secret = process::member_secret(args.cluster_secret_file.as_deref())?;
+    ringleader::net::secret::require_secret_off_loopback(&args.host, secret.as_ref())?;
+    let env = Env::real().in_cluster(&args.cluster)?.with_secret(secret);
     let listener = env.bind(&args.host, args.port, net::SERVER_PORTS).await?;
     let http = match args.http_port {
         Some(port) => Some(env.bind(&args.host, Some(port), net::SERVER_PORTS).await?),

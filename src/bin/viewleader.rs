@@ -1,5 +1,6 @@
 //! `viewleader`: parse flags, start logging, bind, serve until Ctrl-C or SIGTERM.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
@@ -63,6 +64,10 @@ struct Args {
     /// Log entries between snapshots (low in tests, so restarts cross a compaction).
     #[arg(long, default_value_t = viewleader::raft::SNAPSHOT_ENTRIES_DEFAULT, hide = true)]
     snapshot_entries: u64,
+    /// The cluster secret this process proves and asks every caller to prove (member.secret of
+    /// `client secrets DIR`). Without it, only a loopback --host is allowed.
+    #[arg(long, value_name = "FILE", env = process::CLUSTER_SECRET_FILE_ENV)]
+    cluster_secret_file: Option<PathBuf>,
     /// Print the completion script of `viewleader` for SHELL and exit.
     #[arg(long, value_enum, value_name = "SHELL")]
     completions: Option<process::Shell>,
@@ -112,7 +117,9 @@ async fn run(args: Args) -> Result<(), Error> {
         },
     };
     options.validate()?;
-    let env = Env::real().in_cluster(&args.cluster)?;
+    let secret = process::member_secret(args.cluster_secret_file.as_deref())?;
+    ringleader::net::secret::require_secret_off_loopback(&args.host, secret.as_ref())?;
+    let env = Env::real().in_cluster(&args.cluster)?.with_secret(secret);
     let listener = env.bind(&args.host, port, net::VIEWLEADER_PORTS).await?;
     let addr = listener.local_addr()?;
     let http = match args.http_port {

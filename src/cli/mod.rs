@@ -11,6 +11,7 @@ use serde_json::json;
 
 pub mod output;
 pub mod process;
+pub mod secrets;
 
 use crate::client::{Client, ClientOptions, TIMEOUT_MS_DEFAULT, WAIT_MS_DEFAULT};
 use crate::errinput;
@@ -63,6 +64,10 @@ pub struct ClientArgs {
         default_value = net::CLUSTER_DEFAULT
     )]
     pub cluster: String,
+    /// The cluster secret to prove in every hello: client.secret of `client secrets DIR` (or
+    /// member.secret, for a member's requests such as `viewleader add`).
+    #[arg(long, global = true, value_name = "FILE", env = process::CLUSTER_SECRET_FILE_ENV)]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
     /// Which of `--server` and `--viewleader` were typed on the command line, rather than taken
@@ -167,6 +172,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Make a cluster's secrets in DIR: member.secret for view leaders and servers, client.secret
+    /// for clients.
+    Secrets { dir: std::path::PathBuf },
     /// Run a view leader or storage server in this process (used by `chaos`).
     #[command(hide = true)]
     Serve(chaos::ServeArgs),
@@ -217,7 +225,15 @@ pub async fn run(args: ClientArgs) -> u8 {
 }
 
 async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Result<u8, Error> {
-    let env = Env::real().in_cluster(&args.cluster)?;
+    if let Command::Secrets { dir } = &args.command {
+        secrets::make(dir, out)?;
+        return Ok(EXIT_OK);
+    }
+    let secret = match &args.cluster_secret_file {
+        Some(path) => Some(crate::net::secret::ClusterSecret::load(path)?),
+        None => None,
+    };
+    let env = Env::real().in_cluster(&args.cluster)?.with_secret(secret);
     let client = Client::with_env(options, env.clone());
     let server = args
         .server
@@ -481,8 +497,8 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
         Command::Chaos(chaos_args) => return chaos::run(chaos_args, out).await,
         Command::Sim(sim_args) => return campaign::run(sim_args, out).await,
         Command::Serve(serve_args) => return chaos::serve(serve_args, env).await,
-        // Answered by `run` before any connection is made.
-        Command::Completions { .. } => {}
+        // Answered before any connection is made.
+        Command::Completions { .. } | Command::Secrets { .. } => {}
     }
     Ok(EXIT_OK)
 }

@@ -21,6 +21,29 @@ pub const VIEWLEADER_ENV: &str = "RINGLEADER_VIEWLEADER";
 /// The environment variable the `client`'s `--server` falls back to.
 pub const SERVER_ENV: &str = "RINGLEADER_SERVER";
 
+/// The environment variable every binary's `--cluster-secret-file` falls back to.
+pub const CLUSTER_SECRET_FILE_ENV: &str = "RINGLEADER_CLUSTER_SECRET_FILE";
+
+/// The secret a view leader or server proves, read from `path` if given: a member's, since a
+/// service must check callers of both roles; a client's file is refused saying so.
+pub fn member_secret(
+    path: Option<&std::path::Path>,
+) -> Result<Option<crate::net::secret::ClusterSecret>, Error> {
+    use crate::net::secret::{ClusterSecret, Role};
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let secret = ClusterSecret::load(path)?;
+    if secret.role() != Role::Member {
+        return Err(crate::errinput!(
+            "{} holds a client's secret; view leaders and servers need the member secret \
+             (member.secret of `client secrets DIR`)",
+            path.display()
+        ));
+    }
+    Ok(Some(secret))
+}
+
 /// Prints the completion script of `command` for `shell` on stdout, for the binary named `bin`
 /// (`client completions SHELL`, `server --completions SHELL`).
 pub fn print_completions(shell: Shell, command: clap::Command, bin: &'static str) {

@@ -424,21 +424,21 @@ impl Client {
             .collect();
         let holding = answers.len() - behind.len();
         if holding < quorum {
-            // Make the value durable on a majority before anyone is told about it.
-            let entries = vec![(key.to_string(), newest.clone())];
-            let repairs = futures::future::join_all(behind.iter().map(|replica| {
-                let request = ServerRequest::Transfer {
-                    epoch: view.view.epoch,
-                    server_id: replica.id.clone(),
-                    entries: entries.clone(),
-                };
-                self.server_call(&replica.addr, request)
-            }))
-            .await;
-            let repaired = repairs
-                .iter()
-                .filter(|r| matches!(r, Ok(ServerReply::Transferred { .. })))
-                .count();
+            // Make the value durable on a majority before anyone is told about it. The replica
+            // that holds it sends it (a client may not hand out versions itself).
+            let request = ServerRequest::Repair {
+                key: key.to_string(),
+                server_id: holder.id.clone(),
+                epoch: view.view.epoch,
+                to: behind.iter().map(|replica| (*replica).clone()).collect(),
+            };
+            let repaired = match self.server_call(&holder.addr, request).await {
+                // A server cannot have stored more copies than it was asked to send.
+                Ok(ServerReply::Repaired { stored }) => {
+                    usize::try_from(stored).map_or(behind.len(), |n| n.min(behind.len()))
+                }
+                _ => 0,
+            };
             if holding + repaired < quorum {
                 return Err(Error::Unreachable(format!(
                     "could not bring {key:?} to a majority of its replicas before answering"

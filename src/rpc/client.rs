@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio_util::codec::Framed;
 
-use super::frame::{codec, decode, encode, write_coalesced};
-use super::message::{cluster_mismatch, Request, Response, ServiceKind, PROTOCOL_VERSION};
+use super::frame::{decode, encode, write_coalesced};
+use super::handshake;
+use super::message::{Request, Response, ServiceKind};
 use crate::error::{Error, Result};
 use crate::fasthash::FastBuildHasher;
 use crate::net::Env;
@@ -91,53 +91,8 @@ where
 
     async fn connect_inner(env: &Env, addr: &str, service: ServiceKind) -> Result<Self> {
         let stream = env.connect(addr).await?;
-        let mut framed = Framed::new(stream, codec());
-        let hello: Request<Req> = Request::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            service,
-            cluster: env.cluster().to_string(),
-        };
-        framed
-            .send(encode(0, &hello)?)
-            .await
-            .map_err(|err| Error::Unreachable(format!("{addr}: {err}")))?;
-        let payload = match framed.next().await {
-            Some(Ok(payload)) => payload,
-            // An HTTP server answers our hello's bytes with a 400; read as a frame, its
-            // "HTTP" is a length far over the limit.
-            Some(Err(_)) if framed.read_buffer().starts_with(HTTP_REPLY_START) => {
-                return Err(speaks_http(addr))
-            }
-            Some(Err(err)) => return Err(Error::Unreachable(format!("{addr}: {err}"))),
-            None => {
-                return Err(Error::Unreachable(format!(
-                    "{addr} closed the connection during the handshake"
-                )))
-            }
-        };
-        let reply = decode::<Result<Response<Rep>>>(&payload).map_err(|(_, err)| {
-            Error::Protocol(format!(
-                "{addr} does not speak ringleader protocol {PROTOCOL_VERSION} ({err})"
-            ))
-        })?;
-        match reply.body {
-            Ok(Response::Hello {
-                service: theirs, ..
-            }) if theirs != service => {
-                return Err(wrong_service(addr, theirs));
-            }
-            Ok(Response::Hello { cluster, .. }) if cluster != env.cluster() => {
-                let err = cluster_mismatch(service, &cluster, env.cluster());
-                return Err(refused_by(addr, err));
-            }
-            Ok(Response::Hello { .. }) => {}
-            Ok(Response::Reply(_)) => {
-                return Err(Error::Protocol(format!(
-                    "{addr} answered the hello with a reply"
-                )))
-            }
-            Err(err) => return Err(refused_by(addr, err)),
-        }
+        let mut framed = handshake::wire(stream);
+        handshake::offer::<Rep>(&mut framed, addr, service, env).await?;
 
         let (sink, mut frames) = framed.split();
         let (out_tx, out_rx) = mpsc::channel::<Bytes>(REQUEST_QUEUE_MAX);
@@ -172,8 +127,8 @@ where
                         if let Some(waiter) = waiter {
                             let reply = match envelope.body {
                                 Ok(Response::Reply(reply)) => Ok(reply),
-                                Ok(Response::Hello { .. }) => {
-                                    Err(Error::Protocol("unexpected hello".into()))
+                                Ok(Response::Hello { .. } | Response::Welcome { .. }) => {
+                                    Err(Error::Protocol("a handshake answer to a call".into()))
                                 }
                                 Err(err) => Err(err),
                             };
@@ -267,35 +222,6 @@ where
 
     pub fn addr(&self) -> &str {
         &self.inner.addr
-    }
-}
-
-/// A refused hello names the address that refused it (the refusing side cannot: it may not know
-/// the address it is reached at).
-/// How an HTTP reply starts: what a ringleader port never sends first.
-const HTTP_REPLY_START: &[u8] = b"HTTP/";
-
-/// The error of dialling an HTTP port (a server's `--http-port`) instead of a ringleader one.
-pub fn speaks_http(addr: &str) -> Error {
-    Error::Protocol(format!(
-        "{addr} speaks HTTP, not the ringleader protocol (is it an --http-port?)"
-    ))
-}
-
-/// The error of dialling the other kind of service: it names the flag the address belongs to
-/// (the client's `--server` and `--viewleader`).
-pub fn wrong_service(addr: &str, theirs: ServiceKind) -> Error {
-    let flag = match theirs {
-        ServiceKind::ViewLeader => "--viewleader",
-        ServiceKind::Server => "--server",
-    };
-    Error::Protocol(format!("{addr} is a {theirs}; use {flag} {addr}"))
-}
-
-fn refused_by(addr: &str, err: Error) -> Error {
-    match err {
-        Error::Protocol(msg) => Error::Protocol(format!("{addr} refused the hello: {msg}")),
-        other => other,
     }
 }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::net;
+use crate::net::secret::{Role, SECRET_BYTES};
 use crate::types::{
     Epoch, HeartbeatReply, Key, LockReply, MemberStatus, Prepare, ServerId, ServerInfo, TxId,
     TxState, Value, Version, Versioned, View,
@@ -16,8 +17,9 @@ use crate::types::{
 
 /// Bumped on any incompatible change to the messages below. Version 5: the hello names the
 /// cluster. Version 6: the view leader is a Raft group (its members' messages, status and
-/// membership changes; `NotLeader`).
-pub const PROTOCOL_VERSION: u32 = 6;
+/// membership changes; `NotLeader`). Version 7: the hello proves the cluster secret
+/// (challenge-response, `crate::rpc::handshake`); `Forbidden`; `Repair`.
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Which service a connection talks to. Checked in the handshake so a client that dialled the
 /// wrong port gets a clear error instead of a misread message.
@@ -44,7 +46,8 @@ pub struct Envelope<T> {
     pub body: T,
 }
 
-/// A request frame's body: the handshake first, then calls.
+/// A request frame's body: the handshake first (a hello, and a proof when the cluster has a
+/// secret), then calls.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request<T> {
     Hello {
@@ -53,8 +56,31 @@ pub enum Request<T> {
         service: ServiceKind,
         /// The caller's cluster ([`crate::net::Env::cluster`]); a service of another refuses.
         cluster: String,
+        /// The role the caller will prove and its nonce; `None` from a caller without a secret.
+        auth: Option<HelloAuth>,
     },
     Call(T),
+    /// The caller's proof of the secret of the role its hello claimed, over the hello's
+    /// transcript (both nonces among it): the answer to [`Response::Hello`]'s challenge.
+    Proof {
+        proof: [u8; SECRET_BYTES],
+    },
+}
+
+/// What a caller with a secret adds to its hello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloAuth {
+    pub role: Role,
+    /// Fresh for this connection, so that the service's proof cannot be replayed to it.
+    pub nonce: [u8; SECRET_BYTES],
+}
+
+/// A service's challenge: its nonce, and its own proof of the role's secret over the
+/// transcript, so that the caller knows it reached a process of the cluster too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub nonce: [u8; SECRET_BYTES],
+    pub proof: [u8; SECRET_BYTES],
 }
 
 /// A reply frame's body.
@@ -65,8 +91,15 @@ pub enum Response<R> {
         service: ServiceKind,
         /// The service's cluster: the caller checks it too.
         cluster: String,
+        /// Present when the service has a secret: the caller must answer with a
+        /// [`Request::Proof`] before any call.
+        challenge: Option<Challenge>,
     },
     Reply(R),
+    /// The proof was right: calls may follow, with the rights of `role`.
+    Welcome {
+        role: Role,
+    },
 }
 
 /// The error of a hello between two clusters, the same from both ends: it names both (a
@@ -145,6 +178,20 @@ pub enum RaftMessage {
 }
 
 impl ViewLeaderRequest {
+    /// Whether only a member of the cluster may send this request: a server's heartbeat and
+    /// leave (a client must not join, keep alive or drop a server), and everything between the
+    /// view leader's members.
+    pub fn members_only(&self) -> bool {
+        matches!(
+            self,
+            ViewLeaderRequest::Heartbeat { .. }
+                | ViewLeaderRequest::Leave { .. }
+                | ViewLeaderRequest::Raft(_)
+                | ViewLeaderRequest::AddMember { .. }
+                | ViewLeaderRequest::RemoveMember { .. }
+        )
+    }
+
     /// The operation's name, for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -239,6 +286,16 @@ pub enum ServerRequest {
         to: ServerInfo,
         request: Box<ServerRequest>,
     },
+    /// A linearizable read's repair: send your copy of `key` to the replicas `to` (members of
+    /// the view of `epoch`, which lag behind you) and answer how many stored it. The reader
+    /// names the replicas, never the value: a client may ask for a repair, but only a member
+    /// hands out versions ([`ServerRequest::Transfer`] is members only).
+    Repair {
+        key: Key,
+        server_id: ServerId,
+        epoch: Epoch,
+        to: Vec<ServerInfo>,
+    },
 }
 
 /// The member a request is addressed to, for the requests that name one: a process that is not
@@ -253,9 +310,24 @@ impl ServerRequest {
             | ServerRequest::Transfer { server_id, .. }
             | ServerRequest::Versions { server_id, .. }
             | ServerRequest::TxStatus { server_id, .. }
-            | ServerRequest::Read { server_id, .. } => Some(server_id),
+            | ServerRequest::Read { server_id, .. }
+            | ServerRequest::Repair { server_id, .. } => Some(server_id),
             _ => None,
         }
+    }
+
+    /// Whether only a member of the cluster may send this request: the ones that hand out
+    /// versions or decide others' transactions (a transfer stores a version as given; a
+    /// termination query aborts a transaction never prepared here), and a relay, which carries
+    /// them. A caller that proved only a client's secret is refused them.
+    pub fn members_only(&self) -> bool {
+        matches!(
+            self,
+            ServerRequest::Transfer { .. }
+                | ServerRequest::Versions { .. }
+                | ServerRequest::TxStatus { .. }
+                | ServerRequest::Relay { .. }
+        )
     }
 
     /// Whether another member may carry this request for its sender ([`ServerRequest::Relay`]).
@@ -288,6 +360,7 @@ impl ServerRequest {
             ServerRequest::Crash => "crash",
             ServerRequest::Recover => "recover",
             ServerRequest::Relay { .. } => "relay",
+            ServerRequest::Repair { .. } => "repair",
         }
     }
 }
@@ -326,6 +399,11 @@ pub enum ServerReply {
     },
     /// The answer to `Crash` and `Recover`: whether the process is crashed now.
     Crashed(bool),
+    /// The answer to `Repair`: how many of the replicas named stored the copy (or held a newer
+    /// one).
+    Repaired {
+        stored: u64,
+    },
 }
 
 /// A server's self-description.

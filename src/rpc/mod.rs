@@ -5,10 +5,12 @@
 //! request, so a connection is pipelined and pooled. The first exchange on a connection is a hello
 //! naming the protocol version, the service and the cluster, so a client that dialled the wrong
 //! port, an old binary, or a process of another cluster is told so instead of having its bytes
-//! misread (or, worse, understood).
+//! misread (or, worse, understood); where the cluster has a secret, both ends prove it there
+//! ([`handshake`]).
 
 pub mod client;
 pub mod frame;
+pub mod handshake;
 pub mod locator;
 pub mod message;
 pub mod server;

@@ -12,18 +12,19 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
-use super::frame::{codec, decode, encode, write_coalesced};
-use super::message::{cluster_mismatch, Request, Response, ServiceKind, PROTOCOL_VERSION};
+use super::frame::{decode, encode, write_coalesced};
+use super::handshake;
+use super::message::{Request, Response, ServiceKind};
 use crate::error::{Error, Result};
-use crate::net::{self, Conn, Listener};
+use crate::net::secret::Role;
+use crate::net::{self, Conn, Env, Listener};
 
 /// Connections served at once; the accept loop waits for a free slot beyond it.
 pub const CONNECTIONS_MAX: usize = 1024;
@@ -47,6 +48,13 @@ pub trait Handler: Send + Sync + 'static {
         self: Arc<Self>,
         request: Self::Request,
     ) -> impl Future<Output = Answer<Self::Reply>> + Send;
+
+    /// Whether only a caller that proved a member's secret may send `request` (a client's is
+    /// answered `Forbidden`).
+    fn members_only(request: &Self::Request) -> bool;
+
+    /// The request's name, for logs and errors.
+    fn name(request: &Self::Request) -> &'static str;
 }
 
 /// What the connection does with one request's outcome. Besides the plain reply, a handler may
@@ -64,11 +72,12 @@ pub enum Answer<R> {
     Hangup,
 }
 
-/// Serves `listener` for peers of `cluster` until `shutdown` fires, then gives open connections
-/// a grace period. A hello from another cluster is refused.
+/// Serves `listener` for peers of `env`'s cluster until `shutdown` fires, then gives open
+/// connections a grace period. A hello from another cluster is refused, and so is one that does
+/// not prove `env`'s secret when it has one.
 pub async fn serve<H: Handler>(
     listener: Box<dyn Listener>,
-    cluster: Arc<str>,
+    env: Env,
     handler: Arc<H>,
     shutdown: CancellationToken,
 ) {
@@ -88,11 +97,11 @@ pub async fn serve<H: Handler>(
         };
         let handler = handler.clone();
         let shutdown = shutdown.clone();
-        let cluster = cluster.clone();
+        let env = env.clone();
         let span = tracing::debug_span!("connection", %peer, service = %H::SERVICE);
         tracker.spawn(
             async move {
-                connection(stream, &cluster, handler, shutdown).await;
+                connection(stream, &env, handler, shutdown).await;
                 drop(permit);
             }
             .instrument(span),
@@ -107,105 +116,25 @@ pub async fn serve<H: Handler>(
     }
 }
 
-/// The answer to a hello: ours if it asks for this service, in this protocol version and this
-/// cluster; else the error that says which of them differs. A caller of this version that asked
-/// for the other service is answered with our own kind (and the connection then closed), so that
-/// it can say which flag the address belongs to.
-fn answer_hello<R>(
-    protocol_version: u32,
-    service: ServiceKind,
-    peer_cluster: &str,
-    service_wanted: ServiceKind,
-    cluster: &str,
-) -> Result<Response<R>> {
-    if protocol_version == PROTOCOL_VERSION && service != service_wanted {
-        return Ok(Response::Hello {
-            protocol_version,
-            service: service_wanted,
-            cluster: cluster.to_string(),
-        });
-    }
-    if protocol_version != PROTOCOL_VERSION {
-        return Err(Error::Protocol(format!(
-            "this is a {service_wanted} speaking protocol version {PROTOCOL_VERSION}; \
-             the peer asked for a {service} speaking version {protocol_version}"
-        )));
-    }
-    if peer_cluster != cluster {
-        debug!(peer_cluster = %net::shown_cluster(peer_cluster), "refused a hello from another cluster");
-        return Err(cluster_mismatch(service_wanted, cluster, peer_cluster));
-    }
-    Ok(Response::Hello {
-        protocol_version,
-        service,
-        cluster: cluster.to_string(),
-    })
-}
-
 async fn connection<H: Handler>(
     stream: Conn,
-    cluster: &str,
+    env: &Env,
     handler: Arc<H>,
     shutdown: CancellationToken,
 ) {
-    let mut framed = Framed::new(stream, codec());
-    let hello = tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), framed.next());
-    let first = tokio::select! {
+    let mut framed = handshake::wire(stream);
+    let hello = tokio::time::timeout(
+        Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
+        handshake::accept::<H::Request>(&mut framed, H::SERVICE, env),
+    );
+    let role = tokio::select! {
         _ = shutdown.cancelled() => return,
-        first = hello => first,
-    };
-    let payload = match first {
-        Err(_) | Ok(None) => return,
-        Ok(Some(Err(err))) => {
-            let _ = send_error(&mut framed, 0, Error::InvalidRequest(frame_error(&err))).await;
-            return;
-        }
-        Ok(Some(Ok(payload))) => payload,
-    };
-    match decode::<Request<H::Request>>(&payload) {
-        Ok(envelope) => match envelope.body {
-            Request::Hello {
-                protocol_version,
-                service,
-                cluster: peer_cluster,
-            } => {
-                let hello: Result<Response<H::Reply>> = answer_hello(
-                    protocol_version,
-                    service,
-                    &peer_cluster,
-                    H::SERVICE,
-                    cluster,
-                );
-                if let Err(err) = hello {
-                    let _ = send_error(&mut framed, envelope.request_id, err).await;
-                    return;
-                }
-                let Ok(bytes) = encode(envelope.request_id, &hello) else {
-                    return;
-                };
-                if framed.send(bytes).await.is_err() || service != H::SERVICE {
-                    // A caller that wanted the other service has been told what this is.
-                    return;
-                }
-            }
-            Request::Call(_) => {
-                let err = Error::Protocol("the first message must be a hello".into());
-                let _ = send_error(&mut framed, envelope.request_id, err).await;
-                return;
-            }
+        role = hello => match role {
+            Ok(Some(role)) => role,
+            Err(_) | Ok(None) => return,
         },
-        Err((request_id, err)) => {
-            let err = match err {
-                Error::InvalidRequest(what) => Error::Protocol(format!(
-                    "expected a hello of protocol version {PROTOCOL_VERSION}: {what}"
-                )),
-                other => other,
-            };
-            let _ = send_error(&mut framed, request_id.unwrap_or(0), err).await;
-            return;
-        }
-    }
-    debug!("handshake done");
+    };
+    debug!(%role, "handshake done");
 
     let (sink, mut frames) = framed.split();
     let (reply_tx, reply_rx) = mpsc::channel::<Bytes>(REPLY_QUEUE_MAX);
@@ -227,7 +156,7 @@ async fn connection<H: Handler>(
                 debug!(%err, "bad frame; closing");
                 if let Ok(bytes) = encode::<Result<Response<H::Reply>>>(
                     0,
-                    &Err(Error::InvalidRequest(frame_error(&err))),
+                    &Err(Error::InvalidRequest(handshake::frame_error(&err))),
                 ) {
                     let _ = reply_tx.send(bytes).await;
                 }
@@ -260,17 +189,46 @@ async fn connection<H: Handler>(
                 protocol_version,
                 service,
                 cluster: peer_cluster,
+                ..
             } => {
-                // A later hello is answered (and checked) like the first, but a refusal leaves
-                // the connection, already past its handshake, open.
-                let reply: Result<Response<H::Reply>> = answer_hello(
+                // A later hello is checked like the first and answered without a challenge (it
+                // grants nothing); a refusal leaves the connection, past its handshake, open.
+                let reply: Result<Response<H::Reply>> = handshake::check_hello(
                     protocol_version,
                     service,
                     &peer_cluster,
                     H::SERVICE,
-                    cluster,
-                );
+                    env.cluster(),
+                )
+                .map(|()| Response::Hello {
+                    protocol_version,
+                    service: H::SERVICE,
+                    cluster: env.cluster().to_string(),
+                    challenge: None,
+                });
                 if let Ok(bytes) = encode(request_id, &reply) {
+                    let _ = reply_tx.send(bytes).await;
+                }
+                continue;
+            }
+            Request::Proof { .. } => {
+                let err = Error::Protocol("a proof outside the hello".into());
+                if let Ok(bytes) = encode::<Result<Response<H::Reply>>>(request_id, &Err(err)) {
+                    let _ = reply_tx.send(bytes).await;
+                }
+                continue;
+            }
+            Request::Call(request) if role == Role::Client && H::members_only(&request) => {
+                debug!(
+                    request = H::name(&request),
+                    "refused a member's request from a client"
+                );
+                let err = Error::Forbidden(format!(
+                    "`{}` is a request between cluster members; this connection proved a \
+                     client's secret (use the member secret file for it)",
+                    H::name(&request)
+                ));
+                if let Ok(bytes) = encode::<Result<Response<H::Reply>>>(request_id, &Err(err)) {
                     let _ = reply_tx.send(bytes).await;
                 }
                 continue;
@@ -321,186 +279,4 @@ async fn connection<H: Handler>(
     drop(reply_tx);
     let _ = writer.await;
     debug!("connection closed");
-}
-
-async fn send_error(
-    framed: &mut Framed<Conn, tokio_util::codec::LengthDelimitedCodec>,
-    request_id: u64,
-    err: Error,
-) -> Result<()> {
-    let reply: Result<Response<()>> = Err(err);
-    let bytes = encode(request_id, &reply)?;
-    framed.send(bytes).await.map_err(Error::from)
-}
-
-fn frame_error(err: &std::io::Error) -> String {
-    if err.kind() == std::io::ErrorKind::InvalidData {
-        format!(
-            "frame larger than the limit of {} bytes",
-            super::frame::FRAME_BYTES_MAX
-        )
-    } else {
-        format!("bad frame: {err}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::net::Env;
-    use crate::rpc::client::RpcClient;
-
-    /// A service that answers `n` with `n + 1`.
-    struct Increment;
-
-    impl Handler for Increment {
-        type Request = u64;
-        type Reply = u64;
-        const SERVICE: ServiceKind = ServiceKind::ViewLeader;
-
-        async fn handle(self: Arc<Self>, request: u64) -> Answer<u64> {
-            Answer::Reply(Ok(request + 1))
-        }
-    }
-
-    /// Serves [`Increment`] for cluster `cluster` on a free loopback port; returns its address.
-    async fn start(cluster: &str, shutdown: &CancellationToken) -> String {
-        let env = Env::real().in_cluster(cluster).unwrap();
-        let listener = env.bind("127.0.0.1", Some(0), 0..=0).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(
-            listener,
-            env.cluster.clone(),
-            Arc::new(Increment),
-            shutdown.clone(),
-        ));
-        addr
-    }
-
-    async fn connect(addr: &str, cluster: &str) -> Result<RpcClient<u64, u64>> {
-        let env = Env::real().in_cluster(cluster).unwrap();
-        RpcClient::connect(&env, addr, ServiceKind::ViewLeader, Duration::from_secs(5)).await
-    }
-
-    #[test]
-    fn a_hello_for_the_other_service_is_answered_with_our_kind() {
-        // The caller then says which flag the address belongs to; the connection is closed.
-        match answer_hello::<()>(
-            PROTOCOL_VERSION,
-            ServiceKind::Server,
-            "a",
-            ServiceKind::ViewLeader,
-            "a",
-        ) {
-            Ok(Response::Hello { service, .. }) => assert_eq!(service, ServiceKind::ViewLeader),
-            other => panic!("a hello for the other service answered {other:?}"),
-        }
-        let err = crate::rpc::client::wrong_service("h:1", ServiceKind::ViewLeader);
-        assert!(
-            err.to_string()
-                .contains("h:1 is a view leader; use --viewleader h:1"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn a_hello_from_another_cluster_is_answered_with_an_error_naming_both() {
-        let answer = |cluster: &str| {
-            answer_hello::<()>(
-                PROTOCOL_VERSION,
-                ServiceKind::Server,
-                cluster,
-                ServiceKind::Server,
-                "a",
-            )
-        };
-        match answer("a") {
-            Ok(Response::Hello { cluster, .. }) => assert_eq!(cluster, "a"),
-            other => panic!("a hello of the same cluster answered {other:?}"),
-        }
-        let err = answer("b").unwrap_err();
-        let Error::Protocol(msg) = &err else {
-            panic!("not a protocol error: {err:?}")
-        };
-        assert!(
-            msg.contains(r#"storage server belongs to cluster "a""#)
-                && msg.contains(r#"caller to cluster "b""#),
-            "{msg}"
-        );
-        // A wrong version is reported as such, whatever the cluster.
-        let err = answer_hello::<()>(
-            PROTOCOL_VERSION - 1,
-            ServiceKind::Server,
-            "b",
-            ServiceKind::Server,
-            "a",
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("protocol version"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn a_caller_of_another_cluster_is_refused_and_one_of_the_same_is_served() {
-        let shutdown = CancellationToken::new();
-        let addr = start("a", &shutdown).await;
-
-        let err = connect(&addr, "b")
-            .await
-            .err()
-            .expect("cluster b was served");
-        let Error::Protocol(msg) = &err else {
-            panic!("not a protocol error: {err:?}")
-        };
-        assert!(
-            msg.contains(&addr)
-                && msg.contains(r#"view leader belongs to cluster "a""#)
-                && msg.contains(r#"caller to cluster "b""#),
-            "{msg}"
-        );
-        assert!(!err.is_retryable(), "{err:?}");
-
-        let client = connect(&addr, "a").await.unwrap();
-        assert_eq!(client.call(&41, Duration::from_secs(5)).await.unwrap(), 42);
-        shutdown.cancel();
-    }
-
-    /// The caller checks the answer too: a service that says hello from another cluster (one
-    /// that does not check, say) is refused by the caller.
-    #[tokio::test]
-    async fn a_hello_answered_from_another_cluster_is_refused_by_the_caller() {
-        let env = Env::real();
-        let listener = env.bind("127.0.0.1", Some(0), 0..=0).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (stream, _) = net::accept(&*listener).await;
-            let mut framed = Framed::new(stream, codec());
-            let Some(Ok(payload)) = framed.next().await else {
-                return;
-            };
-            let Ok(envelope) = decode::<Request<u64>>(&payload) else {
-                return;
-            };
-            let hello: Result<Response<u64>> = Ok(Response::Hello {
-                protocol_version: PROTOCOL_VERSION,
-                service: ServiceKind::ViewLeader,
-                cluster: "a".into(),
-            });
-            let _ = framed
-                .send(encode(envelope.request_id, &hello).unwrap())
-                .await;
-            // Hold the connection open until the caller goes.
-            let _ = framed.next().await;
-        });
-        let err = connect(&addr, "b")
-            .await
-            .err()
-            .expect("cluster b was served");
-        let Error::Protocol(msg) = &err else {
-            panic!("not a protocol error: {err:?}")
-        };
-        assert!(
-            msg.contains(&addr) && msg.contains(r#"cluster "a""#) && msg.contains(r#"cluster "b""#),
-            "{msg}"
-        );
-    }
 }

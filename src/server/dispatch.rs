@@ -14,7 +14,7 @@ use crate::rpc::message::{ServerReply, ServerRequest, ServiceKind};
 use crate::rpc::server::{Answer, Handler};
 use crate::storage::{self, Record};
 use crate::twopc::participant::{Context, Vote};
-use crate::types::{check_epoch, check_key, check_value, check_version, Op};
+use crate::types::{check_epoch, check_key, check_value, check_version, Op, ServerInfo};
 
 /// Keys in one `Versions` request (a rebalancing sender asks in batches of at most this many).
 pub const VERSIONS_BATCH_KEYS_MAX: usize = 20_000;
@@ -31,6 +31,14 @@ impl Handler for StorageServer {
             .metrics
             .observed(op, &*self.env.clock, self.clone().dispatch(request));
         self.faults.handle(ends_crash, work).await
+    }
+
+    fn members_only(request: &ServerRequest) -> bool {
+        request.members_only()
+    }
+
+    fn name(request: &ServerRequest) -> &'static str {
+        request.name()
     }
 }
 
@@ -66,6 +74,7 @@ impl StorageServer {
                 | ServerRequest::Recover
                 | ServerRequest::Status
                 | ServerRequest::Relay { .. }
+                | ServerRequest::Repair { .. }
         );
         let durability = self.durability.clone();
         let reply = self.answer(request).await?;
@@ -240,6 +249,59 @@ impl StorageServer {
                     keys.iter().map(|k| node.store.version(k)).collect(),
                 ))
             }
+            ServerRequest::Repair { key, epoch, to, .. } => self.repair(key, epoch, to).await,
         }
+    }
+
+    /// A reader's repair: this server's copy of `key` sent to the lagging replicas `to`, as a
+    /// rebalancing transfer would send it. Only replicas of this server's view, at the reader's
+    /// epoch, are served, so a caller cannot aim the copies anywhere else.
+    async fn repair(&self, key: String, epoch: u64, to: Vec<ServerInfo>) -> Result<ServerReply> {
+        check_key(&key)?;
+        check_epoch(epoch)?;
+        if to.len() >= crate::ring::REPLICATION_COUNT {
+            return Err(errinput!(
+                "a repair goes to at most {} other replicas, not {}",
+                crate::ring::REPLICATION_COUNT - 1,
+                to.len()
+            ));
+        }
+        let copy = {
+            let node = self.node()?;
+            if epoch != node.view.epoch {
+                return Err(Error::StaleView(format!(
+                    "a repair of epoch {epoch} reached server {} at epoch {}",
+                    node.id, node.view.epoch
+                )));
+            }
+            if let Some(stranger) = to.iter().find(|t| !node.view.servers.contains(t)) {
+                return Err(errinput!(
+                    "{} ({}) is not a server of the view of epoch {epoch}",
+                    stranger.id,
+                    stranger.addr
+                ));
+            }
+            node.store.get(&key)
+        };
+        let Some(copy) = copy else {
+            return Ok(ServerReply::Repaired { stored: 0 });
+        };
+        let entries = vec![(key, copy)];
+        let sent = futures::future::join_all(to.iter().map(|target| {
+            let request = ServerRequest::Transfer {
+                epoch,
+                server_id: target.id.clone(),
+                entries: entries.clone(),
+            };
+            async move { self.call_member(target, &request, 0).await }
+        }))
+        .await;
+        let stored = sent
+            .iter()
+            .filter(|reply| matches!(reply, Ok(ServerReply::Transferred { .. })))
+            .count();
+        Ok(ServerReply::Repaired {
+            stored: stored as u64,
+        })
     }
 }

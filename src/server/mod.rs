@@ -258,8 +258,8 @@ pub async fn serve(
         server.clone(),
         stopping.clone(),
     ));
-    let cluster = server.env().cluster.clone();
-    tokio::join!(control, serve_rpc(listener, cluster, server, stopping));
+    let env = server.env().clone();
+    tokio::join!(control, serve_rpc(listener, env, server, stopping));
     let _ = heartbeats.await;
     let _ = views.await;
     let _ = terminations.await;

@@ -544,6 +544,14 @@ impl Handler for ViewLeader {
             .observed(op, &*self.env.clock, self.clone().dispatch(request));
         self.faults.handle(ends_crash, work).await
     }
+
+    fn members_only(request: &ViewLeaderRequest) -> bool {
+        request.members_only()
+    }
+
+    fn name(request: &ViewLeaderRequest) -> &'static str {
+        request.name()
+    }
 }
 
 impl ViewLeader {
@@ -803,13 +811,7 @@ pub async fn serve(
             }
         })
     };
-    serve_rpc(
-        listener,
-        leader.env.cluster.clone(),
-        leader.clone(),
-        shutdown,
-    )
-    .await;
+    serve_rpc(listener, leader.env.clone(), leader.clone(), shutdown).await;
     let _ = ticker.await;
     let _ = confirmer.await;
     let _ = leader.raft.shutdown().await;

@@ -425,7 +425,7 @@ impl Service {
     }
 }
 
-fn start_service(
+pub fn start_service(
     name: &str,
     program: &str,
     args: &[String],

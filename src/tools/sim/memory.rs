@@ -55,6 +55,7 @@ impl MemoryNetwork {
             clock,
             random: Arc::new(SeededRandom::new(seed)),
             cluster: Arc::from(net::CLUSTER_DEFAULT),
+            secret: None,
         }
     }
 

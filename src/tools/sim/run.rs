@@ -555,6 +555,7 @@ fn env(seed: u64, skew_us: i64) -> Env {
         clock: Arc::new(SimWallClock { skew_us }),
         random: Arc::new(SeededRandom::new(seed)),
         cluster: Arc::from(net::CLUSTER_DEFAULT),
+        secret: None,
     }
 }
 
