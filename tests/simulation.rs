@@ -197,10 +197,16 @@ fn a_random_batch_of_seeds_keeps_every_promise_under_the_handled_faults() {
     println!("random batch: {seeds} seeds in {:?}", started.elapsed());
 }
 
+/// Seeds whose runs interleave two appends to one key so that the planted bug loses one. Which
+/// seeds do depends on the timing of every message: when a read's repair began to go through
+/// the replica holding the value (issue 16), seeds 1 and 2 stopped producing that interleaving
+/// (a survey of seeds 1 to 7 with the bug planted: caught on 3, 4, 5, 6 and 7).
+const PLANTED_BUG_SEEDS: [u64; 3] = [3, 4, 5];
+
 #[test]
 fn a_participant_voting_yes_on_a_held_key_is_caught() {
     let mut caught = Vec::new();
-    for seed in [1, 2, 3] {
+    for seed in PLANTED_BUG_SEEDS {
         let mut options = SimOptions::new(seed);
         options.planted_bug = Some(PlantedBug::VoteYesOnHeldKeys);
         let outcome = run(&options);
@@ -209,8 +215,7 @@ fn a_participant_voting_yes_on_a_held_key_is_caught() {
         }
     }
     assert_eq!(
-        caught,
-        vec![1, 2, 3],
+        caught, PLANTED_BUG_SEEDS,
         "the planted bug went unnoticed on some fixed seeds"
     );
 }

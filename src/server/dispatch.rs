@@ -268,13 +268,20 @@ impl StorageServer {
         }
         let copy = {
             let node = self.node()?;
-            if epoch != node.view.epoch {
+            // A reader of an older view refreshes it (its replicas may have moved); one of a
+            // newer view knows replicas this server has not heard of yet, so only a view of
+            // the same epoch is checked here (the replicas refuse a transfer of an epoch older
+            // than theirs).
+            if epoch < node.view.epoch {
                 return Err(Error::StaleView(format!(
                     "a repair of epoch {epoch} reached server {} at epoch {}",
                     node.id, node.view.epoch
                 )));
             }
-            if let Some(stranger) = to.iter().find(|t| !node.view.servers.contains(t)) {
+            let stranger = to
+                .iter()
+                .find(|t| epoch == node.view.epoch && !node.view.servers.contains(t));
+            if let Some(stranger) = stranger {
                 return Err(errinput!(
                     "{} ({}) is not a server of the view of epoch {epoch}",
                     stranger.id,

@@ -566,8 +566,11 @@ impl ViewLeader {
                 settled_servers,
                 former_ids,
             } => {
-                // Heard even by a leader that cannot act now: the server is alive.
-                self.heard(&server_id);
+                // Heard even by a leader that cannot act now: the server is alive. Unless the
+                // beat names a live server at another address, which the log refuses.
+                if self.machine.read(|s| s.speaks_for(&server_id, &addr))? {
+                    self.heard(&server_id);
+                }
                 self.check_leader()?;
                 let command = Command::Heartbeat {
                     server_id,

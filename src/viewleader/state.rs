@@ -52,7 +52,10 @@
 //! # Deliberately left out
 //! * Durability and replication: this is the state machine; [`super::raft`] logs its commands,
 //!   replicates them and snapshots the state.
-//! * A requester's identity is whatever string it sends; there is no authentication.
+//! * Who sends a command: the hello authenticates a caller as a member or a client
+//!   (`crate::rpc::handshake`), and only members may send heartbeats and leaves, but members
+//!   share one key, so a member could name another server's id; the state only insists that a
+//!   live id keeps its address. A lock requester is whatever string it sends.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -419,6 +422,20 @@ impl State {
 
     fn heartbeat(&mut self, beat: Beat) -> Result<HeartbeatReply> {
         beat.check()?;
+        // One id, one address: a beat naming a live server at another address speaks for a
+        // server it is not (or one that moved, which rejoins under a new id once its old one
+        // expires). Refused before anything else, so it changes nothing.
+        if let Some(member) = self.members.get(&beat.server_id) {
+            if member.addr != beat.addr {
+                return Err(errinput!(
+                    "server {} is in the view at {}; a heartbeat naming it at {} is refused \
+                     (one id, one address)",
+                    beat.server_id,
+                    member.addr,
+                    beat.addr
+                ));
+            }
+        }
         let Beat {
             server_id,
             addr,
@@ -479,11 +496,21 @@ impl State {
         }
     }
 
+    /// Whether a heartbeat naming `server_id` at `addr` may count as that server's proof of
+    /// life: yes unless the id is a live server at another address (a beat the log refuses must
+    /// not keep a dead server alive either).
+    pub fn speaks_for(&self, server_id: &str, addr: &str) -> bool {
+        self.members
+            .get(server_id)
+            .is_none_or(|member| member.addr == addr)
+    }
+
     /// A heartbeat's answer when it would change nothing (the usual beat of a member that is
     /// up to date): the leader answers it without logging it. `None` means it must be logged.
     pub fn quiet_heartbeat(&self, beat: &Command) -> Option<HeartbeatReply> {
         let Command::Heartbeat {
             server_id,
+            addr,
             epoch_seen,
             rebalanced_epoch,
             settled_epoch,
@@ -502,10 +529,10 @@ impl State {
             return Some(HeartbeatReply::Denied { epoch: self.epoch });
         }
         match self.members.get(server_id) {
-            // A member's beat never changes its address (`heartbeat` keeps the first), so a
-            // beat from another address is quiet too: logging it would change nothing.
+            // A beat from another address goes to the log, which refuses it with the reason.
             Some(member) => (*rebalanced_epoch <= member.rebalanced_epoch
-                && member.former_ids == *former_ids)
+                && member.former_ids == *former_ids
+                && member.addr == *addr)
                 .then_some(HeartbeatReply::Accepted { epoch: self.epoch }),
             None => None,
         }

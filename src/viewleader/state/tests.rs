@@ -325,6 +325,28 @@ fn first_heartbeat_joins_and_bumps_the_epoch() {
 }
 
 #[test]
+fn a_heartbeat_naming_a_live_server_at_another_address_is_refused_and_changes_nothing() {
+    let mut s = Leader::new();
+    s.beat("a", ADDR_A, 0);
+    let before = s.state.clone();
+    // It even reports a higher epoch, which an accepted beat would adopt.
+    let forged = heartbeat("a", ADDR_B, 9, 9, (0, &[]), &[]);
+    assert_eq!(s.state.quiet_heartbeat(&forged), None, "the log refuses it");
+    match s.state.apply(forged, 10) {
+        Err(Error::InvalidRequest(msg)) => {
+            assert!(msg.contains(ADDR_A) && msg.contains(ADDR_B), "{msg}")
+        }
+        other => panic!("a beat for a at another address: {other:?}"),
+    }
+    assert_eq!(s.state.epoch, before.epoch);
+    assert_eq!(s.view().servers, vec![info("a", ADDR_A)]);
+    assert_eq!(
+        s.beat("a", ADDR_A, 20),
+        HeartbeatReply::Accepted { epoch: 1 }
+    );
+}
+
+#[test]
 fn a_known_servers_heartbeat_does_not_bump_the_epoch() {
     let mut s = Leader::new();
     s.beat("a", ADDR_A, 0);
@@ -1568,6 +1590,17 @@ proptest! {
             match op {
                 Op::Beat { id, addr, epoch_seen, rebalanced } => {
                     let id = format!("s{id}");
+                    if !s.state.speaks_for(&id, ADDRS[addr]) {
+                        // A live server named at another address: refused, and not heard.
+                        let before = s.state.clone();
+                        let beat = heartbeat(&id, ADDRS[addr], epoch_seen, rebalanced, (0, &[]), &[]);
+                        prop_assert_eq!(s.state.quiet_heartbeat(&beat), None);
+                        let refused = s.state.apply(beat, now);
+                        prop_assert!(invalid(refused), "a beat for {} at another address", id);
+                        prop_assert_eq!(&s.state.members, &before.members);
+                        prop_assert_eq!(s.state.epoch, before.epoch);
+                        continue;
+                    }
                     let reply = s.beat_with(&id, ADDRS[addr], epoch_seen, rebalanced, now);
                     prop_assert!(reply.epoch() >= epoch_seen);
                     heard.insert(id, now);
