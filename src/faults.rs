@@ -22,14 +22,36 @@
 //!
 //! A process applies them by turning each request's outcome into an [`Answer`] through
 //! [`Faults::admits`] and [`Faults::answer`]; the RPC layer only carries the answer out.
+//!
+//! **Opt-in.** The faults a caller can ask for over the network (`crash`, `recover`, and the
+//! log harness's `POST /exit`) are refused with [`Error::Forbidden`] unless the process was
+//! started with `--fault-injection` ([`check_injection`]): otherwise anyone who reaches a port
+//! could silence a node. The reply faults and planted bugs are options no flag sets, so they
+//! need no gate; a coordinator crash point stops only the client that chose it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::Notify;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::rpc::server::Answer;
+
+/// Refuses the fault `what` (a crash, a recovery, an exit) asked for over the network, unless
+/// the process was started with `--fault-injection` (`enabled`). One place, so that the RPC
+/// requests of the storage server and the view leader and the HTTP routes refuse alike.
+pub fn check_injection(enabled: bool, what: &str) -> Result<()> {
+    if enabled {
+        return Ok(());
+    }
+    // An operator should see that someone tried: on a real cluster nobody should.
+    warn!(request = what, "refused: started without --fault-injection");
+    Err(Error::Forbidden(format!(
+        "{what} refused: this process was started without --fault-injection (fault injection \
+         is meant for tests, the demo, chaos runs and the distributed-log harness; restart it \
+         with --fault-injection to allow crash, recover and /exit)"
+    )))
+}
 
 /// Where a coordinator stops on purpose, to test what happens when a client dies mid-commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +186,19 @@ mod tests {
         assert!(matches!(faults.answer(true, Ok(1)), Answer::Reply(Ok(1))));
         faults.recover();
         assert!(matches!(faults.answer(false, Ok(1)), Answer::Reply(Ok(1))));
+    }
+
+    #[test]
+    fn a_requested_fault_is_refused_without_fault_injection_and_says_how_to_allow_it() {
+        assert_eq!(check_injection(true, "crash"), Ok(()));
+        let refused = check_injection(false, "crash").unwrap_err();
+        assert_eq!(refused.kind(), "forbidden");
+        assert_eq!(refused.exit_code(), 4);
+        let message = refused.to_string();
+        assert!(message.contains("crash refused"), "{message}");
+        assert!(message.contains("--fault-injection"), "{message}");
+        assert!(message.contains("tests"), "{message}");
+        assert!(!refused.is_retryable());
     }
 
     #[test]

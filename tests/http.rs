@@ -5,8 +5,8 @@
 //! external checker's three conditions. Issue 17: `/health` and `/ready` of servers and
 //! view-leader members, settled, crashed, outside the view and without a leader.
 //!
-//! Everything runs on real processes: a `viewleader` and `server --http-port 0` binaries started
-//! here (the shared harness does not know `--http-port`), each in a temporary working directory
+//! Everything runs on real processes: a `viewleader` and `server --http-port 0 --fault-injection`
+//! binaries started here (the shared harness does not know `--http-port`), each in a temporary working directory
 //! so the files `/exit` writes land there. The HTTP client is a tiny HTTP/1.1 client over
 //! `std::net::TcpStream`, because "the connection was closed without any response" is itself an
 //! answer of the contract and must be told apart from a response. Every wait polls a condition
@@ -71,6 +71,7 @@ impl Proc {
             .env("NO_COLOR", "1")
             .env_remove(common::CLUSTER_ENV)
             .env_remove(common::VIEWLEADER_ENV)
+            .env_remove(common::HTTP_TOKEN_FILE_ENV)
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start {name} ({program}): {err}"));
         let (tx, stdout) = mpsc::channel();
@@ -201,6 +202,8 @@ impl Cluster {
                 &HEARTBEAT_MS.to_string(),
                 "--lease-ms",
                 &LEASE_MS.to_string(),
+                // The log harness crashes and recovers nodes.
+                "--fault-injection",
             ]),
             dir.path(),
         );
@@ -223,6 +226,7 @@ impl Cluster {
                     &HEARTBEAT_MS.to_string(),
                     "--log-output-id",
                     &output_id,
+                    "--fault-injection",
                 ]),
                 dir.path(),
             );

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use ringleader::cli::process;
-use ringleader::http::{self, HttpOptions};
+use ringleader::http::{self, auth::HttpAuth, HttpOptions};
 use ringleader::net::{self, Env};
 use ringleader::server::{self, ServerOptions};
 use ringleader::storage::{FsyncMode, LogOptions};
@@ -68,6 +68,17 @@ struct Args {
     /// `client secrets DIR`). Without it, only a loopback --host is allowed.
     #[arg(long, value_name = "FILE", env = process::CLUSTER_SECRET_FILE_ENV)]
     cluster_secret_file: Option<PathBuf>,
+    /// Answer crash and recover (RPC and HTTP) and POST /exit. Off by default: these are for
+    /// tests, the demo, chaos runs and the distributed-log harness, never for a real deployment.
+    #[arg(long)]
+    fault_injection: bool,
+    /// File holding the HTTP bearer token (one line, at least 16 bytes): writes and admin routes
+    /// then need `Authorization: Bearer TOKEN`, and reads too unless --http-read-open.
+    #[arg(long, value_name = "FILE", env = http::auth::HTTP_TOKEN_FILE_ENV)]
+    http_token_file: Option<PathBuf>,
+    /// With --http-token-file: reads (GET /keys/...) need no token; writes and admin still do.
+    #[arg(long)]
+    http_read_open: bool,
     /// Print the completion script of `server` for SHELL and exit.
     #[arg(long, value_enum, value_name = "SHELL")]
     completions: Option<process::Shell>,
@@ -94,8 +105,10 @@ async fn run(args: Args) -> Result<(), Error> {
         tx_timeout_ms: args.tx_timeout_ms,
         faults: Default::default(),
         planted_bug: None,
+        fault_injection: args.fault_injection,
     };
     options.validate()?;
+    let auth = HttpAuth::from_flags(args.http_token_file.as_deref(), args.http_read_open)?;
     let secret = process::member_secret(args.cluster_secret_file.as_deref())?;
     ringleader::net::secret::require_secret_off_loopback(&args.host, secret.as_ref())?;
     let env = Env::real().in_cluster(&args.cluster)?.with_secret(secret);
@@ -124,6 +137,7 @@ async fn run(args: Args) -> Result<(), Error> {
                 viewleader: node.options().viewleader.clone(),
                 log_key: args.log_key,
                 log_output_id: args.log_output_id,
+                auth,
                 ..HttpOptions::default()
             };
             let stop = node.stopping();

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use ringleader::cli::process;
+use ringleader::http::auth::HttpAuth;
 use ringleader::net::{self, Env};
 use ringleader::viewleader::{self, ViewLeaderOptions};
 use ringleader::{http, Error};
@@ -68,6 +69,17 @@ struct Args {
     /// `client secrets DIR`). Without it, only a loopback --host is allowed.
     #[arg(long, value_name = "FILE", env = process::CLUSTER_SECRET_FILE_ENV)]
     cluster_secret_file: Option<PathBuf>,
+    /// Answer crash and recover (RPC and HTTP) and POST /exit. Off by default: these are for
+    /// tests, the demo, chaos runs and the distributed-log harness, never for a real deployment.
+    #[arg(long)]
+    fault_injection: bool,
+    /// File holding the HTTP bearer token (one line, at least 16 bytes): writes and admin routes
+    /// then need `Authorization: Bearer TOKEN`, and reads too unless --http-read-open.
+    #[arg(long, value_name = "FILE", env = http::auth::HTTP_TOKEN_FILE_ENV)]
+    http_token_file: Option<PathBuf>,
+    /// With --http-token-file: reads (GET /keys/...) need no token; writes and admin still do.
+    #[arg(long)]
+    http_read_open: bool,
     /// Print the completion script of `viewleader` for SHELL and exit.
     #[arg(long, value_enum, value_name = "SHELL")]
     completions: Option<process::Shell>,
@@ -115,8 +127,10 @@ async fn run(args: Args) -> Result<(), Error> {
             election_timeout_ms: args.election_timeout_ms,
             snapshot_entries: args.snapshot_entries,
         },
+        fault_injection: args.fault_injection,
     };
     options.validate()?;
+    let auth = HttpAuth::from_flags(args.http_token_file.as_deref(), args.http_read_open)?;
     let secret = process::member_secret(args.cluster_secret_file.as_deref())?;
     ringleader::net::secret::require_secret_off_loopback(&args.host, secret.as_ref())?;
     let env = Env::real().in_cluster(&args.cluster)?.with_secret(secret);
@@ -140,6 +154,7 @@ async fn run(args: Args) -> Result<(), Error> {
             Some(tokio::spawn(http::viewleader::serve(
                 http_listener,
                 leader,
+                auth,
                 stop,
             )))
         }

@@ -14,6 +14,9 @@
 //!   the other nodes for a linger, then end the process. A crashed node recovers first and reads
 //!   the log from a majority of its replicas, so every node writes the same committed log.
 //!
+//! `/crash`, `/recover` and `/exit` answer 403 on a node started without `--fault-injection`
+//! (the course's harness starts its servers with it).
+//!
 //! Deliberately left out: an entry whose commit reached the primary and then lost every reply
 //! ("outcome unknown", a rare double fault) is waited for until the deadline and answered 200
 //! only if it became visible; if not, the connection is closed although it may still appear.
@@ -94,17 +97,36 @@ async fn log_contains(gateway: &Gateway, entry: &str) -> bool {
     }
 }
 
+/// 403 with the reason when the node was started without `--fault-injection` (see
+/// [`crate::faults::check_injection`]), for `/crash`, `/recover` and `/exit` alike.
+fn refuse_fault(gateway: &Gateway, what: &str) -> Option<Response<Body>> {
+    let enabled = gateway.server.options().fault_injection;
+    let Err(err) = crate::faults::check_injection(enabled, what) else {
+        return None;
+    };
+    Some(text(StatusCode::FORBIDDEN, format!("{err}\n")))
+}
+
 pub async fn crash(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
+    if let Some(refused) = refuse_fault(&gateway, "POST /crash") {
+        return refused;
+    }
     gateway.server.set_crashed(true);
     text(StatusCode::OK, "crashed\n")
 }
 
 pub async fn recover(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
+    if let Some(refused) = refuse_fault(&gateway, "POST /recover") {
+        return refused;
+    }
     gateway.server.set_crashed(false);
     text(StatusCode::OK, "recovered\n")
 }
 
 pub async fn exit(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
+    if let Some(refused) = refuse_fault(&gateway, "POST /exit") {
+        return refused;
+    }
     gateway.exiting.store(true, Ordering::Release);
     gateway.server.set_crashed(false);
     // Read the committed log from a majority (retrying while the cluster settles after the

@@ -9,6 +9,7 @@
 //! * [`admin`]: `/admin/status` (text) and `/metrics` (Prometheus text format).
 //! * [`health`]: `/health` and `/ready` for load balancers and container health checks, on the
 //!   gateway and on the view leader's pages.
+//! * [`auth`]: the bearer token (`--http-token-file`) every router checks before any handler.
 //!
 //! Connections are served by hyper directly rather than `axum::serve`, because two answers of
 //! the log contract are "close the connection without any response" (a crashed node, an entry
@@ -16,6 +17,7 @@
 //! connection unanswered.
 
 pub mod admin;
+pub mod auth;
 pub mod health;
 pub mod keys;
 pub mod log;
@@ -57,6 +59,8 @@ pub struct HttpOptions {
     pub log_commit_ms: u64,
     /// Time the node keeps serving other nodes after `/exit`.
     pub exit_linger_ms: u64,
+    /// Who may use the gateway (`--http-token-file`, `--http-read-open`); default: everybody.
+    pub auth: auth::HttpAuth,
 }
 
 impl Default for HttpOptions {
@@ -67,6 +71,7 @@ impl Default for HttpOptions {
             log_output_id: "run".into(),
             log_commit_ms: log::LOG_COMMIT_MS_DEFAULT,
             exit_linger_ms: log::EXIT_LINGER_MS_DEFAULT,
+            auth: auth::HttpAuth::default(),
         }
     }
 }
@@ -189,7 +194,10 @@ async fn answer(
     Ok(response)
 }
 
+/// Every route of the gateway, behind the bearer-token check ([`auth`]), which runs first (also
+/// for unknown paths) so that a refused request reaches no handler.
 fn router(gateway: Arc<Gateway>) -> Router {
+    let auth = Arc::new(gateway.options.auth.clone());
     Router::new()
         .route("/keys/{*key}", get(keys::get_key).post(keys::post_key))
         .route("/", put(log::put_entry))
@@ -201,6 +209,7 @@ fn router(gateway: Arc<Gateway>) -> Router {
         .route("/health", get(health::server_health))
         .route("/ready", get(health::server_ready))
         .layer(axum::extract::DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::require))
         .with_state(gateway)
 }
 

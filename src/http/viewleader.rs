@@ -1,7 +1,8 @@
 //! A view-leader member's HTTP pages: `/admin/status` (its place in the Raft group and the view
 //! it applied, in plain text), `/metrics` (requests by operation, epoch, live servers,
 //! crashed, Raft term and indices, in the OpenMetrics text format), and `/health` and `/ready`
-//! ([`super::health`]).
+//! ([`super::health`]). With a bearer token ([`super::auth`]), `/metrics` and `/admin/status`
+//! need it; `/health` and `/ready` never do.
 
 use std::sync::Arc;
 
@@ -15,12 +16,18 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::info;
 
+use super::auth::{self, HttpAuth};
 use super::{health, serve_connections, text};
 use crate::net::Listener;
 use crate::viewleader::ViewLeader;
 
-/// Serves the pages of `leader` on `listener` until `stop` fires.
-pub async fn serve(listener: Box<dyn Listener>, leader: Arc<ViewLeader>, stop: CancellationToken) {
+/// Serves the pages of `leader` on `listener` until `stop` fires, to the callers `auth` admits.
+pub async fn serve(
+    listener: Box<dyn Listener>,
+    leader: Arc<ViewLeader>,
+    auth: HttpAuth,
+    stop: CancellationToken,
+) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "view leader HTTP pages listening");
     }
@@ -29,6 +36,10 @@ pub async fn serve(listener: Box<dyn Listener>, leader: Arc<ViewLeader>, stop: C
         .route("/admin/status", get(admin_status))
         .route("/health", get(health::member_health))
         .route("/ready", get(health::member_ready))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth),
+            auth::require,
+        ))
         .with_state(leader);
     serve_connections(listener, stop, move |request: Request<_>| {
         let router = router.clone();

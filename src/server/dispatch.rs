@@ -1,6 +1,7 @@
 //! A storage server's answers: one `match` over its requests, each turned into calls on the
 //! storage engine and the 2PC participant under the node's lock. Faults ([`crate::faults`])
-//! decide whether a request is handled and whether its reply goes out.
+//! decide whether a request is handled and whether its reply goes out; `crash` and `recover`
+//! are answered only with `--fault-injection`.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use tracing::info;
 use super::node::StorageServer;
 use crate::errinput;
 use crate::error::{Error, Result};
-use crate::faults::PlantedBug;
+use crate::faults::{check_injection, PlantedBug};
 use crate::rpc::message::{ServerReply, ServerRequest, ServiceKind};
 use crate::rpc::server::{Answer, Handler};
 use crate::storage::{self, Record};
@@ -187,10 +188,12 @@ impl StorageServer {
                 })
             }
             ServerRequest::Crash => {
+                check_injection(self.options.fault_injection, "crash")?;
                 self.set_crashed(true);
                 Ok(ServerReply::Crashed(true))
             }
             ServerRequest::Recover => {
+                check_injection(self.options.fault_injection, "recover")?;
                 self.set_crashed(false);
                 Ok(ServerReply::Crashed(false))
             }

@@ -57,6 +57,10 @@ pub struct ServerOptions {
     /// Test hook: a known defect switched on, to prove the checks catch it. Never set outside
     /// tests.
     pub planted_bug: Option<PlantedBug>,
+    /// `--fault-injection`: answer `crash` and `recover` (and, on the gateway, `/crash`,
+    /// `/recover`, `/exit`). Off by default: without it anyone who reaches the port could
+    /// silence the server (see [`crate::faults`]).
+    pub fault_injection: bool,
 }
 
 impl Default for ServerOptions {
@@ -69,6 +73,7 @@ impl Default for ServerOptions {
             tx_timeout_ms: TX_TIMEOUT_MS_DEFAULT,
             faults: ReplyFaults::default(),
             planted_bug: None,
+            fault_injection: false,
         }
     }
 }

@@ -67,9 +67,11 @@ pub const START_WAIT_MS: u64 = 10_000;
 /// Timing of an in-process cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
-    /// Every member's options. Its Raft id, peers and data dir are the cluster's to set: each
-    /// member gets its own id (1 to `viewleader_members`), the whole group as its peers, and a
-    /// directory in the cluster's temporary directory (none in memory).
+    /// Every member's options. Its Raft id, peers, data dir and fault injection are the
+    /// cluster's to set: each member gets its own id (1 to `viewleader_members`), the whole
+    /// group as its peers, a directory in the cluster's temporary directory (none in memory),
+    /// and `fault_injection` on, as every server of the cluster (the demo and the tests crash
+    /// them).
     pub viewleader: ViewLeaderOptions,
     /// Members of the view-leader group, 1 to [`MEMBERS_MAX`].
     pub viewleader_members: usize,
@@ -304,6 +306,8 @@ impl LocalCluster {
         options.raft.peers = self.peers.clone();
         options.raft.join = rejoin;
         options.data_dir = member.data_dir.clone();
+        // The demo and the tests that use this cluster crash and recover its processes.
+        options.fault_injection = true;
         options
     }
 
@@ -516,6 +520,7 @@ impl LocalCluster {
             tx_timeout_ms: options.tx_timeout_ms,
             faults: options.faults,
             planted_bug: None,
+            fault_injection: true,
         };
         let started = server::start(&*listener, server_options, env, storage)?;
         let recovered = started.snapshot()?.keys;

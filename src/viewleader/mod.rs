@@ -39,6 +39,9 @@ pub struct ViewLeaderOptions {
     pub data_dir: Option<std::path::PathBuf>,
     /// This member's place in its Raft group.
     pub raft: RaftOptions,
+    /// `--fault-injection`: answer `crash` and `recover`. Off by default: without it anyone who
+    /// reaches the port could stop this member (see [`crate::faults`]).
+    pub fault_injection: bool,
 }
 
 impl Default for ViewLeaderOptions {
@@ -49,6 +52,7 @@ impl Default for ViewLeaderOptions {
             lock_lease_ms: LOCK_LEASE_MS_DEFAULT,
             data_dir: None,
             raft: RaftOptions::single(1),
+            fault_injection: false,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! proposes them through the Raft log ([`super::raft`]) and answers with what applying them
 //! returned; it runs the leader's sweep (expiries, lapsed lock places, settling once time has
 //! passed) and publishes every new view to the long polls (`WatchView`) that servers keep open.
-//! A member that is not the leader answers `NotLeader`, naming the leader it knows. Its HTTP
+//! A member that is not the leader answers `NotLeader`, naming the leader it knows. `crash` and
+//! `recover` are answered only with `--fault-injection` ([`crate::faults`]). Its HTTP
 //! pages (`/metrics`, `/admin/status`) are served by `crate::http` when whoever starts it asks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +26,7 @@ use super::raft::{decode, encode, MemberId, Proposal, Raft};
 use super::state::{Command, Outcome, State, StateConfig};
 use super::ViewLeaderOptions;
 use crate::error::{Error, Result};
-use crate::faults::Faults;
+use crate::faults::{check_injection, Faults};
 use crate::metrics::Metrics;
 use crate::net::{Env, Listener};
 use crate::rpc::client::Pool;
@@ -619,10 +620,12 @@ impl ViewLeader {
                     .map(reply_of)
             }
             ViewLeaderRequest::Crash => {
+                check_injection(self.options.fault_injection, "crash")?;
                 self.set_crashed(true);
                 Ok(ViewLeaderReply::Crashed(true))
             }
             ViewLeaderRequest::Recover => {
+                check_injection(self.options.fault_injection, "recover")?;
                 self.set_crashed(false);
                 Ok(ViewLeaderReply::Crashed(false))
             }

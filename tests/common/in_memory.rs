@@ -46,6 +46,8 @@ pub async fn start(servers: u64) -> InMemoryCluster {
         ViewLeaderOptions {
             heartbeat_interval_ms: 500,
             lease_ms: 2_000,
+            // Tests crash and recover it (tests/leaderless_view.rs).
+            fault_injection: true,
             ..Default::default()
         },
         leader_env,
@@ -65,6 +67,7 @@ pub async fn start(servers: u64) -> InMemoryCluster {
             ServerOptions {
                 viewleader: VIEWLEADER.into(),
                 heartbeat_interval_ms: 500,
+                fault_injection: true,
                 ..Default::default()
             },
             server_env,

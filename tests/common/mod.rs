@@ -19,6 +19,7 @@
 
 #![allow(dead_code)]
 
+pub mod http_client;
 pub mod in_memory;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -56,6 +57,9 @@ pub const CLUSTER_ENV: &str = "RINGLEADER_CLUSTER";
 pub const VIEWLEADER_ENV: &str = "RINGLEADER_VIEWLEADER";
 /// The variable the client's `--server` falls back to.
 pub const SERVER_ENV: &str = "RINGLEADER_SERVER";
+/// The variable the services' `--http-token-file` falls back to (removed from every child's
+/// environment, so a developer's own setting cannot close a test's gateway).
+pub const HTTP_TOKEN_FILE_ENV: &str = "RINGLEADER_HTTP_TOKEN_FILE";
 
 // ---------------------------------------------------------------------------------------------
 // Waiting
@@ -264,6 +268,7 @@ impl Captured {
             .env_remove(CLUSTER_ENV)
             .env_remove(VIEWLEADER_ENV)
             .env_remove(SERVER_ENV)
+            .env_remove(HTTP_TOKEN_FILE_ENV)
             .envs(vars.iter().copied());
         if let Some(dir) = dir {
             command.current_dir(dir);
@@ -584,6 +589,16 @@ pub fn run_service_to_exit<S: AsRef<str>>(program: &str, args: &[S]) -> ClientRu
     BackgroundClient::spawn_program(program, args, &[]).finish(CLIENT_RUN_TIMEOUT)
 }
 
+/// [`run_service_to_exit`] with the environment variables `vars` set (for flags that fall back
+/// to one).
+pub fn run_service_to_exit_with_env<S: AsRef<str>>(
+    program: &str,
+    args: &[S],
+    vars: &[(&str, &str)],
+) -> ClientRun {
+    BackgroundClient::spawn_program(program, args, vars).finish(CLIENT_RUN_TIMEOUT)
+}
+
 /// A `client` run in progress, whose output can be watched while it runs.
 pub struct BackgroundClient {
     process: Captured,
@@ -750,12 +765,14 @@ impl ViewDoc {
 pub const VIEWLEADER_DATA_DIR: &str = "viewleader.data";
 
 /// The view leader's flags: `port` (0 for any free one), the timings, its cluster (`None`: the
-/// default), and its data dir inside `dir` (the cluster's temp dir), the same across its restarts.
+/// default), its data dir inside `dir` (the cluster's temp dir), the same across its restarts,
+/// and `--fault-injection` if `fault_injection`.
 fn viewleader_args(
     timings: &Timings,
     cluster: Option<&str>,
     port: u16,
     dir: &std::path::Path,
+    fault_injection: bool,
 ) -> Vec<String> {
     let mut args = cluster_args(cluster);
     args.extend(["--port".to_string(), port.to_string()]);
@@ -764,7 +781,18 @@ fn viewleader_args(
         "--data-dir".to_string(),
         dir.join(VIEWLEADER_DATA_DIR).display().to_string(),
     ]);
+    args.extend(fault_injection_args(fault_injection));
     args
+}
+
+/// `--fault-injection` (crash and recover allowed, as the tests need), or nothing: every
+/// process of a test cluster has it unless the cluster was started
+/// [`TestCluster::start_without_fault_injection`].
+fn fault_injection_args(fault_injection: bool) -> Vec<String> {
+    match fault_injection {
+        true => vec!["--fault-injection".to_string()],
+        false => Vec::new(),
+    }
 }
 
 /// The timing flags every view leader (a lone one or a group member) is started with.
@@ -992,6 +1020,9 @@ pub struct TestCluster {
     node_extra_args: Vec<String>,
     /// Flags every client run against this cluster gets before its command's own.
     client_extra_args: Vec<String>,
+    /// Whether the view leader, members and servers get `--fault-injection` (all but
+    /// [`TestCluster::start_without_fault_injection`] do).
+    fault_injection: bool,
     _slot: ClusterSlot,
 }
 
@@ -1019,13 +1050,13 @@ impl TestCluster {
     }
 
     pub fn start_with(timings: Timings, servers: usize) -> Self {
-        Self::start_configured::<&str>(None, timings, servers, &[], &[], &[])
+        Self::start_configured::<&str>(None, timings, servers, &[], &[], &[], true)
     }
 
     /// [`TestCluster::start_with`] in cluster `cluster` (`None`: the default): every process
     /// started and every client run gets `--cluster`.
     pub fn start_in(cluster: Option<&str>, timings: Timings, servers: usize) -> Self {
-        Self::start_configured::<&str>(cluster, timings, servers, &[], &[], &[])
+        Self::start_configured::<&str>(cluster, timings, servers, &[], &[], &[], true)
     }
 
     /// As [`TestCluster::start_with`], every server (also when added or restarted later) started
@@ -1035,7 +1066,18 @@ impl TestCluster {
         servers: usize,
         server_args: &[S],
     ) -> Self {
-        Self::start_configured(None, timings, servers, server_args, &[], &[])
+        Self::start_configured(None, timings, servers, server_args, &[], &[], true)
+    }
+
+    /// As [`TestCluster::start_with_server_args`], but the view leader and every server are
+    /// started without `--fault-injection`, as a real deployment would be: `crash`, `recover`
+    /// and `/exit` are refused.
+    pub fn start_without_fault_injection<S: AsRef<str>>(
+        timings: Timings,
+        servers: usize,
+        server_args: &[S],
+    ) -> Self {
+        Self::start_configured(None, timings, servers, server_args, &[], &[], false)
     }
 
     /// As [`TestCluster::start_with`], with `node_args` given to the view leader and every
@@ -1047,7 +1089,7 @@ impl TestCluster {
         node_args: &[S],
         client_args: &[S],
     ) -> Self {
-        Self::start_configured(None, timings, servers, &[], node_args, client_args)
+        Self::start_configured(None, timings, servers, &[], node_args, client_args, true)
     }
 
     fn start_configured<S: AsRef<str>>(
@@ -1057,6 +1099,7 @@ impl TestCluster {
         server_args: &[S],
         node_args: &[S],
         client_args: &[S],
+        fault_injection: bool,
     ) -> Self {
         let slot = ClusterSlot::acquire();
         let dir = tempfile::Builder::new()
@@ -1067,7 +1110,7 @@ impl TestCluster {
             args.iter().map(|arg| arg.as_ref().to_string()).collect()
         };
         let node_extra_args = owned(node_args);
-        let mut args = viewleader_args(&timings, cluster, 0, dir.path());
+        let mut args = viewleader_args(&timings, cluster, 0, dir.path(), fault_injection);
         args.extend(node_extra_args.iter().cloned());
         let viewleader = start_service("viewleader", VIEWLEADER_BIN, &args, dir.path())
             .unwrap_or_else(|err| panic!("{err}"));
@@ -1083,6 +1126,7 @@ impl TestCluster {
             server_extra_args: owned(server_args),
             node_extra_args,
             client_extra_args: owned(client_args),
+            fault_injection,
             _slot: slot,
         };
         for _ in 0..servers {
@@ -1154,6 +1198,7 @@ impl TestCluster {
             self.cluster.as_deref(),
             port,
             self.dir.path(),
+            self.fault_injection,
         );
         args.extend(self.node_extra_args.iter().cloned());
         let service = wait_for(
@@ -1166,6 +1211,16 @@ impl TestCluster {
             "the view leader restarted at another address"
         );
         self.viewleader = Some(service);
+    }
+
+    /// Every line the view leader printed on stdout so far, minus its `listening on` line
+    /// (empty while it is killed): `http listening on ADDR` with `--http-port`.
+    pub fn viewleader_stdout(&self) -> Vec<String> {
+        self.expect_single("viewleader_stdout");
+        self.viewleader
+            .as_ref()
+            .map(Service::stdout_lines)
+            .unwrap_or_default()
     }
 
     /// The view leader's stderr so far (empty while it is killed).
@@ -1195,6 +1250,7 @@ impl TestCluster {
         if let Some(tx_timeout_ms) = self.timings.tx_timeout_ms {
             args.extend(["--tx-timeout-ms".into(), tx_timeout_ms.to_string()]);
         }
+        args.extend(fault_injection_args(self.fault_injection));
         args.extend(self.node_extra_args.iter().cloned());
         args.extend(self.server_extra_args.iter().cloned());
         args
@@ -1513,7 +1569,8 @@ impl TestCluster {
 
 /// The flags of member `index` of `group`: its id; the group's `--peers` (a founding member,
 /// which listens on its own entry's port) or `--join --port PORT`; the cluster's timings; its
-/// own `--data-dir`; the group's Raft settings. The same flags start it again after a kill.
+/// own `--data-dir`; the group's Raft settings; `--fault-injection` (the group tests crash
+/// members). The same flags start it again after a kill.
 fn member_args(
     timings: &Timings,
     cluster: Option<&str>,
@@ -1545,6 +1602,7 @@ fn member_args(
     if let Some(ms) = group.options.raft_heartbeat_ms {
         args.extend(["--raft-heartbeat-ms".to_string(), ms.to_string()]);
     }
+    args.extend(fault_injection_args(true));
     args
 }
 
@@ -1583,6 +1641,7 @@ impl TestCluster {
             server_extra_args: Vec::new(),
             node_extra_args: Vec::new(),
             client_extra_args: Vec::new(),
+            fault_injection: true,
             _slot: slot,
         };
         cluster.group = Some(cluster.start_founders(group));

@@ -613,6 +613,8 @@ fn member_args(
         CHAOS_SNAPSHOT_ENTRIES.to_string(),
         "--data-dir".into(),
         data_dir.display().to_string(),
+        // The nemesis crashes and recovers members.
+        "--fault-injection".into(),
     ]
 }
 
@@ -638,5 +640,7 @@ fn server_args(
         timing.tx_timeout_ms.to_string(),
         "--data-dir".into(),
         data_dir.display().to_string(),
+        // The nemesis crashes and recovers servers.
+        "--fault-injection".into(),
     ]
 }

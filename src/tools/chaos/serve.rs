@@ -56,6 +56,10 @@ pub struct ServeArgs {
     pub election_timeout_ms: u64,
     #[arg(long, default_value_t = crate::viewleader::raft::SNAPSHOT_ENTRIES_DEFAULT)]
     pub snapshot_entries: u64,
+    /// Answer crash and recover, as the `--fault-injection` of the `server` and `viewleader`
+    /// binaries (the chaos run crashes its processes; off unless given, as there).
+    #[arg(long)]
+    pub fault_injection: bool,
 }
 
 /// Runs the hidden `serve` role until a signal, in `env`'s cluster (the global `--cluster`).
@@ -77,6 +81,7 @@ pub async fn serve(args: ServeArgs, env: crate::net::Env) -> Result<u8> {
                 lock_lease_ms: args.lock_lease_ms,
                 data_dir: args.data_dir.clone(),
                 raft,
+                fault_injection: args.fault_injection,
             };
             let listener = env
                 .bind(&args.host, Some(args.port), crate::net::VIEWLEADER_PORTS)
@@ -89,6 +94,7 @@ pub async fn serve(args: ServeArgs, env: crate::net::Env) -> Result<u8> {
                 viewleader: args.viewleader_addr,
                 heartbeat_interval_ms: args.heartbeat_interval_ms,
                 tx_timeout_ms: args.tx_timeout_ms,
+                fault_injection: args.fault_injection,
                 ..Default::default()
             };
             let listener = env

@@ -607,6 +607,7 @@ pub fn viewleader_options(options: &SimOptions, id: MemberId) -> ViewLeaderOptio
             election_timeout_ms: RAFT_ELECTION_TIMEOUT_MS,
             snapshot_entries: RAFT_SNAPSHOT_ENTRIES,
         },
+        fault_injection: true,
         ..Default::default()
     }
 }
@@ -828,6 +829,8 @@ fn run_hosts(options: &SimOptions) -> Outcome {
                 tx_timeout_ms: options.tx_timeout_ms,
                 faults: Default::default(),
                 planted_bug: options.planted_bug,
+                // A test harness: every fault is allowed, as in the in-process cluster.
+                fault_injection: true,
             };
             async move {
                 let listener = env.bind(&host, Some(PORT), net::SERVER_PORTS).await?;
