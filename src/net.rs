@@ -20,6 +20,7 @@
 
 pub mod raft_runtime;
 pub mod secret;
+pub mod tls;
 
 use std::fmt;
 use std::ops::RangeInclusive;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use ringleader::cli::process;
+use ringleader::cli::tls_certs::TlsArgs;
 use ringleader::http::auth::HttpAuth;
 use ringleader::net::{self, Env};
 use ringleader::viewleader::{self, ViewLeaderOptions};
@@ -80,6 +81,9 @@ struct Args {
     /// With --http-token-file: reads (GET /keys/...) need no token; writes and admin still do.
     #[arg(long)]
     http_read_open: bool,
+    /// TLS on every port and connection (`--tls-cert`, `--tls-key`, `--tls-ca`): all or none.
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Print the completion script of `viewleader` for SHELL and exit.
     #[arg(long, value_enum, value_name = "SHELL")]
     completions: Option<process::Shell>,
@@ -134,6 +138,7 @@ async fn run(args: Args) -> Result<(), Error> {
     let secret = process::member_secret(args.cluster_secret_file.as_deref())?;
     ringleader::net::secret::require_secret_off_loopback(&args.host, secret.as_ref())?;
     let env = Env::real().in_cluster(&args.cluster)?.with_secret(secret);
+    let env = args.tls.apply(env)?;
     let listener = env.bind(&args.host, port, net::VIEWLEADER_PORTS).await?;
     let addr = listener.local_addr()?;
     let http = match args.http_port {

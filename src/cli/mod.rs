@@ -12,6 +12,7 @@ use serde_json::json;
 pub mod output;
 pub mod process;
 pub mod secrets;
+pub mod tls_certs;
 
 use crate::client::{Client, ClientOptions, TIMEOUT_MS_DEFAULT, WAIT_MS_DEFAULT};
 use crate::errinput;
@@ -68,6 +69,9 @@ pub struct ClientArgs {
     /// member.secret, for a member's requests such as `viewleader add`).
     #[arg(long, global = true, value_name = "FILE", env = process::CLUSTER_SECRET_FILE_ENV)]
     pub cluster_secret_file: Option<std::path::PathBuf>,
+    /// TLS to every process (`--tls-cert`, `--tls-key`, `--tls-ca`): all three or none.
+    #[command(flatten)]
+    pub tls: tls_certs::TlsArgs,
     #[command(subcommand)]
     pub command: Command,
     /// Which of `--server` and `--viewleader` were typed on the command line, rather than taken
@@ -175,6 +179,10 @@ pub enum Command {
     /// Make a cluster's secrets in DIR: member.secret for view leaders and servers, client.secret
     /// for clients.
     Secrets { dir: std::path::PathBuf },
+    /// Write a development CA and certificates for TLS into DIR (ca.pem, node.pem, client.pem
+    /// and their keys) and print the flags each process takes.
+    #[command(name = "tls-certs", alias = "tls_certs")]
+    TlsCerts(tls_certs::TlsCertsArgs),
     /// Run a view leader or storage server in this process (used by `chaos`).
     #[command(hide = true)]
     Serve(chaos::ServeArgs),
@@ -225,6 +233,9 @@ pub async fn run(args: ClientArgs) -> u8 {
 }
 
 async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Result<u8, Error> {
+    if let Command::TlsCerts(certs) = &args.command {
+        return tls_certs::run(certs, &Env::real(), out);
+    }
     if let Command::Secrets { dir } = &args.command {
         secrets::make(dir, out)?;
         return Ok(EXIT_OK);
@@ -234,6 +245,7 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
         None => None,
     };
     let env = Env::real().in_cluster(&args.cluster)?.with_secret(secret);
+    let env = args.tls.apply(env)?;
     let client = Client::with_env(options, env.clone());
     let server = args
         .server
@@ -497,8 +509,8 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
         Command::Chaos(chaos_args) => return chaos::run(chaos_args, out).await,
         Command::Sim(sim_args) => return campaign::run(sim_args, out).await,
         Command::Serve(serve_args) => return chaos::serve(serve_args, env).await,
-        // Answered before any connection is made.
-        Command::Completions { .. } | Command::Secrets { .. } => {}
+        // Answered by `run` and at the top of `execute`, before any connection is made.
+        Command::Completions { .. } | Command::Secrets { .. } | Command::TlsCerts(_) => {}
     }
     Ok(EXIT_OK)
 }
