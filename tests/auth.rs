@@ -332,3 +332,50 @@ fn a_clients_read_repair_goes_through_the_replica_that_holds_the_value() {
         "the newest version is on fewer than a majority after the read: {versions:?}"
     );
 }
+
+/// `client tls-certs DIR` into `dir/name`: the TLS flags of a node and of a client.
+fn make_certs(dir: &Path, name: &str) -> (Vec<String>, Vec<String>) {
+    let out = dir.join(name);
+    run_client(&["tls-certs", &out.display().to_string()]).expect_ok();
+    let flags = |cert: &str, key: &str| {
+        ["--tls-cert", cert, "--tls-key", key, "--tls-ca", "ca.pem"]
+            .iter()
+            .enumerate()
+            .map(|(i, arg)| match i % 2 {
+                0 => arg.to_string(),
+                _ => out.join(arg).display().to_string(),
+            })
+            .collect::<Vec<String>>()
+    };
+    (
+        flags("node.pem", "node-key.pem"),
+        flags("client.pem", "client-key.pem"),
+    )
+}
+
+/// The secret and TLS together: the hello's proof runs inside the TLS session, and a client
+/// needs both.
+#[test]
+fn with_a_secret_and_tls_a_client_needs_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (member, client) = make_secrets(dir.path(), "ours");
+    let (node_tls, client_tls) = make_certs(dir.path(), "certs");
+    let node_args = [secret_flag(&member), node_tls].concat();
+    let client_args = [secret_flag(&client), client_tls.clone()].concat();
+    let cluster = TestCluster::start_with_args(Timings::default(), 3, &node_args, &client_args);
+    cluster.client(&["setr", "gamma", "one"]).expect_ok();
+    assert_eq!(cluster.getr_text("gamma").as_deref(), Some("one"));
+
+    let viewleader = cluster.viewleader_addr();
+    let tail = ["--viewleader", viewleader.as_str(), "getr", "gamma"];
+    let tls_only = run_client(&[client_tls, tail.map(String::from).to_vec()].concat());
+    tls_only.expect_code(EXIT_REFUSED);
+    assert!(
+        tls_only.stderr.contains("requires the cluster secret"),
+        "{}",
+        tls_only.stderr
+    );
+    let secret_only = run_client(&[secret_flag(&client), tail.map(String::from).to_vec()].concat());
+    assert_ne!(secret_only.code, 0, "a client without TLS was served");
+    assert!(secret_only.stderr.contains("TLS"), "{}", secret_only.stderr);
+}
