@@ -379,3 +379,59 @@ fn with_a_secret_and_tls_a_client_needs_both() {
     assert_ne!(secret_only.code, 0, "a client without TLS was served");
     assert!(secret_only.stderr.contains("TLS"), "{}", secret_only.stderr);
 }
+
+/// Hellos timed per cluster in [`measure_hello_with_and_without_the_secret`].
+const MEASURED_HELLOS: usize = 500;
+
+/// The median of `MEASURED_HELLOS` fresh connections to a server of `cluster` (each a TCP
+/// connect and a hello, and one status call), in microseconds.
+fn time_hellos(cluster: &TestCluster, secret: Option<ClusterSecret>) -> u128 {
+    let addr = cluster.query_servers().servers[0].addr.clone();
+    let env = Env::real().with_secret(secret);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut samples: Vec<Duration> = runtime.block_on(async {
+        let mut samples = Vec::new();
+        for _ in 0..MEASURED_HELLOS {
+            let started = std::time::Instant::now();
+            let conn: RpcClient<ServerRequest, ServerReply> =
+                RpcClient::connect(&env, &addr, ServiceKind::Server, CALL_TIMEOUT)
+                    .await
+                    .expect("connect");
+            conn.call(&ServerRequest::Status, CALL_TIMEOUT)
+                .await
+                .expect("status");
+            samples.push(started.elapsed());
+        }
+        samples
+    });
+    samples.sort();
+    samples[samples.len() / 2].as_micros()
+}
+
+#[test]
+#[ignore = "a measurement: cargo test --release --test auth -- --ignored --nocapture"]
+fn measure_hello_with_and_without_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (member, client) = make_secrets(dir.path(), "ours");
+    let client_secret = ClusterSecret::load(&client).unwrap();
+    let plain = TestCluster::start(1);
+    let secured = TestCluster::start_with_args(
+        Timings::default(),
+        1,
+        &secret_flag(&member),
+        &secret_flag(&client),
+    );
+    // Interleaved, so that a change in the machine's load falls on both.
+    for round in 0..3 {
+        let without = time_hellos(&plain, None);
+        let with = time_hellos(&secured, Some(client_secret.clone()));
+        println!(
+            "round {round}: connect + hello + status, median of {MEASURED_HELLOS}: \
+             {without} us without a secret, {with} us with one ({:.2}x)",
+            with as f64 / without.max(1) as f64
+        );
+    }
+}

@@ -39,11 +39,11 @@ pub const EXIT_NOT_FOUND: u8 = 1;
     about = "Talk to a ringleader cluster, or run the demo and the load generator"
 )]
 pub struct ClientArgs {
-    /// Storage server for print/set/get/query_all_keys: host[:port]; without a port, the first
-    /// storage server on 38000-38010.
+    /// Storage server for print/set/get/query_all_keys: HOST or HOST:PORT; without a port, the
+    /// first storage server on 38000-38010.
     #[arg(long, global = true, env = process::SERVER_ENV)]
     pub server: Option<String>,
-    /// View leader: host[:port]; without a port, the first view leader on 39000-39010.
+    /// View leader: HOST or HOST:PORT; without a port, the first view leader on 39000-39010.
     #[arg(long, global = true, env = process::VIEWLEADER_ENV)]
     pub viewleader: Option<String>,
     /// Print one JSON document instead of text.
@@ -150,7 +150,7 @@ pub enum Command {
     Status,
     /// Where KEY lives: its replicas in ring order (primary first) and the version each holds.
     Locate { key: String },
-    /// Add ITEM to the list at KEY on its replicas (a missing key becomes [ITEM]).
+    /// Add ITEM to the list at KEY on its replicas (a missing key becomes a list of ITEM alone).
     Append { key: String, item: String },
     /// Simulate a crash of the process named by --server or --viewleader: it answers nothing
     /// but recover, sends nothing, and keeps its memory.

@@ -16,7 +16,7 @@
 //!   header, records, and a closing record that counts them. Written as `.tmp`, synced, renamed,
 //!   and the directory synced, so a snapshot under its final name is always whole.
 //! * A record: its payload's length (4 bytes, little endian), a CRC-32 of the length and the
-//!   payload (4 bytes), and the payload (postcard). At most [`RECORD_BYTES_MAX`].
+//!   payload (4 bytes), and the payload (postcard). At most [`super::RECORD_BYTES_MAX`].
 //!
 //! # Recovery rules (what [`Log::open`] does)
 //! 1. Leftover `.tmp` files (a snapshot that was being written) are deleted.

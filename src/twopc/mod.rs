@@ -46,7 +46,7 @@
 //!   are gone, the one loss the protocol admits (below); otherwise nothing depended on it. So
 //!   a key is never blocked for longer than about one transaction timeout after the view stops
 //!   containing its primary.
-//! * A participant is the id it voted under ([`participant::Pending::voted_as`]): a primary that
+//! * A participant is the id it voted under ([`crate::storage::PreparedTx::voted_as`]): a primary that
 //!   was expired and rejoined under a new id while the write was pending still aborts it.
 //! * Only the member a message names answers it (`Commit`, `Abort`, `TxStatus` name the id they
 //!   expect): a fresh process at a dead member's address refuses instead of answering "never
