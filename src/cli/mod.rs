@@ -150,6 +150,9 @@ pub enum Command {
     Status,
     /// Where KEY lives: its replicas in ring order (primary first) and the version each holds.
     Locate { key: String },
+    /// Ask the storage server at ADDR to leave the cluster as SIGTERM would: it leaves the view,
+    /// hands every key to its new owners, then stops. Shows the handoff as it goes.
+    Decommission { addr: String },
     /// Add ITEM to the list at KEY on its replicas (a missing key becomes a list of ITEM alone).
     Append { key: String, item: String },
     /// Simulate a crash of the process named by --server or --viewleader: it answers nothing
@@ -429,6 +432,31 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                 }),
             );
         }
+        Command::Decommission { addr } => {
+            if !net::names_a_port(&addr) {
+                return Err(errinput!(
+                    "decommission takes the server's HOST:PORT, not {addr:?}: it stops that server"
+                ));
+            }
+            let handoff = decommission(&client, &addr, out).await?;
+            out.ok(
+                format!(
+                    "{addr} ({}) left the cluster: it held {} keys and its new owners stored {} of the {} copies it offered{}",
+                    handoff.server_id,
+                    handoff.keys_at_start,
+                    handoff.copies_sent,
+                    handoff.copies_offered.unwrap_or(0),
+                    if handoff.complete == Some(false) {
+                        " (not every owner answered in time: the surviving replicas re-replicate the rest)"
+                    } else {
+                        ""
+                    }
+                ),
+                json!({"ok": true, "server": addr, "id": handoff.server_id,
+                       "keys_at_start": handoff.keys_at_start, "copies_sent": handoff.copies_sent,
+                       "copies_offered": handoff.copies_offered, "complete": handoff.complete}),
+            );
+        }
         Command::Locate { key } => {
             let location = client.locate(&key).await?;
             let mut human = format!(
@@ -598,6 +626,50 @@ fn not_found(out: Output, key: &str, where_: &str) -> u8 {
     }
     eprintln!("not found: {key:?} {where_}");
     EXIT_NOT_FOUND
+}
+
+/// Runs a decommission of `addr`, showing its handoff: a progress bar on a terminal, else a line
+/// each time it moves (nothing with `--json`).
+async fn decommission(
+    client: &Client,
+    addr: &str,
+    out: Output,
+) -> Result<crate::client::Handoff, Error> {
+    use std::io::IsTerminal;
+    let bar = (!out.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} copies sent ({elapsed})",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_message(format!("decommissioning {addr}"));
+        bar
+    });
+    let mut last = None;
+    let outcome = client
+        .decommission(addr, |handoff| match &bar {
+            Some(bar) => {
+                let total = handoff.copies_offered.unwrap_or(handoff.keys_at_start);
+                bar.set_length(total.max(handoff.copies_sent));
+                bar.set_position(handoff.copies_sent);
+            }
+            None => {
+                let now = (handoff.copies_sent, handoff.keys_held);
+                if last != Some(now) {
+                    out.progress(format!(
+                        "decommissioning {addr}: {} copies sent, {} of {} keys still held",
+                        handoff.copies_sent, handoff.keys_held, handoff.keys_at_start
+                    ));
+                    last = Some(now);
+                }
+            }
+        })
+        .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    outcome
 }
 
 #[cfg(test)]

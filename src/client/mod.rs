@@ -14,6 +14,7 @@
 //!   the view they hold for up to [`VIEW_STALE_MAX_MS`]: the servers check every request's
 //!   epoch, so an outdated view is refused there, never acted on.
 
+mod decommission;
 mod direct;
 mod locate;
 mod locks;
@@ -22,6 +23,7 @@ mod replicated;
 mod status;
 mod view;
 
+pub use decommission::{Handoff, DECOMMISSION_POLL_MS, DECOMMISSION_WAIT_MS};
 pub use locate::{Location, ReplicaCopy};
 pub use status::{ClusterStatus, ServerStatusOf};
 pub use view::CachedView;

@@ -296,6 +296,9 @@ pub enum ServerRequest {
         epoch: Epoch,
         to: Vec<ServerInfo>,
     },
+    /// Leave the cluster as on SIGTERM: leave the view, hand every key to its new owners, then
+    /// stop. Answered when the handoff is over; meanwhile `Status` shows the copies sent.
+    Decommission { server_id: ServerId },
 }
 
 /// The member a request is addressed to, for the requests that name one: a process that is not
@@ -311,7 +314,8 @@ impl ServerRequest {
             | ServerRequest::Versions { server_id, .. }
             | ServerRequest::TxStatus { server_id, .. }
             | ServerRequest::Read { server_id, .. }
-            | ServerRequest::Repair { server_id, .. } => Some(server_id),
+            | ServerRequest::Repair { server_id, .. }
+            | ServerRequest::Decommission { server_id } => Some(server_id),
             _ => None,
         }
     }
@@ -319,7 +323,8 @@ impl ServerRequest {
     /// Whether only a member of the cluster may send this request: the ones that hand out
     /// versions or decide others' transactions (a transfer stores a version as given; a
     /// termination query aborts a transaction never prepared here), and a relay, which carries
-    /// them. A caller that proved only a client's secret is refused them.
+    /// them; and a decommission, which is an operator's. A caller that proved only a client's
+    /// secret is refused them.
     pub fn members_only(&self) -> bool {
         matches!(
             self,
@@ -327,6 +332,7 @@ impl ServerRequest {
                 | ServerRequest::Versions { .. }
                 | ServerRequest::TxStatus { .. }
                 | ServerRequest::Relay { .. }
+                | ServerRequest::Decommission { .. }
         )
     }
 
@@ -361,6 +367,7 @@ impl ServerRequest {
             ServerRequest::Recover => "recover",
             ServerRequest::Relay { .. } => "relay",
             ServerRequest::Repair { .. } => "repair",
+            ServerRequest::Decommission { .. } => "decommission",
         }
     }
 }
@@ -403,6 +410,14 @@ pub enum ServerReply {
     /// one).
     Repaired {
         stored: u64,
+    },
+    /// The answer to `Decommission`, once the server has left the view and handed its keys
+    /// over (it stops right after): copies offered to the new owners, copies stored, and
+    /// whether every owner acknowledged its share.
+    Decommissioned {
+        offered: u64,
+        sent: u64,
+        complete: bool,
     },
 }
 

@@ -76,6 +76,7 @@ impl StorageServer {
                 | ServerRequest::Status
                 | ServerRequest::Relay { .. }
                 | ServerRequest::Repair { .. }
+                | ServerRequest::Decommission { .. }
         );
         let durability = self.durability.clone();
         let reply = self.answer(request).await?;
@@ -253,6 +254,7 @@ impl StorageServer {
                 ))
             }
             ServerRequest::Repair { key, epoch, to, .. } => self.repair(key, epoch, to).await,
+            ServerRequest::Decommission { .. } => self.decommission().await,
         }
     }
 

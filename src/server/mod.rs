@@ -229,8 +229,9 @@ pub fn start(
     Ok(Arc::new(server))
 }
 
-/// Serves `server` on `listener`. When `shutdown` fires it leaves gracefully: it tells the view
-/// leader it is leaving, hands its keys to their new owners, then returns. When `kill` fires (at
+/// Serves `server` on `listener`. When `shutdown` fires, or a `Decommission` request asks it to,
+/// it leaves gracefully: it tells the view leader it is leaving, hands its keys to their new
+/// owners, then returns. When `kill` fires (at
 /// any time, also during the handoff) it stops at once, as a crash would.
 pub async fn serve(
     server: Arc<StorageServer>,
@@ -245,11 +246,17 @@ pub async fn serve(
         let stopping = stopping.clone();
         let server = server.clone();
         async move {
+            let decommission = server.decommission.clone();
             tokio::select! {
-                _ = shutdown.cancelled() => {
+                _ = async { tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = decommission.cancelled() => info!("decommissioned: leaving"),
+                } } => {
                     tokio::select! {
                         _ = kill.cancelled() => warn!("killed during the handoff"),
-                        _ = mover::Mover::new(server).leave() => {}
+                        left = mover::Mover::new(server.clone()).leave() => {
+                            server.left.send_replace(Some(left));
+                        }
                     }
                 }
                 _ = kill.cancelled() => {}

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::dispatch::VERSIONS_BATCH_KEYS_MAX;
-use super::node::StorageServer;
+use super::node::{Left, StorageServer};
 use super::rebalance::plan;
 use crate::error::{Error, Result};
 use crate::ring::Ring;
@@ -35,6 +35,10 @@ pub const PENDING_WAIT_MS_MAX: u64 = 10_000;
 pub const REBALANCE_STUCK_MS: u64 = 10_000;
 /// Longest a leaving server spends handing its keys over.
 pub const LEAVE_HANDOFF_MS_MAX: u64 = 30_000;
+
+/// Longest a `Decommission` waits for the handoff it started: the handoff's own bound plus time
+/// to leave the view first.
+pub const DECOMMISSION_ANSWER_MS_MAX: u64 = LEAVE_HANDOFF_MS_MAX + 5_000;
 
 /// Moves one server's keys; cheap to clone (every send of a plan runs on a clone).
 #[derive(Clone)]
@@ -230,7 +234,7 @@ impl Mover {
     }
 
     /// A graceful stop: leave the view, then offer every key to its owners in the new view.
-    pub(super) async fn leave(self) {
+    pub(super) async fn leave(self) -> Left {
         self.server
             .leaving
             .store(true, std::sync::atomic::Ordering::Release);
@@ -252,7 +256,7 @@ impl Mover {
             Ok(ViewLeaderReply::View(view)) => view,
             _ => {
                 warn!("no view to hand keys over to; leaving them to the surviving replicas");
-                return;
+                return Left::default();
             }
         };
         let ring = Ring::of_servers(&view.servers);
@@ -289,12 +293,21 @@ impl Mover {
                     elapsed_ms = self.server.env.now().duration_since(started).as_millis() as u64,
                     "left the cluster"
                 );
+                Left {
+                    offered: keys as u64,
+                    sent,
+                    complete: results.iter().all(Result::is_ok),
+                }
             }
             Err(_) => {
                 cancel.cancel();
                 warn!(
                     "handoff did not finish in time; the surviving replicas re-replicate the rest"
                 );
+                Left {
+                    offered: keys as u64,
+                    ..Left::default()
+                }
             }
         }
     }
@@ -451,4 +464,29 @@ fn member(members: &HashMap<ServerId, ServerInfo>, id: &ServerId) -> ServerInfo 
         id: id.clone(),
         addr: String::new(),
     })
+}
+
+impl StorageServer {
+    /// Leaves as on SIGTERM and answers once the handoff is over (the server stops right after).
+    pub(super) async fn decommission(&self) -> Result<ServerReply> {
+        info!("asked to decommission");
+        self.decommission.cancel();
+        let mut left = self.left.subscribe();
+        let wait = Duration::from_millis(DECOMMISSION_ANSWER_MS_MAX);
+        let settled = async { left.wait_for(Option::is_some).await.map(|left| *left) };
+        match tokio::time::timeout(wait, settled).await {
+            Ok(Ok(left)) => {
+                let left = left.unwrap_or_default();
+                Ok(ServerReply::Decommissioned {
+                    offered: left.offered,
+                    sent: left.sent,
+                    complete: left.complete,
+                })
+            }
+            Ok(Err(_)) | Err(_) => Err(Error::Timeout(format!(
+                "the handoff of {} did not end within {DECOMMISSION_ANSWER_MS_MAX} ms",
+                self.addr
+            ))),
+        }
+    }
 }

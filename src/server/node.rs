@@ -117,6 +117,15 @@ pub struct NodeSnapshot {
     pub uptime: Duration,
 }
 
+/// How a graceful leave went: copies offered to the new owners, copies they stored, and whether
+/// every owner acknowledged its share within `mover::LEAVE_HANDOFF_MS_MAX`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Left {
+    pub offered: u64,
+    pub sent: u64,
+    pub complete: bool,
+}
+
 /// A running storage server.
 pub struct StorageServer {
     pub(super) addr: String,
@@ -133,6 +142,11 @@ pub struct StorageServer {
     pub(super) view_stale: Notify,
     /// Fires when the server stops, for whatever reason: ends background work.
     pub(super) stopping: CancellationToken,
+    /// Fires when a `Decommission` asks this server to leave: [`super::serve`] then leaves as
+    /// on SIGTERM (hands its keys over, then stops).
+    pub(super) decommission: CancellationToken,
+    /// How the graceful leave went, once it is over: what a `Decommission` answers.
+    pub(super) left: tokio::sync::watch::Sender<Option<Left>>,
     pub(super) faults: Faults,
     /// Set when a graceful stop begins: no more heartbeats (they would rejoin under a new id).
     pub(super) leaving: AtomicBool,
@@ -236,6 +250,8 @@ impl StorageServer {
             beat_now: Notify::new(),
             view_stale: Notify::new(),
             stopping: CancellationToken::new(),
+            decommission: CancellationToken::new(),
+            left: tokio::sync::watch::Sender::new(None),
             leaving: AtomicBool::new(false),
             metrics: Arc::new(Metrics::new()),
         })

@@ -416,6 +416,15 @@ impl Service {
         port_of(&self.addr)
     }
 
+    /// The exit code if the process has ended on its own (-1 for a signal), else `None`.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        match self.process.child.try_wait() {
+            Ok(Some(status)) => Some(status.code().unwrap_or(-1)),
+            Ok(None) => None,
+            Err(err) => panic!("cannot wait for {}: {err}", self.process.name),
+        }
+    }
+
     /// Every line the service printed on stdout so far (minus the `listening on` line).
     pub fn stdout_lines(&self) -> Vec<String> {
         self.process
@@ -1449,6 +1458,15 @@ impl TestCluster {
     /// Whether server `number` is running (not killed).
     pub fn server_running(&self, number: usize) -> bool {
         self.servers.get(number).is_some_and(Option::is_some)
+    }
+
+    /// Server `number`'s exit code if it has ended on its own (it is still counted as running
+    /// by the harness until killed or restarted), else `None`.
+    pub fn server_exit_code(&mut self, number: usize) -> Option<i32> {
+        self.servers
+            .get_mut(number)
+            .and_then(Option::as_mut)
+            .and_then(Service::exit_code)
     }
 
     /// The pid of server `number`, for signals sent from another thread at a chosen time.
