@@ -18,6 +18,7 @@
 //! * Tools (`crate::tools`: the load generator's loopback probe, chaos, the demo) open their own
 //!   sockets and read the real clock: they measure or drive the real thing.
 
+pub mod admission;
 pub mod raft_runtime;
 pub mod secret;
 pub mod tls;

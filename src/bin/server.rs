@@ -8,6 +8,7 @@ use ringleader::cli::process;
 use ringleader::cli::tls_certs::TlsArgs;
 use ringleader::http::{self, auth::HttpAuth, HttpOptions};
 use ringleader::net::{self, Env};
+use ringleader::rpc;
 use ringleader::server::{self, ServerOptions};
 use ringleader::storage::{FsyncMode, LogOptions};
 use ringleader::{viewleader, Error};
@@ -83,6 +84,9 @@ struct Args {
     /// TLS on every port and connection (`--tls-cert`, `--tls-key`, `--tls-ca`): all or none.
     #[command(flatten)]
     tls: TlsArgs,
+    /// Close an RPC connection idle this long after its hello, in ms (tests shorten it).
+    #[arg(long, hide = true, default_value_t = rpc::server::RPC_IDLE_TIMEOUT_MS)]
+    rpc_idle_timeout_ms: u64,
     /// Print the completion script of `server` for SHELL and exit.
     #[arg(long, value_enum, value_name = "SHELL")]
     completions: Option<process::Shell>,
@@ -101,6 +105,8 @@ async fn main() -> ExitCode {
 
 /// Binds, starts the server, wires the HTTP gateway to it when asked, and serves.
 async fn run(args: Args) -> Result<(), Error> {
+    process::raise_open_files_limit();
+    rpc::server::set_idle_timeout_ms(args.rpc_idle_timeout_ms)?;
     let options = ServerOptions {
         viewleader: args.viewleader,
         advertise: args.advertise,

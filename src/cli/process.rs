@@ -151,3 +151,143 @@ pub fn exit_status(outcome: Result<(), Error>) -> std::process::ExitCode {
         }
     }
 }
+
+/// Where the open-file limit stands after [`raise_open_files_limit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenFiles {
+    /// The soft limit was raised from `from` to `to`.
+    Raised { from: u64, to: u64 },
+    /// The soft limit already was the hard one (or could not be raised): `limit`.
+    Kept { limit: u64 },
+    /// No such limit here (not unix), or it could not be read.
+    Unknown,
+}
+
+/// A soft limit to try when the hard one is refused: macOS refuses an unlimited soft limit for
+/// open files and takes at most its `OPEN_MAX`, 10240.
+#[cfg(unix)]
+const OPEN_FILES_FALLBACK: u64 = 10_240;
+
+/// `rlim_t` is `u64` on Linux and macOS but signed on some BSDs.
+#[cfg(unix)]
+#[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+fn rlim_to_u64(value: libc::rlim_t) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+#[cfg(unix)]
+#[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+fn rlim_from_u64(value: u64) -> libc::rlim_t {
+    libc::rlim_t::try_from(value).unwrap_or(libc::rlim_t::MAX)
+}
+
+/// Raises this process's soft limit of open files to its hard limit, if lower.
+///
+/// Why: every connection is a file descriptor, and a node holds up to
+/// [`crate::rpc::server::CONNECTIONS_MAX`] RPC connections and
+/// [`crate::http::HTTP_CONNECTIONS_MAX`] HTTP ones, plus its own pooled connections to peers and
+/// its data files. Many systems start processes with a soft limit of 1024, below that: accepts
+/// would then fail with "too many open files" before the connection caps (which shed idle
+/// connections to make room) are reached, and a flood of idle sockets could still starve the
+/// node. The hard limit is what the administrator allows; raising the soft one up to it needs no
+/// privilege. Failure is not an error: the process runs with the limit it has.
+pub fn raise_open_files_limit() -> OpenFiles {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct we own and pass by pointer.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return OpenFiles::Unknown;
+        }
+        let from = rlim_to_u64(limit.rlim_cur);
+        if limit.rlim_cur >= limit.rlim_max {
+            return OpenFiles::Kept { limit: from };
+        }
+        let hard = limit.rlim_max;
+        let fallback = rlim_from_u64(OPEN_FILES_FALLBACK).min(hard);
+        for soft in [hard, fallback] {
+            if soft <= limit.rlim_cur {
+                continue;
+            }
+            let wanted = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: setrlimit reads the struct we own and pass by pointer.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+                let to = rlim_to_u64(soft);
+                tracing::info!(
+                    from,
+                    to,
+                    "raised the soft limit of open files to the hard one"
+                );
+                return OpenFiles::Raised { from, to };
+            }
+        }
+        OpenFiles::Kept { limit: from }
+    }
+    #[cfg(not(unix))]
+    {
+        OpenFiles::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    fn limits() -> libc::rlimit {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: as in raise_open_files_limit.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        limit
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_soft_limit_of_open_files_is_raised_to_the_hard_one() {
+        let before = limits();
+        // Other tests of this process run meanwhile: lower the limit by one only (allowed
+        // without privilege), so that there is something to raise.
+        if before.rlim_cur == before.rlim_max {
+            let lowered = libc::rlimit {
+                rlim_cur: before.rlim_max - 1,
+                rlim_max: before.rlim_max,
+            };
+            // SAFETY: as in raise_open_files_limit.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+        }
+        let lowered = limits();
+        let outcome = raise_open_files_limit();
+        let after = limits();
+        assert_eq!(
+            outcome,
+            OpenFiles::Raised {
+                from: rlim_to_u64(lowered.rlim_cur),
+                to: rlim_to_u64(after.rlim_cur)
+            }
+        );
+        assert!(
+            after.rlim_cur == after.rlim_max || rlim_to_u64(after.rlim_cur) == OPEN_FILES_FALLBACK,
+            "{outcome:?}"
+        );
+        if after.rlim_cur == after.rlim_max {
+            assert_eq!(
+                raise_open_files_limit(),
+                OpenFiles::Kept {
+                    limit: rlim_to_u64(after.rlim_cur)
+                }
+            );
+        }
+    }
+}

@@ -26,23 +26,52 @@ pub mod viewleader;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::Router;
-use hyper_util::rt::TokioIo;
+use futures::FutureExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::client::{Client, ClientOptions};
+use crate::net::admission::{Admission, Caps, Class};
 use crate::net::{self, Listener};
 use crate::server::StorageServer;
 
-/// Connections the gateway serves at once; the accept loop waits beyond it.
+/// Connections the gateway holds at once. A newcomer beyond it sheds the oldest idle one (see
+/// [`crate::net::admission`]; slow-header clients first) and is refused with a 503 only if
+/// every one has a request in flight. As many as the RPC port: a gateway is one node's front.
 pub const HTTP_CONNECTIONS_MAX: usize = 1024;
+/// Connections held at once from one remote address: a quarter of [`HTTP_CONNECTIONS_MAX`], so
+/// one address cannot crowd out everyone else's idle connections, with room for a load
+/// balancer or a proxy that brings many clients from one address.
+pub const HTTP_CONNECTIONS_PER_ADDRESS_MAX: usize = 256;
+/// Shed connections still closing on top of [`HTTP_CONNECTIONS_MAX`]; newcomers are refused
+/// beyond it. Each closes within [`HTTP_CLOSE_GRACE_MS`].
+pub const HTTP_CLOSING_MAX: usize = 256;
+/// A connection that has not sent its first request head after this long is shed before any
+/// other when a cap is reached, in ms (slow-header clients first); a younger one is shed after
+/// the older idle ones, so a newcomer is not shed before it could send its head.
+pub const HTTP_HEAD_GRACE_MS: u64 = 1_000;
+/// A client must send a whole request head within this time, in ms, or the connection is
+/// closed (hyper's `header_read_timeout`; hyper also starts it while a kept-alive connection
+/// waits for its next request). A real client sends its head in one write; 10 s covers a slow
+/// link, and a slow-header client gives its socket back within it.
+pub const HTTP_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// A connection with no request being handled for this long is closed, in ms: a kept-alive
+/// connection between requests (already bounded by the header timeout), and one whose client
+/// stopped reading our response. 30 s lets a slow client read the largest response.
+pub const HTTP_IDLE_TIMEOUT_MS: u64 = 30_000;
+/// How long a connection the gateway closes (shed, idle) may take to finish the response it is
+/// writing, in ms; then the socket is dropped.
+pub const HTTP_CLOSE_GRACE_MS: u64 = 1_000;
 /// Largest request body accepted, in bytes (a value list or a log entry).
 pub const HTTP_BODY_BYTES_MAX: usize = 1024 * 1024;
 
@@ -139,9 +168,11 @@ pub async fn serve(
     .await
 }
 
-/// Serves HTTP/1 connections from `listener` until `stop` fires, at most
-/// [`HTTP_CONNECTIONS_MAX`] at once, each request through `answer`. An `Err` from `answer`
-/// closes the connection without a response.
+/// Serves HTTP/1 connections from `listener` until `stop` fires, each request through
+/// `answer`; an `Err` from `answer` closes the connection without a response. Connections are
+/// admitted by an [`Admission`] table ([`HTTP_CONNECTIONS_MAX`],
+/// [`HTTP_CONNECTIONS_PER_ADDRESS_MAX`]), and closed after [`HTTP_HEADER_READ_TIMEOUT_MS`]
+/// without a whole request head or [`HTTP_IDLE_TIMEOUT_MS`] without a request.
 pub async fn serve_connections<F, Fut>(
     listener: Box<dyn Listener>,
     stop: CancellationToken,
@@ -150,24 +181,121 @@ pub async fn serve_connections<F, Fut>(
     F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, std::io::Error>> + Send + 'static,
 {
-    let slots = Arc::new(tokio::sync::Semaphore::new(HTTP_CONNECTIONS_MAX));
+    serve_connections_with(listener, stop, answer, HttpLimits::default()).await
+}
+
+/// The limits of one HTTP listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub caps: Caps,
+    /// See [`HTTP_HEADER_READ_TIMEOUT_MS`].
+    pub header_read_timeout: Duration,
+    /// See [`HTTP_IDLE_TIMEOUT_MS`].
+    pub idle_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            caps: Caps {
+                connections_max: HTTP_CONNECTIONS_MAX,
+                per_address_max: HTTP_CONNECTIONS_PER_ADDRESS_MAX,
+                closing_max: HTTP_CLOSING_MAX,
+                hello_grace: Duration::from_millis(HTTP_HEAD_GRACE_MS),
+            },
+            header_read_timeout: Duration::from_millis(HTTP_HEADER_READ_TIMEOUT_MS),
+            idle_timeout: Duration::from_millis(HTTP_IDLE_TIMEOUT_MS),
+        }
+    }
+}
+
+/// [`serve_connections`] with `limits` of its own.
+pub async fn serve_connections_with<F, Fut>(
+    listener: Box<dyn Listener>,
+    stop: CancellationToken,
+    answer: F,
+    limits: HttpLimits,
+) where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Body>, std::io::Error>> + Send + 'static,
+{
+    let admission = Admission::new(limits.caps);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = net::accept(&*listener) => accepted,
         };
-        let answer = answer.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(answer);
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = connection.await {
-                debug!(%peer, %err, "HTTP connection ended");
+        // Connections outlive `stop` as before: the process ends them when it exits.
+        let ticket = match admission.admit(&peer, CancellationToken::new()) {
+            Ok(ticket) => Arc::new(ticket),
+            Err(refused) => {
+                debug!(%peer, %refused, "refused an HTTP connection");
+                let body = format!("{refused}\n");
+                let response = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                // Only if it goes out at once (a fresh socket's send buffer is empty).
+                let _ = stream.write_all(response.as_bytes()).now_or_never();
+                continue;
             }
-            drop(permit);
+        };
+        let answer = answer.clone();
+        let http1 = http1.clone();
+        tokio::spawn(async move {
+            let service = {
+                let ticket = ticket.clone();
+                hyper::service::service_fn(move |request| {
+                    // A whole head has arrived: no longer a slow-header suspect.
+                    ticket.hello_done();
+                    let busy = ticket.start_request();
+                    let answered = answer(request);
+                    async move {
+                        let response = answered.await;
+                        drop(busy);
+                        response
+                    }
+                })
+            };
+            let connection = http1.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let idle_timeout = limits.idle_timeout;
+            let idle = tokio::time::sleep(idle_timeout);
+            tokio::pin!(idle);
+            let why = loop {
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        if let Err(err) = ended {
+                            debug!(%peer, %err, "HTTP connection ended");
+                        }
+                        return;
+                    }
+                    _ = ticket.token().cancelled() => break "shed to admit a new connection",
+                    _ = &mut idle => {
+                        // The timer fired at its deadline: that is now, give or take a tick.
+                        let now = idle.deadline();
+                        match ticket.idle_for() {
+                            Some(idle_for) if idle_for >= idle_timeout => break "idle",
+                            Some(idle_for) => idle.as_mut().reset(now + (idle_timeout - idle_for)),
+                            None => idle.as_mut().reset(now + idle_timeout),
+                        }
+                    }
+                }
+            };
+            debug!(%peer, why, "closing an HTTP connection");
+            if ticket.class() == Class::Hello {
+                // Never sent a whole head: nothing to finish, and hyper's graceful shutdown
+                // would wait for the rest of it. Dropping the future closes the socket now.
+                return;
+            }
+            connection.as_mut().graceful_shutdown();
+            let grace = Duration::from_millis(HTTP_CLOSE_GRACE_MS);
+            let _ = tokio::time::timeout(grace, connection).await;
         });
     }
 }
@@ -226,4 +354,144 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
 /// Whether the gateway still takes log entries.
 pub fn accepting(gateway: &Gateway) -> bool {
     !gateway.exiting.load(Ordering::Acquire)
+}
+
+#[cfg(test)]
+mod limits_tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+    use crate::net::Env;
+
+    /// How long `/slow` takes: longer than the idle timeout of the tests plus
+    /// [`HTTP_CLOSE_GRACE_MS`], so a connection wrongly found idle is dropped before it answers.
+    const SLOW_MS: u64 = 2_000;
+
+    /// Answers every request with `ok`, `/slow` after [`SLOW_MS`].
+    async fn start(limits: HttpLimits, stop: &CancellationToken) -> String {
+        let listener = Env::real().bind("127.0.0.1", Some(0), 0..=0).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer = |request: Request<hyper::body::Incoming>| async move {
+            if request.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_millis(SLOW_MS)).await;
+            }
+            Ok(text(StatusCode::OK, "ok"))
+        };
+        tokio::spawn(serve_connections_with(
+            listener,
+            stop.clone(),
+            answer,
+            limits,
+        ));
+        addr
+    }
+
+    fn limits(connections_max: usize, header_ms: u64, idle_ms: u64) -> HttpLimits {
+        HttpLimits {
+            caps: Caps {
+                connections_max,
+                per_address_max: connections_max,
+                closing_max: 8,
+                hello_grace: Duration::ZERO,
+            },
+            header_read_timeout: Duration::from_millis(header_ms),
+            idle_timeout: Duration::from_millis(idle_ms),
+        }
+    }
+
+    /// Reads until the server closes (`Ok` with what came) or 10 s pass (`Err`).
+    async fn until_closed(stream: &mut TcpStream) -> Result<String, String> {
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got));
+        match read.await {
+            Ok(_) => Ok(String::from_utf8_lossy(&got).into_owned()),
+            Err(_) => Err(format!(
+                "still open after 10 s, got {:?}",
+                String::from_utf8_lossy(&got)
+            )),
+        }
+    }
+
+    /// Reads one whole `ok` response off a kept-alive connection.
+    async fn one_response(stream: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\nok") {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .expect("a response within 10 s")
+                .unwrap();
+            assert!(n > 0, "closed before the response: {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_request_head_is_closed() {
+        let stop = CancellationToken::new();
+        let addr = start(limits(8, 300, 60_000), &stop).await;
+        let mut slow = TcpStream::connect(&addr).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let got = until_closed(&mut slow).await.unwrap();
+        assert!(!got.contains("200"), "answered: {got}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_connection_idle_past_the_idle_timeout_is_closed() {
+        let stop = CancellationToken::new();
+        // The header timer (which hyper also runs between requests) out of the way.
+        let addr = start(limits(8, 60_000, 300), &stop).await;
+        let mut client = TcpStream::connect(&addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(one_response(&mut client).await.starts_with("HTTP/1.1 200"));
+        until_closed(&mut client).await.unwrap();
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_request_being_answered_is_not_idle() {
+        let stop = CancellationToken::new();
+        let addr = start(limits(8, 60_000, 200), &stop).await;
+        let mut client = TcpStream::connect(&addr).await.unwrap();
+        client
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(one_response(&mut client).await.starts_with("HTTP/1.1 200"));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_slow_header_client_is_shed_for_a_newcomer() {
+        let stop = CancellationToken::new();
+        let addr = start(limits(2, 60_000, 60_000), &stop).await;
+        let mut oldest = TcpStream::connect(&addr).await.unwrap();
+        oldest.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut younger = TcpStream::connect(&addr).await.unwrap();
+        younger.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut newcomer = TcpStream::connect(&addr).await.unwrap();
+        newcomer
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answered = until_closed(&mut newcomer).await.unwrap();
+        assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+        until_closed(&mut oldest).await.unwrap();
+        // The younger one is still held: it finishes its request and is answered.
+        younger
+            .write_all(b"Host: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answered = until_closed(&mut younger).await.unwrap();
+        assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+        stop.cancel();
+    }
 }
