@@ -390,7 +390,19 @@ impl Log {
             let replayed = Self::replay_segment(&*disk, &name, last, &mut state, &mut report)?;
             bytes_since_snapshot += replayed.bytes;
             report.segments += 1;
-            next_seq = if replayed.recreate { seq } else { seq + 1 };
+            next_seq = match replayed.recreate {
+                true => seq,
+                // Only a damaged or hand-made data dir holds the largest number: no segment
+                // can follow it.
+                false => seq.checked_add(1).ok_or_else(|| {
+                    corrupt(
+                        &*disk,
+                        &name,
+                        0,
+                        "its number is the largest there is, so no segment can follow it",
+                    )
+                })?,
+            };
         }
         if leftovers {
             disk.sync_dir()
@@ -626,7 +638,14 @@ impl Log {
             self.fail(format!("sync failed: {err}"));
             return Err(io_error(&*self.disk, &name, "syncing", err));
         }
-        let seq = self.segment.seq + 1;
+        let seq = self.segment.seq.checked_add(1).ok_or_else(|| {
+            corrupt(
+                &*self.disk,
+                &name,
+                0,
+                "its number is the largest there is, so no segment can follow it",
+            )
+        })?;
         let file = Self::create_segment(&*self.disk, seq)?;
         self.written += SEGMENT_MAGIC.len() as u64;
         self.durability.switch_file(file.clone(), self.written);
@@ -919,5 +938,7 @@ impl Engine for Log {
     }
 }
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests;

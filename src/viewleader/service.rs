@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 
 use super::liveness::Liveness;
 use super::raft::log_store::LogStore;
-use super::raft::machine::Machine;
+use super::raft::machine::{Intake, Machine};
 use super::raft::network::{Network, CONNECT_TIMEOUT_MS};
 use super::raft::{decode, encode, MemberId, Proposal, Raft};
 use super::state::{Command, Outcome, State, StateConfig};
@@ -60,6 +60,8 @@ pub struct ViewLeader {
     id: MemberId,
     addr: String,
     machine: Machine,
+    /// Checks a snapshot sent by a leader before openraft installs it.
+    intake: Intake,
     log: LogStore,
     view_rx: watch::Receiver<View>,
     env: Env,
@@ -451,7 +453,7 @@ impl ViewLeader {
             RaftMessage::Vote(bytes) => encode(&self.raft.vote(decode(&bytes)?).await),
             RaftMessage::Append(bytes) => encode(&self.raft.append_entries(decode(&bytes)?).await),
             RaftMessage::Snapshot(bytes) => {
-                encode(&self.raft.install_snapshot(decode(&bytes)?).await)
+                encode(&self.intake.install(&self.raft, decode(&bytes)?).await?)
             }
         }
     }
@@ -754,6 +756,7 @@ pub async fn start_on(
         id: raft_options.id,
         addr: addr.to_string(),
         machine,
+        intake: Intake::default(),
         log,
         view_rx,
         started: env.now(),

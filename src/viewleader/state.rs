@@ -83,6 +83,9 @@ pub const LOCK_NAME_BYTES_MAX: usize = 1024;
 pub const SERVER_FIELD_BYTES_MAX: usize = 256;
 /// Servers a heartbeat's settled view may list.
 pub const SETTLED_SERVERS_MAX: usize = 1_024;
+/// The highest epoch a state may hold (see [`State::check`]): twice the highest epoch a
+/// heartbeat may carry.
+pub const STATE_EPOCH_MAX: Epoch = crate::types::EPOCH_MAX.saturating_mul(2);
 /// Leases the view leader waits, after the membership last changed, before it settles a view
 /// in which some range is missing a majority of its settled replicas: a write acknowledged by a
 /// majority may be held only by them, and servers that were cut off (not dead) come back within
@@ -348,6 +351,23 @@ impl State {
             });
         }
         Settle::Now
+    }
+
+    /// Refuses a state that commands could not have made (a damaged snapshot, or a leader's
+    /// snapshot of anything): heartbeats raise the epoch at most to
+    /// [`crate::types::EPOCH_MAX`] and each view change adds one, so a real state's epochs stay
+    /// below [`STATE_EPOCH_MAX`] for 2^62 more view changes, and moving to the next epoch never
+    /// overflows.
+    pub fn check(&self) -> Result<()> {
+        for (what, epoch) in [("epoch", self.epoch), ("settled epoch", self.settled_epoch)] {
+            if epoch > STATE_EPOCH_MAX {
+                return Err(errinput!(
+                    "the state's {what} {epoch} is above {STATE_EPOCH_MAX}, which no run of \
+                     commands reaches"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The ranges recorded as settled without their holders, newest last.

@@ -212,9 +212,16 @@ impl Inner {
             }
             LogRecord::Truncate { since } => self.forget_from(since),
             LogRecord::Purge(log_id) => {
-                let kept = self.entries.split_off(&(log_id.index + 1));
+                // Everything through the index goes; a purge through the largest index (only
+                // a damaged or hand-made log holds one) takes it all.
+                let next = log_id.index.checked_add(1);
+                let kept = next
+                    .map(|next| self.entries.split_off(&next))
+                    .unwrap_or_default();
                 self.entries = kept;
-                let kept_bytes = self.entry_bytes.split_off(&(log_id.index + 1));
+                let kept_bytes = next
+                    .map(|next| self.entry_bytes.split_off(&next))
+                    .unwrap_or_default();
                 let gone: u64 = self.entry_bytes.values().sum();
                 self.entry_bytes = kept_bytes;
                 self.live_bytes = self.live_bytes.saturating_sub(gone);
@@ -418,6 +425,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(write_error)
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {
