@@ -69,6 +69,11 @@ pub const HTTP_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// connection between requests (already bounded by the header timeout), and one whose client
 /// stopped reading our response. 30 s lets a slow client read the largest response.
 pub const HTTP_IDLE_TIMEOUT_MS: u64 = 30_000;
+/// Longest one request may take from its head to its response, in ms, body included: a client
+/// that promises a body and sends it slowly, or never, would otherwise hold its connection (a
+/// request in flight is never idle) for as long as it likes. The slowest legitimate request, a
+/// log append, waits at most `log::LOG_COMMIT_MS_DEFAULT` (4.8 s); 30 s leaves a slow link room.
+pub const HTTP_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// How long a connection the gateway closes (shed, idle) may take to finish the response it is
 /// writing, in ms; then the socket is dropped.
 pub const HTTP_CLOSE_GRACE_MS: u64 = 1_000;
@@ -192,6 +197,8 @@ pub struct HttpLimits {
     pub header_read_timeout: Duration,
     /// See [`HTTP_IDLE_TIMEOUT_MS`].
     pub idle_timeout: Duration,
+    /// See [`HTTP_REQUEST_TIMEOUT_MS`].
+    pub request_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -205,6 +212,7 @@ impl Default for HttpLimits {
             },
             header_read_timeout: Duration::from_millis(HTTP_HEADER_READ_TIMEOUT_MS),
             idle_timeout: Duration::from_millis(HTTP_IDLE_TIMEOUT_MS),
+            request_timeout: Duration::from_millis(HTTP_REQUEST_TIMEOUT_MS),
         }
     }
 }
@@ -256,7 +264,9 @@ pub async fn serve_connections_with<F, Fut>(
                     let busy = ticket.start_request();
                     let answered = answer(request);
                     async move {
-                        let response = answered.await;
+                        let response = tokio::time::timeout(limits.request_timeout, answered)
+                            .await
+                            .unwrap_or_else(|_| Ok(request_timed_out(limits.request_timeout)));
                         drop(busy);
                         response
                     }
@@ -341,6 +351,23 @@ fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
+/// The answer to a request that took longer than the limit (its body arrived too slowly, or
+/// never): 408, and the connection closes after it.
+fn request_timed_out(limit: Duration) -> Response<Body> {
+    let mut response = text(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request took over {} ms (its body arrived too slowly, or not at all)\n",
+            limit.as_millis()
+        ),
+    );
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// A plain-text response.
 pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     (
@@ -378,6 +405,15 @@ mod limits_tests {
             if request.uri().path() == "/slow" {
                 tokio::time::sleep(Duration::from_millis(SLOW_MS)).await;
             }
+            if request.uri().path() == "/body" {
+                let body = Body::new(request.into_body());
+                if axum::body::to_bytes(body, HTTP_BODY_BYTES_MAX)
+                    .await
+                    .is_err()
+                {
+                    return Ok(text(StatusCode::BAD_REQUEST, "bad body"));
+                }
+            }
             Ok(text(StatusCode::OK, "ok"))
         };
         tokio::spawn(serve_connections_with(
@@ -399,7 +435,26 @@ mod limits_tests {
             },
             header_read_timeout: Duration::from_millis(header_ms),
             idle_timeout: Duration::from_millis(idle_ms),
+            request_timeout: Duration::from_millis(REQUEST_MS),
         }
+    }
+
+    /// The tests' request timeout: longer than [`SLOW_MS`], so `/slow` is answered.
+    const REQUEST_MS: u64 = SLOW_MS + 1_000;
+
+    #[tokio::test]
+    async fn a_request_whose_body_never_arrives_is_answered_408_and_closed() {
+        let stop = CancellationToken::new();
+        let addr = start(limits(8, 60_000, 60_000), &stop).await;
+        let mut stalled = TcpStream::connect(&addr).await.unwrap();
+        stalled
+            .write_all(b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten..")
+            .await
+            .unwrap();
+        let got = until_closed(&mut stalled).await.unwrap();
+        assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+        assert!(got.contains("arrived too slowly"), "{got}");
+        stop.cancel();
     }
 
     /// Reads until the server closes (`Ok` with what came) or 10 s pass (`Err`).
