@@ -1,6 +1,7 @@
 //! `client decommission ADDR` through real processes (issue 17): a server asked from the client
 //! leaves as SIGTERM would make it leave: it leaves the view, hands every key to its new owners,
-//! and stops; the client shows the handoff as it goes; no key is lost.
+//! and stops; the client shows the handoff as it goes; no key is lost; the view leader logs the
+//! leave with its reason.
 
 mod common;
 
@@ -46,6 +47,16 @@ fn a_decommissioned_server_hands_over_every_key_leaves_the_view_and_stops() {
     assert_eq!(exit_code, Some(0), "a decommissioned server stops cleanly");
     let view = cluster.query_servers();
     assert!(!view.addrs().contains(&addr), "{view:?}");
+    // The view leader logs the leave with its reason and the server's address, at INFO.
+    let logged = cluster.viewleader_stderr();
+    assert!(
+        logged.lines().any(
+            |line| line.contains("server left the view (it asked to leave)")
+                && line.contains(&addr)
+                && line.contains("INFO")
+        ),
+        "{logged}"
+    );
     assert_eq!(view.servers.len(), 3, "{view:?}");
     for i in 0..KEYS {
         assert_eq!(
