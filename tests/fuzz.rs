@@ -328,6 +328,8 @@ fn server_reply() -> BoxedStrategy<ServerReply> {
                 pending_transactions: keys,
                 copies_sent: keys,
                 keys_dropped: keys,
+                copies_to_send: keys,
+                requests: epoch,
             })
         }),
         prop::collection::vec(number(), 0..8).prop_map(ServerReply::Versions),

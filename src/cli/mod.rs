@@ -384,12 +384,12 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
             let cluster = client.cluster_status().await?;
             let view = &cluster.view;
             let mut human = format!(
-                "epoch {}, settled epoch {}, {} servers, {}\n{:<36}  {:<21} {:>6} {:>11} {:>8} {:>8} {:>7} {:>11}",
+                "epoch {}, settled epoch {}, {} servers, {}\n{:<36}  {:<21} {:>6} {:>11} {:>8} {:>8} {:>7} {:>11} {:>8} {:>8}",
                 view.epoch,
                 view.settled_epoch,
                 view.servers.len(),
                 if view.rebalancing { "rebalancing" } else { "settled" },
-                "ID", "ADDR", "EPOCH", "REBALANCING", "KEYS", "PRIMARY", "PENDING", "COPIES_SENT"
+                "ID", "ADDR", "EPOCH", "REBALANCING", "KEYS", "PRIMARY", "PENDING", "COPIES_SENT", "TO_SEND", "OPS/S"
             );
             let mut docs = Vec::new();
             for server in &cluster.servers {
@@ -399,13 +399,15 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                     Ok(st) => {
                         let rebalancing = st.rebalanced_epoch < view.epoch;
                         human.push_str(&format!(
-                            "\n{id:<36}  {addr:<21} {:>6} {:>11} {:>8} {:>7.1}% {:>7} {:>11}",
+                            "\n{id:<36}  {addr:<21} {:>6} {:>11} {:>8} {:>7.1}% {:>7} {:>11} {:>8} {:>8}",
                             st.epoch,
                             if rebalancing { "yes" } else { "no" },
                             st.keys,
                             share * 100.0,
                             st.pending_transactions,
-                            st.copies_sent
+                            st.copies_sent,
+                            st.copies_to_send,
+                            server.ops_per_s.map_or("-".to_string(), |ops| format!("{ops:.1}"))
                         ));
                         docs.push(json!({
                             "id": id, "addr": addr, "epoch": st.epoch,
@@ -413,6 +415,7 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                             "keys": st.keys, "primary_share": share,
                             "pending_transactions": st.pending_transactions,
                             "copies_sent": st.copies_sent, "keys_dropped": st.keys_dropped,
+                            "copies_to_send": st.copies_to_send, "ops_per_s": server.ops_per_s,
                         }));
                     }
                     Err(err) => {

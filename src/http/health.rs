@@ -138,7 +138,9 @@ mod tests {
             keys: 0,
             pending_transactions: 0,
             copies_sent: 0,
+            copies_to_send: 0,
             keys_dropped: 0,
+            requests: 0,
             crashed: false,
             uptime: Duration::from_secs(1),
         }

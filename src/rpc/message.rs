@@ -434,4 +434,9 @@ pub struct ServerStatus {
     pub copies_sent: u64,
     /// Keys this server has dropped after their new owners confirmed them.
     pub keys_dropped: u64,
+    /// Keys its running rebalance has yet to send (or find held by their owners); 0 when none
+    /// runs.
+    pub copies_to_send: u64,
+    /// Requests it has answered since it started: two readings a moment apart give its rate.
+    pub requests: u64,
 }

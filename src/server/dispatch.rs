@@ -27,6 +27,8 @@ impl Handler for StorageServer {
 
     async fn handle(self: Arc<Self>, request: ServerRequest) -> Answer<ServerReply> {
         let ends_crash = matches!(request, ServerRequest::Crash | ServerRequest::Recover);
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let op = request.name();
         let work = self
             .metrics

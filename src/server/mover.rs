@@ -85,6 +85,13 @@ impl Mover {
             let new = Ring::of_servers(&view.servers);
             plan(&node.id, &settled, &new, node.store.scan(None))
         };
+        let planned = the_plan
+            .sends
+            .iter()
+            .chain(the_plan.offers.iter())
+            .map(|(_, keys)| keys.len() as u64)
+            .sum();
+        self.set_to_send(planned);
         let members = members(&view.servers);
         let sends = the_plan.sends.iter().map(|(target, keys)| {
             let to = member(&members, target);
@@ -142,6 +149,7 @@ impl Mover {
             elapsed_ms = self.server.env.now().duration_since(started).as_millis() as u64,
             "rebalanced"
         );
+        self.set_to_send(0);
         self.server.report_rebalanced(epoch);
     }
 
@@ -272,6 +280,7 @@ impl Mover {
             }
         }
         let keys: usize = by_owner.values().map(Vec::len).sum();
+        self.set_to_send(keys as u64);
         let members = members(&view.servers);
         let cancel = CancellationToken::new();
         let handoff = join_all(by_owner.iter().map(|(owner, keys)| {
@@ -326,6 +335,8 @@ impl Mover {
         while !rest.is_empty() {
             let (batch, used) = self.batch(rest)?;
             rest = &rest[used..];
+            // Keys no longer held were skipped: nothing left to send of them.
+            self.sent_or_skipped((used - batch.len()) as u64);
             if batch.is_empty() {
                 continue;
             }
@@ -336,6 +347,7 @@ impl Mover {
                 entries: batch,
             };
             self.call_member_until(to, request, cancel).await?;
+            self.sent_or_skipped(count);
             sent = sent.saturating_add(count);
             if let Ok(mut node) = self.server.node() {
                 node.copies_sent = node.copies_sent.saturating_add(count);
@@ -378,6 +390,8 @@ impl Mover {
                 .filter(|(_, (theirs, mine))| theirs < mine)
                 .map(|(key, _)| key.clone())
                 .collect();
+            // Keys the owner already holds as new: nothing to send of them.
+            self.sent_or_skipped((chunk.len() - wanted.len()) as u64);
             sent = sent.saturating_add(self.send_keys(to, epoch, &wanted, cancel).await?);
             held.extend(
                 theirs
@@ -387,6 +401,20 @@ impl Mover {
             );
         }
         Ok((sent, held))
+    }
+
+    /// A rebalance (or leave) planned `copies` sends: what `Status` reports as still to send.
+    fn set_to_send(&self, copies: u64) {
+        if let Ok(mut node) = self.server.node() {
+            node.copies_to_send = copies;
+        }
+    }
+
+    /// `copies` of the plan are done: sent, or found not to need sending.
+    fn sent_or_skipped(&self, copies: u64) {
+        if let Ok(mut node) = self.server.node() {
+            node.copies_to_send = node.copies_to_send.saturating_sub(copies);
+        }
     }
 
     /// The next transfer batch from the front of `keys`: (entries, keys consumed). Keys no

@@ -48,6 +48,9 @@ pub(super) struct NodeState {
     /// Stops the running rebalance or drop pass when a newer view supersedes it.
     pub(super) moving: Option<CancellationToken>,
     pub(super) copies_sent: u64,
+    /// Keys the running rebalance (or leave) has yet to send or find already held by their
+    /// owners: set when it plans, brought down batch by batch, 0 once it is done.
+    pub(super) copies_to_send: u64,
     pub(super) keys_dropped: u64,
     /// Request ids of recent single-server sets and the version each produced, so a retried
     /// set applies once.
@@ -112,7 +115,10 @@ pub struct NodeSnapshot {
     pub keys: u64,
     pub pending_transactions: u64,
     pub copies_sent: u64,
+    pub copies_to_send: u64,
     pub keys_dropped: u64,
+    /// Requests answered since the server started.
+    pub requests: u64,
     pub crashed: bool,
     pub uptime: Duration,
 }
@@ -145,6 +151,8 @@ pub struct StorageServer {
     /// Fires when a `Decommission` asks this server to leave: [`super::serve`] then leaves as
     /// on SIGTERM (hands its keys over, then stops).
     pub(super) decommission: CancellationToken,
+    /// Requests handled since start, for a caller's rate of operations (`client status`).
+    pub(super) requests: std::sync::atomic::AtomicU64,
     /// How the graceful leave went, once it is over: what a `Decommission` answers.
     pub(super) left: tokio::sync::watch::Sender<Option<Left>>,
     pub(super) faults: Faults,
@@ -214,6 +222,7 @@ impl StorageServer {
             participant,
             moving: None,
             copies_sent: 0,
+            copies_to_send: 0,
             keys_dropped: 0,
             recent_sets,
             resolving: HashSet::new(),
@@ -252,6 +261,7 @@ impl StorageServer {
             stopping: CancellationToken::new(),
             decommission: CancellationToken::new(),
             left: tokio::sync::watch::Sender::new(None),
+            requests: std::sync::atomic::AtomicU64::new(0),
             leaving: AtomicBool::new(false),
             metrics: Arc::new(Metrics::new()),
         })
@@ -344,7 +354,9 @@ impl StorageServer {
             keys: node.store.len() as u64,
             pending_transactions: node.participant.pending_count() as u64,
             copies_sent: node.copies_sent,
+            copies_to_send: node.copies_to_send,
             keys_dropped: node.keys_dropped,
+            requests: self.requests.load(Ordering::Relaxed),
             crashed: self.is_crashed(),
             uptime: self.env.now().duration_since(self.started),
         })
@@ -361,6 +373,8 @@ impl StorageServer {
             pending_transactions: snapshot.pending_transactions,
             copies_sent: snapshot.copies_sent,
             keys_dropped: snapshot.keys_dropped,
+            copies_to_send: snapshot.copies_to_send,
+            requests: snapshot.requests,
         })
     }
 
