@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use ringleader::cli::process;
-use ringleader::cli::tls_certs::TlsArgs;
 use ringleader::http::{self, auth::HttpAuth, HttpOptions};
 use ringleader::net::{self, Env};
 use ringleader::rpc;
@@ -66,24 +65,9 @@ struct Args {
     /// Log size since the last snapshot below which none is taken, in bytes.
     #[arg(long, hide = true, default_value_t = LogOptions::default().compact_bytes_min)]
     compact_bytes_min: u64,
-    /// The cluster secret this process proves and asks every caller to prove (member.secret of
-    /// `client secrets DIR`). Without it, only a loopback --host is allowed.
-    #[arg(long, value_name = "FILE", env = process::CLUSTER_SECRET_FILE_ENV)]
-    cluster_secret_file: Option<PathBuf>,
-    /// Answer crash and recover (RPC and HTTP) and POST /exit. Off by default: these are for
-    /// tests, the demo, chaos runs and the distributed-log harness, never for a real deployment.
-    #[arg(long)]
-    fault_injection: bool,
-    /// File holding the HTTP bearer token (one line, at least 16 bytes): writes and admin routes
-    /// then need `Authorization: Bearer TOKEN`, and reads too unless --http-read-open.
-    #[arg(long, value_name = "FILE", env = http::auth::HTTP_TOKEN_FILE_ENV)]
-    http_token_file: Option<PathBuf>,
-    /// With --http-token-file: reads (GET /keys/...) need no token; writes and admin still do.
-    #[arg(long)]
-    http_read_open: bool,
-    /// TLS on every port and connection (`--tls-cert`, `--tls-key`, `--tls-ca`): all or none.
+    /// The cluster secret, fault injection, HTTP tokens and TLS: the same on every node.
     #[command(flatten)]
-    tls: TlsArgs,
+    guards: process::NodeGuards,
     /// Close an RPC connection idle this long after its hello, in ms (tests shorten it).
     #[arg(long, hide = true, default_value_t = rpc::server::RPC_IDLE_TIMEOUT_MS)]
     rpc_idle_timeout_ms: u64,
@@ -115,14 +99,17 @@ async fn run(args: Args) -> Result<(), Error> {
         tx_timeout_ms: args.tx_timeout_ms,
         faults: Default::default(),
         planted_bug: None,
-        fault_injection: args.fault_injection,
+        fault_injection: args.guards.fault_injection,
     };
     options.validate()?;
-    let auth = HttpAuth::from_flags(args.http_token_file.as_deref(), args.http_read_open)?;
-    let secret = process::member_secret(args.cluster_secret_file.as_deref())?;
+    let auth = HttpAuth::from_flags(
+        args.guards.http_token_file.as_deref(),
+        args.guards.http_read_open,
+    )?;
+    let secret = process::member_secret(args.guards.cluster_secret_file.as_deref())?;
     ringleader::net::secret::require_secret_off_loopback(&args.host, secret.as_ref())?;
     let env = Env::real().in_cluster(&args.cluster)?.with_secret(secret);
-    let env = args.tls.apply(env)?;
+    let env = args.guards.tls.apply(env)?;
     let listener = env.bind(&args.host, args.port, net::SERVER_PORTS).await?;
     let http = match args.http_port {
         Some(port) => Some(env.bind(&args.host, Some(port), net::SERVER_PORTS).await?),

@@ -24,6 +24,29 @@ pub const SERVER_ENV: &str = "RINGLEADER_SERVER";
 /// The environment variable every binary's `--cluster-secret-file` falls back to.
 pub const CLUSTER_SECRET_FILE_ENV: &str = "RINGLEADER_CLUSTER_SECRET_FILE";
 
+/// The flags that guard a node, the same on the view leader and the storage server.
+#[derive(clap::Args, Debug)]
+pub struct NodeGuards {
+    /// The cluster secret this process proves and asks every caller to prove (member.secret of
+    /// `client secrets DIR`). Without it, only a loopback --host is allowed.
+    #[arg(long, value_name = "FILE", env = CLUSTER_SECRET_FILE_ENV)]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
+    /// Answer crash and recover (RPC and HTTP) and POST /exit. Off by default: these are for
+    /// tests, the demo, chaos runs and the distributed-log harness, never for a real deployment.
+    #[arg(long)]
+    pub fault_injection: bool,
+    /// File holding the HTTP bearer token (one line, at least 16 bytes): writes and admin routes
+    /// then need `Authorization: Bearer TOKEN`, and reads too unless --http-read-open.
+    #[arg(long, value_name = "FILE", env = crate::http::auth::HTTP_TOKEN_FILE_ENV)]
+    pub http_token_file: Option<std::path::PathBuf>,
+    /// With --http-token-file: reads (GET /keys/...) need no token; writes and admin still do.
+    #[arg(long)]
+    pub http_read_open: bool,
+    /// TLS on every port and connection (`--tls-cert`, `--tls-key`, `--tls-ca`): all or none.
+    #[command(flatten)]
+    pub tls: super::tls_certs::TlsArgs,
+}
+
 /// The secret a view leader or server proves, read from `path` if given: a member's, since a
 /// service must check callers of both roles; a client's file is refused saying so.
 pub fn member_secret(
