@@ -269,6 +269,29 @@ pub fn version_after(version: Version) -> Result<Version> {
     }
 }
 
+/// Which of a storage server's two key spaces a request means. They never mix: a key of the
+/// same name may live in both, with unrelated values and versions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Space {
+    /// The server's own keys (`set`, `get`, `query_all_keys`: the first course task). They stay
+    /// on the server that holds them: rebalancing never moves, copies or drops them.
+    #[default]
+    Local,
+    /// The keys the ring places on this server (`setr`, `getr`, the HTTP service): replicated,
+    /// and moved by rebalancing when the view changes.
+    Ring,
+}
+
+impl Space {
+    /// How a person calls it in a message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Space::Local => "single-server",
+            Space::Ring => "ring",
+        }
+    }
+}
+
 /// Longest key accepted, in bytes.
 pub const KEY_BYTES_MAX: usize = 4 * 1024;
 /// Largest value accepted, in bytes (a list counts each item plus one). Keeps any one value,

@@ -298,22 +298,43 @@ fn a_client_cannot_forge_a_heartbeat_a_leave_or_a_transfer() {
 #[test]
 fn a_clients_read_repair_goes_through_the_replica_that_holds_the_value() {
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, _, _) = secured_cluster(dir.path());
-    cluster.client(&["setr", "beta", "one"]).expect_ok();
+    let (cluster, member_file, _) = secured_cluster(dir.path());
+    let written = cluster.client(&["--json", "setr", "beta", "one"]);
+    let version = written.expect_ok().json()["version"]
+        .as_u64()
+        .expect("setr prints the version");
+    let view = cluster.query_servers();
     let located = cluster.client(&["--json", "locate", "beta"]);
     let doc = located.expect_ok().json();
-    let replicas = doc["replicas"].as_array().expect("replicas").clone();
-    let primary = replicas[0]["addr"]
+    let primary = doc["replicas"][0]["addr"]
         .as_str()
         .expect("an address")
         .to_string();
+    let primary_id = view.id_at(&primary).expect("the primary is in the view");
 
-    // A newer version on the primary alone (a single-server set), as if the write had reached
-    // only it.
-    let number = cluster.server_number(&primary);
-    cluster
-        .client_on(number, &["set", "beta", "two"])
-        .expect_ok();
+    // A newer version on the primary alone, as if a write had reached only it: a member's
+    // transfer (a client may not send one).
+    let member_secret = ClusterSecret::load(&member_file).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let server: RpcClient<ServerRequest, ServerReply> =
+            connect(&primary, ServiceKind::Server, &member_secret).await;
+        let transfer = ServerRequest::Transfer {
+            epoch: view.epoch,
+            server_id: primary_id,
+            entries: vec![(
+                "beta".to_string(),
+                Versioned {
+                    value: Value::Text("two".into()),
+                    version: version + 1,
+                },
+            )],
+        };
+        match server.call(&transfer, CALL_TIMEOUT).await {
+            Ok(ServerReply::Transferred { stored: 1 }) => {}
+            other => panic!("the member's transfer to the primary: {other:?}"),
+        }
+    });
     assert_eq!(cluster.getr_text("beta").as_deref(), Some("two"));
 
     // The read repaired the others: every replica now holds the primary's version.

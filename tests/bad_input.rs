@@ -19,7 +19,7 @@ use ringleader::rpc::message::{
     ViewLeaderRequest, PROTOCOL_VERSION,
 };
 use ringleader::server::ServerOptions;
-use ringleader::types::{Value, Versioned};
+use ringleader::types::{Space, Value, Versioned};
 use ringleader::viewleader::ViewLeaderOptions;
 use ringleader::{Client, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -143,11 +143,17 @@ impl Cluster {
 
         // A fresh client, with fresh connections.
         let client = client(&self.vl_addr);
-        let keys = client.query_all_keys(&self.server_addr).await.unwrap();
+        let keys = client
+            .query_all_keys(&self.server_addr, Space::Local)
+            .await
+            .unwrap();
         let expected_keys: Vec<String> = self.expected.keys().cloned().collect();
         assert_eq!(keys, expected_keys, "after {after}: the keys changed");
         for (key, versioned) in &self.expected {
-            let got = client.get(&self.server_addr, key).await.unwrap();
+            let got = client
+                .get(&self.server_addr, Space::Local, key)
+                .await
+                .unwrap();
             assert_eq!(
                 got.as_ref(),
                 Some(versioned),
@@ -160,7 +166,10 @@ impl Cluster {
             .set(&self.server_addr, &key, value.clone())
             .await
             .unwrap();
-        let got = client.get(&self.server_addr, &key).await.unwrap();
+        let got = client
+            .get(&self.server_addr, Space::Local, &key)
+            .await
+            .unwrap();
         assert_eq!(
             got,
             Some(Versioned {
@@ -316,7 +325,10 @@ async fn assert_server_get(
     key: &str,
     expected: Option<&Versioned>,
 ) {
-    let request = Request::Call(ServerRequest::Get { key: key.into() });
+    let request = Request::Call(ServerRequest::Get {
+        key: key.into(),
+        space: Space::Local,
+    });
     send_frame(stream, &encode(request_id, &request).unwrap()).await;
     let payload = read_frame(stream, "get")
         .await
@@ -573,7 +585,7 @@ async fn a_hello_for_the_wrong_service_gets_our_kind_and_a_close() {
         let client = client(&cluster.vl_addr);
         match service {
             ServiceKind::ViewLeader => {
-                let err = client.get(&addr, "alpha").await.unwrap_err();
+                let err = client.get(&addr, Space::Local, "alpha").await.unwrap_err();
                 assert!(matches!(err, Error::Protocol(_)), "{what}: {err:?}");
                 assert!(
                     err.to_string().contains("use --viewleader"),
@@ -651,7 +663,10 @@ async fn a_hello_from_another_cluster_gets_an_error_naming_both_and_a_close() {
         );
         let err = match service {
             ServiceKind::ViewLeader => stranger.query_servers().await.unwrap_err(),
-            ServiceKind::Server => stranger.get(&addr, "alpha").await.unwrap_err(),
+            ServiceKind::Server => stranger
+                .get(&addr, Space::Local, "alpha")
+                .await
+                .unwrap_err(),
         };
         assert!(
             names_both_clusters(&err, CLUSTER_DEFAULT, "elsewhere")

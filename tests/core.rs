@@ -66,6 +66,79 @@ fn single_server_commands_print_set_get_and_query_all_keys_work() {
     assert_eq!(alias.stdout, keys.stdout);
 }
 
+/// Issue 17: a server's own keys (`set`) are a space apart from the ring keys (`setr`). A key of
+/// the same name lives in both with unrelated values; a view change copies the ring key to a new
+/// replica and never the single-server one; each listing shows its own space, and a reader who
+/// asks the wrong space is told where to look.
+#[test]
+fn single_server_keys_stay_apart_from_ring_keys_and_rebalancing_never_moves_them() {
+    let mut cluster = TestCluster::start(1);
+    cluster.wait_settled();
+    cluster
+        .client_on(0, &["set", "both", "server-zero-only"])
+        .expect_ok();
+    cluster.client(&["setr", "both", "replicated"]).expect_ok();
+    cluster.client(&["setr", "ring-only", "r"]).expect_ok();
+
+    // Two servers join: every ring key now has three replicas; nothing else moves.
+    let joined = [cluster.add_server(), cluster.add_server()];
+    wait_for(
+        Duration::from_secs(30),
+        "both newcomers hold their ring copies",
+        || {
+            let view = cluster.wait_settled();
+            let held: Vec<String> = joined
+                .iter()
+                .map(|&n| cluster.client_on(n, &["get", "--ring", "both"]).stdout)
+                .collect();
+            if view.servers.len() == 3 && held.iter().all(|h| h.trim() == "replicated") {
+                Ok(())
+            } else {
+                Err(format!("{} servers, copies {held:?}", view.servers.len()))
+            }
+        },
+    );
+    for number in joined {
+        let own = cluster.client_on(number, &["--json", "query_all_keys"]);
+        assert_eq!(
+            own.expect_ok().json()["keys"],
+            serde_json::json!([]),
+            "server {number}"
+        );
+        assert_eq!(own.json()["space"], "local");
+        assert!(
+            own.stderr.contains("query_all_keys --ring"),
+            "an empty listing points at the ring keys: {own:?}"
+        );
+        let ring = cluster.client_on(number, &["--json", "query_all_keys", "--ring"]);
+        assert_eq!(
+            ring.expect_ok().json()["keys"],
+            serde_json::json!(["both", "ring-only"])
+        );
+        assert_eq!(ring.json()["space"], "ring");
+        let missing = cluster.client_on(number, &["get", "both"]);
+        missing.expect_code(1);
+        assert!(
+            missing.stderr.contains("get --ring") && missing.stderr.contains("getr"),
+            "a get of a ring key points at getr and get --ring: {missing:?}"
+        );
+    }
+
+    let own = cluster.client_on(0, &["get", "both"]);
+    assert_eq!(own.expect_ok().stdout.trim(), "server-zero-only");
+    let keys = cluster.client_on(0, &["query_all_keys"]);
+    assert_eq!(keys.expect_ok().stdout.trim(), "both");
+    assert_eq!(cluster.getr_text("both").as_deref(), Some("replicated"));
+    let status = cluster.client(&["--json", "status"]).json();
+    let local_keys: Vec<u64> = status["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .map(|s| s["local_keys"].as_u64().expect("local_keys"))
+        .collect();
+    assert_eq!(local_keys.iter().sum::<u64>(), 1, "{status}");
+}
+
 #[test]
 fn query_servers_lists_the_epoch_and_every_live_server() {
     let cluster = TestCluster::start(2);

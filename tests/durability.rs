@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use common::{run_client, wait_for, ClientRun, Slot, TestCluster, Timings, ViewDoc, SLOT_WEIGHTS};
 use ringleader::client::{Client, ClientOptions, CrashPoint};
 use ringleader::net::CLUSTER_DEFAULT;
-use ringleader::types::{Op, ServerInfo, Value};
+use ringleader::types::{Op, ServerInfo, Space, Value};
 use serde_json::{json, Value as Json};
 
 /// Generous bound for a cluster to settle after a fault (expiry, rejoin, rebalancing).
@@ -131,11 +131,14 @@ fn write_quick(viewleader: &str, command: &str, key: &str, value: &str) -> bool 
     run.code == 0
 }
 
-/// `client --server ADDR --json get KEY` on server `number`: its value, or `None` when not
-/// found; any other outcome fails the test.
+/// `client --server ADDR --json get [--ring] KEY` on server `number`: its value, or `None` when
+/// not found; any other outcome fails the test.
 #[track_caller]
-fn get_on(cluster: &TestCluster, number: usize, key: &str) -> Option<Json> {
-    let run = cluster.client_on(number, &["--json", "get", key]);
+fn get_on(cluster: &TestCluster, number: usize, space: Space, key: &str) -> Option<Json> {
+    let run = match space {
+        Space::Local => cluster.client_on(number, &["--json", "get", key]),
+        Space::Ring => cluster.client_on(number, &["--json", "get", "--ring", key]),
+    };
     match run.code {
         0 => Some(run.json()["value"].clone()),
         1 => None,
@@ -143,10 +146,13 @@ fn get_on(cluster: &TestCluster, number: usize, key: &str) -> Option<Json> {
     }
 }
 
-/// `client --server ADDR --json query_all_keys` on server `number`.
+/// `client --server ADDR --json query_all_keys [--ring]` on server `number`.
 #[track_caller]
-fn keys_on(cluster: &TestCluster, number: usize) -> BTreeSet<String> {
-    let run = cluster.client_on(number, &["--json", "query_all_keys"]);
+fn keys_on(cluster: &TestCluster, number: usize, space: Space) -> BTreeSet<String> {
+    let run = match space {
+        Space::Local => cluster.client_on(number, &["--json", "query_all_keys"]),
+        Space::Ring => cluster.client_on(number, &["--json", "query_all_keys", "--ring"]),
+    };
     run.expect_ok();
     run.json()["keys"]
         .as_array()
@@ -496,7 +502,7 @@ fn copies_of(cluster: &TestCluster, key: &str) -> String {
     (0..cluster.server_count())
         .filter(|&number| cluster.server_running(number))
         .map(|number| {
-            let run = cluster.client_on(number, &["--json", "get", key]);
+            let run = cluster.client_on(number, &["--json", "get", "--ring", key]);
             format!(
                 "server {number} ({}): {} {}",
                 cluster.server_addr(number),
@@ -701,12 +707,15 @@ fn a_write_that_triggers_a_compaction_survives_kill_9() {
     cluster
         .client_on(0, &["set", "compacted", "kept"])
         .expect_ok();
-    assert_eq!(get_on(&cluster, 0, "compacted"), Some(json!("kept")));
+    assert_eq!(
+        get_on(&cluster, 0, Space::Local, "compacted"),
+        Some(json!("kept"))
+    );
     cluster.kill_server(0);
     cluster.restart_server(0);
     let files = files_in(&cluster.server_data_dir(0));
     assert_eq!(
-        get_on(&cluster, 0, "compacted"),
+        get_on(&cluster, 0, Space::Local, "compacted"),
         Some(json!("kept")),
         "the acknowledged set is gone after kill -9 and restart; the data dir holds {files:?}"
     );
@@ -996,13 +1005,20 @@ fn a_server_restarted_within_its_lease_comes_back_under_the_same_id_with_its_key
 
     for key in &solo {
         assert_eq!(
-            get_on(&cluster, TARGET, key),
+            get_on(&cluster, TARGET, Space::Local, key),
             Some(value_of(key)),
             "`get {key}` on the restarted server (a key only it held)"
         );
     }
-    let held = keys_on(&cluster, TARGET);
-    for key in replicated.iter().chain(&solo) {
+    let held = keys_on(&cluster, TARGET, Space::Ring);
+    for key in &replicated {
+        assert!(
+            held.contains(key),
+            "query_all_keys --ring on the restarted server misses {key}: {held:?}"
+        );
+    }
+    let held = keys_on(&cluster, TARGET, Space::Local);
+    for key in &solo {
         assert!(
             held.contains(key),
             "query_all_keys on the restarted server misses {key}: {held:?}"
@@ -1021,7 +1037,7 @@ fn a_server_restarted_within_its_lease_comes_back_under_the_same_id_with_its_key
         "the write did not go through the restarted server: {write:?}"
     );
     assert_eq!(
-        get_on(&cluster, TARGET, &replicated[0]),
+        get_on(&cluster, TARGET, Space::Ring, &replicated[0]),
         Some(json!("again"))
     );
 }
@@ -1078,7 +1094,7 @@ fn a_server_restarted_after_its_lease_rejoins_under_a_new_id_and_keeps_its_data(
 
     for key in &solo {
         assert_eq!(
-            get_on(&cluster, TARGET, key),
+            get_on(&cluster, TARGET, Space::Local, key),
             Some(value_of(key)),
             "`get {key}` on the rejoined server (a key only it held)"
         );
@@ -1173,7 +1189,10 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
         identity_before,
         "the refused server changed identity.json"
     );
-    assert_eq!(get_on(&cluster, 0, "held"), Some(json!("mine")));
+    assert_eq!(
+        get_on(&cluster, 0, Space::Local, "held"),
+        Some(json!("mine"))
+    );
     let after = cluster.wait_settled();
     assert_eq!(
         after.servers, before.servers,
@@ -1314,7 +1333,7 @@ fn a_damaged_data_dir_is_refused_with_where_and_how_to_recover() {
         SETTLE_TIMEOUT,
         "the replicas refill the rejoined server",
         || {
-            let held = keys_on(&cluster, target);
+            let held = keys_on(&cluster, target, Space::Ring);
             let missing: Vec<&String> = keys.iter().filter(|k| !held.contains(*k)).collect();
             if missing.is_empty() {
                 Ok(())
@@ -1353,7 +1372,8 @@ fn in_memory_servers_keep_todays_behaviour() {
 
     cluster.kill_server(TARGET);
     cluster.restart_server(TARGET);
-    let held = keys_on(&cluster, TARGET);
+    let mut held = keys_on(&cluster, TARGET, Space::Ring);
+    held.extend(keys_on(&cluster, TARGET, Space::Local));
     let old_id_still_listed = cluster.query_servers().id_at(&addr) == Some(id.clone());
     if old_id_still_listed {
         // Not yet a member: nothing can have been copied to it.
@@ -1364,7 +1384,7 @@ fn in_memory_servers_keep_todays_behaviour() {
     }
     for key in &solo {
         assert_eq!(
-            get_on(&cluster, TARGET, key),
+            get_on(&cluster, TARGET, Space::Local, key),
             None,
             "the restarted in-memory server still holds {key}"
         );
@@ -1382,7 +1402,11 @@ fn in_memory_servers_keep_todays_behaviour() {
         assert_eq!(getr_found(&cluster, key), value_of(key), "getr {key}");
     }
     for key in &solo {
-        assert_eq!(get_on(&cluster, TARGET, key), None, "{key} came back");
+        assert_eq!(
+            get_on(&cluster, TARGET, Space::Local, key),
+            None,
+            "{key} came back"
+        );
     }
     assert!(
         !data_root.exists(),

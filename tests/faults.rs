@@ -20,7 +20,7 @@ use common::{
 use ringleader::client::{Client, ClientOptions, CrashPoint};
 use ringleader::faults::ReplyFaults;
 use ringleader::tools::cluster::{ClusterOptions, LocalCluster};
-use ringleader::types::{Op, ServerInfo, Value, Versioned};
+use ringleader::types::{Op, ServerInfo, Space, Value, Versioned};
 use ringleader::viewleader::ViewLeaderOptions;
 use ringleader::Error;
 
@@ -57,10 +57,10 @@ fn text(s: &str) -> Value {
 
 /// `get` on one server, retried on timeouts and broken connections (a read applies nothing, so
 /// retrying it is always safe; with the reply fault hook on, single replies get lost).
-async fn get_retrying(client: &Client, addr: &str, key: &str) -> Option<Versioned> {
+async fn get_retrying(client: &Client, addr: &str, space: Space, key: &str) -> Option<Versioned> {
     let mut last = None;
     for _ in 0..20 {
-        match client.get(addr, key).await {
+        match client.get(addr, space, key).await {
             Ok(value) => return value,
             Err(err @ (Error::Timeout(_) | Error::Unreachable(_))) => last = Some(err),
             Err(err) => panic!("get {key:?} on {addr} failed: {err}"),
@@ -69,11 +69,11 @@ async fn get_retrying(client: &Client, addr: &str, key: &str) -> Option<Versione
     panic!("get {key:?} on {addr} kept failing: {last:?}")
 }
 
-/// What each of `addrs` holds at `key`, in order.
+/// What each of `addrs` holds of the ring key `key`, in order.
 async fn holdings(client: &Client, addrs: &[String], key: &str) -> Vec<Option<Versioned>> {
     let mut out = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        out.push(get_retrying(client, addr, key).await);
+        out.push(get_retrying(client, addr, Space::Ring, key).await);
     }
     out
 }
@@ -486,7 +486,7 @@ async fn retried_appends_and_sets_apply_exactly_once() {
         let versions: Vec<u64> = results.iter().map(|r| *r.as_ref().unwrap()).collect();
         assert_eq!(versions, (1..=SETS as u64).collect::<Vec<_>>());
     }
-    let stored = get_retrying(&client, addr, key)
+    let stored = get_retrying(&client, addr, Space::Local, key)
         .await
         .expect("the counter key exists");
     assert!(
@@ -650,9 +650,12 @@ fn stale_getr_answers_from_one_replica_where_linearizable_needs_a_majority() {
 // 6. Simulated crash and recover of a server (real processes)
 // ---------------------------------------------------------------------------------------------
 
-/// `get KEY` on server `number`: `(value, version)`, or `None` when it is not there.
-fn get_on(cluster: &TestCluster, number: usize, key: &str) -> Option<(String, u64)> {
-    let run = cluster.client_on(number, &["--json", "get", key]);
+/// `get [--ring] KEY` on server `number`: `(value, version)`, or `None` when it is not there.
+fn get_on(cluster: &TestCluster, number: usize, space: Space, key: &str) -> Option<(String, u64)> {
+    let run = match space {
+        Space::Local => cluster.client_on(number, &["--json", "get", key]),
+        Space::Ring => cluster.client_on(number, &["--json", "get", "--ring", key]),
+    };
     match run.code {
         0 => {
             let doc = run.json();
@@ -702,7 +705,8 @@ fn crashed_server_rejoins_under_a_new_id_and_is_reconciled() {
         .client_on(victim, &["set", "solo", "only-here"])
         .expect_ok();
     cluster.client(&["setr", "shared", "old"]).expect_ok();
-    let old_shared = get_on(&cluster, victim, "shared").expect("the victim is a replica");
+    let old_shared =
+        get_on(&cluster, victim, Space::Ring, "shared").expect("the victim is a replica");
 
     crash(&cluster, Target::Server(&victim_addr));
     let run = cluster.client_on(victim, &["--timeout-ms", "500", "get", "solo"]);
@@ -732,25 +736,16 @@ fn crashed_server_rejoins_under_a_new_id_and_is_reconciled() {
     );
     assert!(!after.has_id(&old_id), "the old id came back: {after:?}");
 
-    // The set-only key survives on its owners, and the newer replicated write wins everywhere.
-    let solo_owners = owners(&after, "solo");
-    assert_eq!(solo_owners.len(), 3);
+    // The newer replicated write wins everywhere.
     let shared_owners = owners(&after, "shared");
     wait_for(
         EXPIRY_TIMEOUT,
         "every owner holds the reconciled keys",
         || {
             let mut seen = Vec::new();
-            for addr in &solo_owners {
-                let held = get_on(&cluster, cluster.server_number(addr), "solo");
-                seen.push(format!("solo@{addr}={held:?}"));
-                if held.as_ref().map(|(v, _)| v.as_str()) != Some("only-here") {
-                    return Err(seen.join(", "));
-                }
-            }
             let mut versions = BTreeSet::new();
             for addr in &shared_owners {
-                let held = get_on(&cluster, cluster.server_number(addr), "shared");
+                let held = get_on(&cluster, cluster.server_number(addr), Space::Ring, "shared");
                 seen.push(format!("shared@{addr}={held:?}"));
                 match held {
                     Some((value, version)) if value == "new" => {
@@ -765,8 +760,29 @@ fn crashed_server_rejoins_under_a_new_id_and_is_reconciled() {
             Ok(())
         },
     );
-    let (_, new_version) = get_on(&cluster, victim, "shared").expect("the victim holds shared");
+    let (_, new_version) =
+        get_on(&cluster, victim, Space::Ring, "shared").expect("the victim holds shared");
     assert!(new_version > old_shared.1);
+    // The single-server key is the victim's alone: it kept it through the crash and the rejoin,
+    // and the rebalancing of the rejoin copied it nowhere, not even where the ring would place a
+    // key of that name (issue 17: it used to be copied to those replicas as if it were a ring key).
+    for number in 0..3 {
+        let held = get_on(&cluster, number, Space::Local, "solo");
+        if number == victim {
+            assert_eq!(held.map(|(v, _)| v), Some("only-here".to_string()));
+        } else {
+            assert_eq!(
+                held, None,
+                "server {number} got a copy of another's single-server key"
+            );
+        }
+        assert_eq!(
+            get_on(&cluster, number, Space::Ring, "solo"),
+            None,
+            "server {number} holds the single-server key as a ring key"
+        );
+    }
+    cluster.client(&["getr", "solo"]).expect_code(1);
     let run = cluster.client(&["getr", "shared"]);
     run.expect_ok();
     assert_eq!(run.stdout.trim_end(), "new");

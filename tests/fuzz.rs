@@ -56,7 +56,7 @@ use ringleader::rpc::message::{
 };
 use ringleader::server::ServerOptions;
 use ringleader::types::{
-    HeartbeatReply, LockReply, Op, Prepare, ServerInfo, TxState, Value, Versioned, View,
+    HeartbeatReply, LockReply, Op, Prepare, ServerInfo, Space, TxState, Value, Versioned, View,
 };
 use ringleader::viewleader::raft::{self, Proposal, TypeConfig};
 use ringleader::viewleader::state::{Command, State, StateConfig};
@@ -110,6 +110,11 @@ fn config_with(cases_default: u32) -> ProptestConfig {
 // ---------------------------------------------------------------------------------------------
 // Strategies: the messages, with field values from the ordinary to the absurd
 // ---------------------------------------------------------------------------------------------
+
+/// Either key space of a storage server.
+fn space() -> impl Strategy<Value = Space> {
+    prop_oneof![Just(Space::Local), Just(Space::Ring)]
+}
 
 /// Text from empty to a few KiB, mostly printable, sometimes any char.
 fn text() -> BoxedStrategy<String> {
@@ -211,9 +216,9 @@ fn server_call() -> BoxedStrategy<ServerRequest> {
                 request_id,
             }
         }),
-        1 => text().prop_map(|key| ServerRequest::Get { key }),
-        1 => (prop::option::of(text()), any::<u32>())
-            .prop_map(|(after, limit)| ServerRequest::QueryAllKeys { after, limit }),
+        1 => (text(), space()).prop_map(|(key, space)| ServerRequest::Get { key, space }),
+        1 => (prop::option::of(text()), any::<u32>(), space())
+            .prop_map(|(after, limit, space)| ServerRequest::QueryAllKeys { after, limit, space }),
         3 => prepare().prop_map(ServerRequest::Prepare),
         2 => (any::<u128>(), text()).prop_map(|(tx, server_id)| ServerRequest::Commit { tx, server_id }),
         1 => (any::<u128>(), text()).prop_map(|(tx, server_id)| ServerRequest::Abort { tx, server_id }),
@@ -325,6 +330,7 @@ fn server_reply() -> BoxedStrategy<ServerReply> {
                 epoch,
                 rebalanced_epoch: epoch,
                 keys,
+                local_keys: keys,
                 pending_transactions: keys,
                 copies_sent: keys,
                 keys_dropped: keys,
@@ -932,6 +938,7 @@ impl Node {
             let page = ServerRequest::QueryAllKeys {
                 after: keys.last().cloned(),
                 limit: ringleader::types::KEYS_PAGE_MAX as u32,
+                space: Space::Ring,
             };
             match rpc.call(&page, answer_wait()).await {
                 Ok(ServerReply::Keys { keys: page, more }) => {
@@ -957,7 +964,11 @@ impl Node {
         let mut first = Vec::with_capacity(KEYS);
         for i in 0..KEYS {
             let key = format!("key{i}");
-            match rpc.call(&ServerRequest::Get { key }, answer_wait()).await {
+            let read = ServerRequest::Get {
+                key,
+                space: Space::Ring,
+            };
+            match rpc.call(&read, answer_wait()).await {
                 Ok(ServerReply::Value(value)) => first.push(value),
                 other => panic!("reading key{i}: {other:?}"),
             }

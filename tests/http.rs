@@ -1575,7 +1575,10 @@ fn refuse_a_request(addr: &str) {
         Err(err) => panic!("no runtime for a raw request: {err}"),
     };
     let client = ringleader::Client::new(ringleader::client::ClientOptions::default());
-    let request = ringleader::rpc::message::ServerRequest::Get { key: String::new() };
+    let request = ringleader::rpc::message::ServerRequest::Get {
+        key: String::new(),
+        space: ringleader::types::Space::Ring,
+    };
     let reply = runtime.block_on(client.server_call(addr, request));
     assert!(
         matches!(reply, Err(ringleader::Error::InvalidRequest(_))),

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::in_memory::{self, wait_for_view, WAIT, WALL_START_US};
-use ringleader::types::Value;
+use ringleader::types::{Space, Value};
 
 const SERVERS: u64 = 4;
 
@@ -83,7 +83,7 @@ async fn a_cluster_on_an_in_memory_network_writes_reads_and_survives_a_view_chan
     .await;
     assert!(after.epoch > before.epoch, "a view change raises the epoch");
     assert!(after.servers.iter().all(|s| s.addr != victim));
-    let moved = client.get(&newcomer, "k").await.unwrap();
+    let moved = client.get(&newcomer, Space::Ring, "k").await.unwrap();
     assert_eq!(
         moved.map(|v| v.value),
         Some(Value::Text("v1".into())),

@@ -20,14 +20,12 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 
-use common::{
-    run_client, send_signal, wait_for, TestCluster, Timings, SERVER_BIN, STARTUP_TIMEOUT,
-};
+use common::{send_signal, wait_for, TestCluster, Timings, SERVER_BIN, STARTUP_TIMEOUT};
 use ringleader::client::ClientOptions;
 use ringleader::ring::Ring;
-use ringleader::rpc::message::ServerStatus;
+use ringleader::rpc::message::{ServerReply, ServerRequest, ServerStatus};
 use ringleader::server::rebalance::minimum_copies;
-use ringleader::types::{Value, Version, Versioned, View};
+use ringleader::types::{Space, Value, Version, Versioned, View};
 use ringleader::Client;
 
 /// Copies of each key when the view has that many servers or more.
@@ -88,9 +86,35 @@ impl Lib {
             .map_err(|err| format!("status of {addr} failed: {err}"))
     }
 
+    /// Puts a ring key on the server at `addr` alone, as a peer's transfer would, and returns
+    /// its version: a copy no other server has, which only that server can pass on.
+    #[track_caller]
+    fn place_only_on(&self, addr: &str, key: &str, value: &str) -> Version {
+        let status = self.status(addr).unwrap_or_else(|err| panic!("{err}"));
+        let version = 1;
+        let request = ServerRequest::Transfer {
+            epoch: status.epoch,
+            server_id: status.server_id,
+            entries: vec![(
+                key.to_string(),
+                Versioned {
+                    value: Value::Text(value.to_string()),
+                    version,
+                },
+            )],
+        };
+        match self
+            .runtime
+            .block_on(self.client.server_call(addr, request))
+        {
+            Ok(ServerReply::Transferred { stored: 1 }) => version,
+            other => panic!("placing {key:?} on {addr} alone: {other:?}"),
+        }
+    }
+
     fn keys_on(&self, addr: &str) -> Result<Vec<String>, String> {
         self.runtime
-            .block_on(self.client.query_all_keys(addr))
+            .block_on(self.client.query_all_keys(addr, Space::Ring))
             .map_err(|err| format!("query_all_keys on {addr} failed: {err}"))
     }
 
@@ -152,7 +176,7 @@ impl Lib {
         let answers: Vec<(String, ringleader::Result<Option<Versioned>>)> = self.runtime.block_on(
             stream::iter(keys)
                 .map(|key| async move {
-                    let answer = client.get(addr, &key).await;
+                    let answer = client.get(addr, Space::Ring, &key).await;
                     (key, answer)
                 })
                 .buffer_unordered(IN_FLIGHT)
@@ -818,16 +842,9 @@ fn a_server_stopped_with_sigterm_hands_its_keys_over_so_no_replica_is_lost() {
         .unwrap_or_else(|err| panic!("{err}"))
         .keys;
     assert!(held > 0, "the leaving server holds keys");
-    // A key only the leaving server holds (a plain `set`, not replicated): only its handoff can
-    // save it; the other servers have no copy to re-replicate from.
-    let solo = run_client(&[
-        "--server",
-        leaving.addr.as_str(),
-        "set",
-        "only-on-the-leaver",
-        "handed-over",
-    ]);
-    solo.expect_ok();
+    // A ring key only the leaving server holds: only its handoff can save it; the other servers
+    // have no copy to re-replicate from.
+    lib.place_only_on(&leaving.addr, "only-on-the-leaver", "handed-over");
     let mut expected = expected;
     expected.insert("only-on-the-leaver".into(), "handed-over".into());
 
@@ -895,13 +912,9 @@ fn an_expired_server_rejoins_under_a_new_id_and_its_data_is_reconciled_not_wiped
         .map(|s| s.id.clone())
         .expect("the sleeper is in the view");
 
-    // A key only the sleeper holds (a plain `set`, not replicated): if its data were wiped on
-    // rejoining, this key would be gone for good.
-    let solo = cluster.client_on(sleeper, &["--json", "set", "only-on-the-sleeper", "kept"]);
-    solo.expect_ok();
-    let solo_version = solo.json()["version"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("set printed no version: {solo:?}"));
+    // A ring key only the sleeper holds: if its data were wiped on rejoining, this key would be
+    // gone for good.
+    let solo_version = lib.place_only_on(&sleeper_addr, "only-on-the-sleeper", "kept");
     expected.insert("only-on-the-sleeper".into(), "kept".into());
     versions.insert("only-on-the-sleeper".into(), solo_version);
 

@@ -36,9 +36,10 @@ fn getr(cluster: &TestCluster, key: &str) -> Option<String> {
     cluster.getr_text(key)
 }
 
-/// `get KEY` on server `number`: `(value, version)`, or `None` when not found there.
+/// `get --ring KEY` on server `number` (its copy of a ring key): `(value, version)`, or `None`
+/// when not found there.
 fn get_on(cluster: &TestCluster, number: usize, key: &str) -> Option<(String, u64)> {
-    let run = cluster.client_on(number, &["--json", "get", key]);
+    let run = cluster.client_on(number, &["--json", "get", "--ring", key]);
     match run.code {
         0 => {
             let doc = run.json();
@@ -57,12 +58,13 @@ fn get_on(cluster: &TestCluster, number: usize, key: &str) -> Option<(String, u6
     }
 }
 
-/// Which running servers hold each key, from `query_all_keys --json` on every one of them.
+/// Which running servers hold each ring key, from `query_all_keys --ring --json` on every one of
+/// them.
 fn holders_by_key(cluster: &TestCluster) -> BTreeMap<String, BTreeSet<String>> {
     let mut holders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for addr in cluster.live_server_addrs() {
         let number = cluster.server_number(&addr);
-        let run = cluster.client_on(number, &["--json", "query_all_keys"]);
+        let run = cluster.client_on(number, &["--json", "query_all_keys", "--ring"]);
         run.expect_ok();
         let doc = run.json();
         for key in doc["keys"]

@@ -121,7 +121,7 @@ fn over_tls_a_cluster_writes_reads_and_rebalances() {
         assert_eq!(cluster.getr_text(&format!("key-{i}")), Some(value(i)));
     }
     // Three servers and three replicas: the new one holds every key.
-    let held = cluster.client_on(joined_server, &["--json", "query_all_keys"]);
+    let held = cluster.client_on(joined_server, &["--json", "query_all_keys", "--ring"]);
     let held = held.expect_ok().json();
     let held: Vec<&str> = held["keys"]
         .as_array()

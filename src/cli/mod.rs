@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::net::{self, Env};
 use crate::tools::sim::campaign;
 use crate::tools::{bench, chaos, demo};
-use crate::types::{LockReply, Value, Versioned};
+use crate::types::{LockReply, Space, Value, Versioned};
 use output::Output;
 
 /// Where `--server` and `--viewleader` point when not given (their port ranges are scanned).
@@ -120,13 +120,23 @@ pub enum Command {
         #[arg(required = true)]
         text: Vec<String>,
     },
-    /// Store KEY=VALUE on one server (not replicated).
+    /// Store KEY=VALUE on one server, among its own keys: not replicated, never moved by
+    /// rebalancing, apart from the ring keys of setr/getr.
     Set { key: String, value: String },
-    /// Read KEY from one server.
-    Get { key: String },
-    /// List the keys one server holds.
+    /// Read KEY from one server's own keys (what set wrote).
+    Get {
+        key: String,
+        /// Read the server's copy of a ring key instead (what setr placed on this replica).
+        #[arg(long)]
+        ring: bool,
+    },
+    /// List one server's own keys (what set wrote).
     #[command(name = "query_all_keys", alias = "query-all-keys")]
-    QueryAllKeys,
+    QueryAllKeys {
+        /// List the ring keys this server holds instead (its share of setr's keys).
+        #[arg(long)]
+        ring: bool,
+    },
     /// Show the view: epoch, live servers, whether the cluster is rebalancing.
     #[command(name = "query_servers", alias = "query-servers")]
     QueryServers,
@@ -272,20 +282,52 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                 json!({"ok": true, "key": key, "version": version, "server": addr}),
             );
         }
-        Command::Get { key } => {
+        Command::Get { key, ring } => {
             let addr = client.resolve_server(&server).await?;
-            return Ok(match client.get(&addr, &key).await? {
+            let space = space_of(ring);
+            return Ok(match client.get(&addr, space, &key).await? {
                 Some(versioned) => {
                     out.ok(&versioned.value, versioned_json(&key, &versioned));
                     EXIT_OK
                 }
-                None => not_found(out, &key, &format!("on {addr}")),
+                None => {
+                    let code = not_found(
+                        out,
+                        &key,
+                        &format!("among the {} keys on {addr}", space.describe()),
+                    );
+                    // The likeliest mistake: a key written with setr, read with get.
+                    if space == Space::Local
+                        && matches!(client.get(&addr, Space::Ring, &key).await, Ok(Some(_)))
+                    {
+                        eprintln!(
+                            "hint: {addr} holds a ring copy of {key:?} (written with setr): read it \
+                             with getr, or this copy with get --ring"
+                        );
+                    }
+                    code
+                }
             });
         }
-        Command::QueryAllKeys => {
+        Command::QueryAllKeys { ring } => {
             let addr = client.resolve_server(&server).await?;
-            let keys = client.query_all_keys(&addr).await?;
-            out.ok(keys.join("\n"), json!({"server": addr, "keys": keys}));
+            let space = space_of(ring);
+            let keys = client.query_all_keys(&addr, space).await?;
+            if keys.is_empty() && space == Space::Local {
+                if let Ok(status) = client.status(&addr).await {
+                    if status.keys > 0 {
+                        eprintln!(
+                            "no single-server keys on {addr}; it holds {} ring keys (written \
+                             with setr): query_all_keys --ring lists them",
+                            status.keys
+                        );
+                    }
+                }
+            }
+            out.ok(
+                keys.join("\n"),
+                json!({"server": addr, "space": space_name(space), "keys": keys}),
+            );
         }
         Command::QueryServers => {
             let view = client.query_servers().await?;
@@ -384,12 +426,12 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
             let cluster = client.cluster_status().await?;
             let view = &cluster.view;
             let mut human = format!(
-                "epoch {}, settled epoch {}, {} servers, {}\n{:<36}  {:<21} {:>6} {:>11} {:>8} {:>8} {:>7} {:>11} {:>8} {:>8}",
+                "epoch {}, settled epoch {}, {} servers, {}\n{:<36}  {:<21} {:>6} {:>11} {:>8} {:>6} {:>8} {:>7} {:>11} {:>8} {:>8}",
                 view.epoch,
                 view.settled_epoch,
                 view.servers.len(),
                 if view.rebalancing { "rebalancing" } else { "settled" },
-                "ID", "ADDR", "EPOCH", "REBALANCING", "KEYS", "PRIMARY", "PENDING", "COPIES_SENT", "TO_SEND", "OPS/S"
+                "ID", "ADDR", "EPOCH", "REBALANCING", "KEYS", "LOCAL", "PRIMARY", "PENDING", "COPIES_SENT", "TO_SEND", "OPS/S"
             );
             let mut docs = Vec::new();
             for server in &cluster.servers {
@@ -399,10 +441,11 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                     Ok(st) => {
                         let rebalancing = st.rebalanced_epoch < view.epoch;
                         human.push_str(&format!(
-                            "\n{id:<36}  {addr:<21} {:>6} {:>11} {:>8} {:>7.1}% {:>7} {:>11} {:>8} {:>8}",
+                            "\n{id:<36}  {addr:<21} {:>6} {:>11} {:>8} {:>6} {:>7.1}% {:>7} {:>11} {:>8} {:>8}",
                             st.epoch,
                             if rebalancing { "yes" } else { "no" },
                             st.keys,
+                            st.local_keys,
                             share * 100.0,
                             st.pending_transactions,
                             st.copies_sent,
@@ -412,7 +455,7 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                         docs.push(json!({
                             "id": id, "addr": addr, "epoch": st.epoch,
                             "rebalanced_epoch": st.rebalanced_epoch, "rebalancing": rebalancing,
-                            "keys": st.keys, "primary_share": share,
+                            "keys": st.keys, "local_keys": st.local_keys, "primary_share": share,
                             "pending_transactions": st.pending_transactions,
                             "copies_sent": st.copies_sent, "keys_dropped": st.keys_dropped,
                             "copies_to_send": st.copies_to_send, "ops_per_s": server.ops_per_s,
@@ -621,6 +664,23 @@ async fn members(client: &Client, action: MembersCommand, out: Output) -> Result
         .collect();
     out.ok(human, json!({"members": docs, "leaders": leaders}));
     Ok(EXIT_OK)
+}
+
+/// The key space `get` and `query_all_keys` read: the server's own keys unless `--ring`.
+fn space_of(ring: bool) -> Space {
+    if ring {
+        Space::Ring
+    } else {
+        Space::Local
+    }
+}
+
+/// How `--json` names a key space.
+fn space_name(space: Space) -> &'static str {
+    match space {
+        Space::Local => "local",
+        Space::Ring => "ring",
+    }
 }
 
 fn not_found(out: Output, key: &str, where_: &str) -> u8 {

@@ -1,12 +1,16 @@
 //! Calls to one named process: the course's single-server commands (`print`, `set`, `get`,
 //! `query_all_keys`), a server's status, and starting or ending a simulated crash.
+//!
+//! `set` writes the server's own key space ([`Space::Local`]), which nothing replicates or
+//! moves; `get` and `query_all_keys` read either space, so that a person can also look at the
+//! ring keys one replica holds.
 
 use super::{unexpected, unexpected_server, Client, RPC_ATTEMPTS_MAX};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::rpc::locator::nothing_answered;
 use crate::rpc::message::{ServerReply, ServerRequest, ViewLeaderReply, ViewLeaderRequest};
-use crate::types::{check_key, check_value, Key, Value, Version, Versioned, KEYS_PAGE_MAX};
+use crate::types::{check_key, check_value, Key, Space, Value, Version, Versioned, KEYS_PAGE_MAX};
 
 impl Client {
     /// The address of the server named by `target` (`host[:port]`; without a port the first of
@@ -86,12 +90,16 @@ impl Client {
         }
     }
 
-    pub async fn get(&self, addr: &str, key: &str) -> Result<Option<Versioned>> {
+    /// The value at `key` on one server: one of its own keys ([`Space::Local`]), or its copy
+    /// of a ring key ([`Space::Ring`]: one replica's copy as it is, which may be older than what
+    /// `getr` reads, or a copy rebalancing has yet to drop).
+    pub async fn get(&self, addr: &str, space: Space, key: &str) -> Result<Option<Versioned>> {
         check_key(key)?;
-        match self
-            .server_call(addr, ServerRequest::Get { key: key.into() })
-            .await?
-        {
+        let request = ServerRequest::Get {
+            key: key.into(),
+            space,
+        };
+        match self.server_call(addr, request).await? {
             ServerReply::Value(value) => Ok(value),
             other => Err(unexpected_server("get", &other)),
         }
@@ -131,14 +139,15 @@ impl Client {
         }
     }
 
-    /// Every key the server holds, fetched a page at a time.
-    pub async fn query_all_keys(&self, addr: &str) -> Result<Vec<Key>> {
+    /// Every key of `space` the server holds, fetched a page at a time.
+    pub async fn query_all_keys(&self, addr: &str, space: Space) -> Result<Vec<Key>> {
         let mut all = Vec::new();
         let mut after: Option<Key> = None;
         loop {
             let request = ServerRequest::QueryAllKeys {
                 after: after.clone(),
                 limit: KEYS_PAGE_MAX as u32,
+                space,
             };
             match self.server_call(addr, request).await? {
                 ServerReply::Keys { keys, more } => {

@@ -44,6 +44,10 @@ pub async fn status(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
     }
     out.push_str(&format!("keys held: {}\n", snapshot.keys));
     out.push_str(&format!(
+        "single-server keys held: {}\n",
+        snapshot.local_keys
+    ));
+    out.push_str(&format!(
         "pending transactions: {}\n",
         snapshot.pending_transactions
     ));

@@ -136,6 +136,7 @@ mod tests {
             cluster_rebalancing: false,
             rebalanced_epoch: 5,
             keys: 0,
+            local_keys: 0,
             pending_transactions: 0,
             copies_sent: 0,
             copies_to_send: 0,

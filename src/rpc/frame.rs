@@ -145,10 +145,15 @@ mod tests {
 
     #[test]
     fn an_encoded_envelope_decodes_to_itself() {
-        let body = Request::Call(ServerRequest::Get { key: "k".into() });
+        let body = Request::Call(ServerRequest::Get {
+            key: "k".into(),
+            space: crate::types::Space::Ring,
+        });
         let bytes = encode(42, &body).unwrap();
         let envelope = decode::<Request<ServerRequest>>(&bytes).unwrap();
         assert_eq!(envelope.request_id, 42);
-        assert!(matches!(envelope.body, Request::Call(ServerRequest::Get { key }) if key == "k"));
+        assert!(
+            matches!(envelope.body, Request::Call(ServerRequest::Get { key, .. }) if key == "k")
+        );
     }
 }

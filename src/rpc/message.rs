@@ -11,15 +11,17 @@ use crate::error::Error;
 use crate::net;
 use crate::net::secret::{Role, SECRET_BYTES};
 use crate::types::{
-    Epoch, HeartbeatReply, Key, LockReply, MemberStatus, Prepare, ServerId, ServerInfo, TxId,
-    TxState, Value, Version, Versioned, View,
+    Epoch, HeartbeatReply, Key, LockReply, MemberStatus, Prepare, ServerId, ServerInfo, Space,
+    TxId, TxState, Value, Version, Versioned, View,
 };
 
 /// Bumped on any incompatible change to the messages below. Version 5: the hello names the
 /// cluster. Version 6: the view leader is a Raft group (its members' messages, status and
 /// membership changes; `NotLeader`). Version 7: the hello proves the cluster secret
-/// (challenge-response, `crate::rpc::handshake`); `Forbidden`; `Repair`.
-pub const PROTOCOL_VERSION: u32 = 7;
+/// (challenge-response, `crate::rpc::handshake`); `Forbidden`; `Repair`. Version 8: a server's
+/// single-server keys are a space apart from its ring keys (`Get` and `QueryAllKeys` name the
+/// space; `ServerStatus::local_keys`).
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Which service a connection talks to. Checked in the handshake so a client that dialled the
 /// wrong port gets a clear error instead of a misread message.
@@ -237,18 +239,23 @@ pub enum ViewLeaderReply {
 pub enum ServerRequest {
     /// Print a line on the server's console.
     Print { text: String },
-    /// Store a value on this server alone (no replication). A retry carries the same
-    /// `request_id`, and a server applies one id at most once.
+    /// Store a value in this server's own key space ([`Space::Local`]: no replication, never
+    /// moved). A retry carries the same `request_id`, and a server applies one id at most once.
     Set {
         key: Key,
         value: Value,
         request_id: Option<u128>,
     },
-    /// Read a value from this server alone.
-    Get { key: Key },
-    /// The keys this server holds, in order, a page at a time: those after `after`, at most
-    /// `limit` of them.
-    QueryAllKeys { after: Option<Key>, limit: u32 },
+    /// Read a value from this server alone: from its own keys, or its copy of a ring key (what
+    /// this one replica holds, with no check against the view: `Read` is the replicated read).
+    Get { key: Key, space: Space },
+    /// The keys of one space this server holds, in order, a page at a time: those after
+    /// `after`, at most `limit` of them.
+    QueryAllKeys {
+        after: Option<Key>,
+        limit: u32,
+        space: Space,
+    },
     /// 2PC phase one: vote on applying `op` to `key` at `version`. `participants` are all the
     /// transaction's replicas in ring order; the first, the primary, holds the decision.
     Prepare(Prepare),
@@ -428,7 +435,10 @@ pub struct ServerStatus {
     pub addr: String,
     pub epoch: Epoch,
     pub rebalanced_epoch: Epoch,
+    /// Ring keys held ([`Space::Ring`]).
     pub keys: u64,
+    /// Single-server keys held ([`Space::Local`]).
+    pub local_keys: u64,
     pub pending_transactions: u64,
     /// Copies this server has sent while rebalancing, since it started.
     pub copies_sent: u64,

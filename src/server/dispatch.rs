@@ -15,7 +15,7 @@ use crate::rpc::message::{ServerReply, ServerRequest, ServiceKind};
 use crate::rpc::server::{Answer, Handler};
 use crate::storage::{self, Record};
 use crate::twopc::participant::{Context, Vote};
-use crate::types::{check_epoch, check_key, check_value, check_version, Op, ServerInfo};
+use crate::types::{check_epoch, check_key, check_value, check_version, Op, ServerInfo, Space};
 
 /// Keys in one `Versions` request (a rebalancing sender asks in batches of at most this many).
 pub const VERSIONS_BATCH_KEYS_MAX: usize = 20_000;
@@ -69,6 +69,14 @@ impl StorageServer {
     /// lost in a crash (a value committed but not yet synced would otherwise be readable and
     /// then forgotten). One group-committed sync covers every request waiting at once.
     async fn dispatch(self: Arc<Self>, request: ServerRequest) -> Result<ServerReply> {
+        let durability = match &request {
+            ServerRequest::Set { .. }
+            | ServerRequest::Get {
+                space: Space::Local,
+                ..
+            } => self.local_durability.clone(),
+            _ => self.durability.clone(),
+        };
         let touches_store = !matches!(
             request,
             ServerRequest::Print { .. }
@@ -80,7 +88,6 @@ impl StorageServer {
                 | ServerRequest::Repair { .. }
                 | ServerRequest::Decommission { .. }
         );
-        let durability = self.durability.clone();
         let reply = self.answer(request).await?;
         if touches_store {
             durability.flush().await?;
@@ -109,14 +116,9 @@ impl StorageServer {
                     // A retry of a set already applied: the same answer, applied once.
                     return Ok(ServerReply::Stored { version });
                 }
-                if node.participant.is_held(&key) {
-                    return Err(Error::Conflict(format!(
-                        "{key:?} is held by a pending transaction"
-                    )));
-                }
-                let version = storage::set_local(&mut *node.store, key, value)?;
+                let version = storage::set_local(&mut *node.local, key, value)?;
                 if let Some(id) = request_id {
-                    node.store.record(&Record::Applied {
+                    node.local.record(&Record::Applied {
                         request_id: id,
                         version,
                     })?;
@@ -124,13 +126,18 @@ impl StorageServer {
                 }
                 Ok(ServerReply::Stored { version })
             }
-            ServerRequest::Get { key } => {
+            ServerRequest::Get { key, space } => {
                 check_key(&key)?;
-                Ok(ServerReply::Value(self.node()?.store.get(&key)))
+                Ok(ServerReply::Value(self.node()?.engine(space).get(&key)))
             }
-            ServerRequest::QueryAllKeys { after, limit } => {
+            ServerRequest::QueryAllKeys {
+                after,
+                limit,
+                space,
+            } => {
+                let node = self.node()?;
                 let (keys, more) =
-                    storage::keys_page(&*self.node()?.store, after.as_deref(), limit as usize);
+                    storage::keys_page(node.engine(space), after.as_deref(), limit as usize);
                 Ok(ServerReply::Keys { keys, more })
             }
             ServerRequest::Prepare(args) => {

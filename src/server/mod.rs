@@ -9,6 +9,12 @@
 //! * [`peers`]: calling another member, through a relay when the direct link fails;
 //! * this file: the options and the assembly ([`run`], [`start`], [`serve`]).
 //!
+//! A server holds two key spaces in two engines ([`crate::types::Space`]): the ring keys that
+//! 2PC writes and rebalancing moves, and its own single-server keys (`set`), which nothing moves.
+//! A durable server keeps both logs in its one data dir, the second under [`LOCAL_FILES_PREFIX`].
+//! A data dir written before the spaces were apart (protocol version 7 and older) holds its
+//! single-server keys in the ring log: they are ring keys from then on.
+//!
 //! The HTTP gateway is not part of the server: whoever starts a server wires it to
 //! `crate::http` (the `server` binary does).
 
@@ -32,7 +38,7 @@ use crate::error::Result;
 use crate::faults::{PlantedBug, ReplyFaults};
 use crate::net::{Env, Listener};
 use crate::rpc::server::serve as serve_rpc;
-use crate::storage::{identity, Disk, Engine, Log, LogOptions, Memory};
+use crate::storage::{identity, Disk, Engine, Log, LogOptions, Memory, Prefixed};
 use crate::viewleader::HEARTBEAT_INTERVAL_MS_DEFAULT;
 
 /// Default time allowed for one call to another process.
@@ -119,9 +125,18 @@ pub enum Storage {
     },
 }
 
+/// The name prefix of the files of a durable server's single-server keys, beside its ring keys'
+/// log in the same data dir ([`crate::storage::Prefixed`]).
+pub const LOCAL_FILES_PREFIX: &str = "local-";
+
 /// What opening a server's storage gave it.
 pub(crate) struct Opened {
+    /// The ring keys ([`crate::types::Space::Ring`]), with the 2PC records.
     pub(crate) engine: Box<dyn Engine>,
+    /// The single-server keys ([`crate::types::Space::Local`]), with the exactly-once records of
+    /// `set`: an engine of their own, so that rebalancing, which scans the ring keys, never
+    /// sees them.
+    pub(crate) local: Box<dyn Engine>,
     /// The identity a durable data dir holds (none for a fresh one or in memory).
     pub(crate) identity: Option<identity::Identity>,
     /// Where identity changes are written (none in memory).
@@ -166,6 +181,7 @@ impl Storage {
         match self {
             Storage::Memory => Ok(Opened {
                 engine: Box::new(Memory::new()),
+                local: Box::new(Memory::new()),
                 identity: None,
                 disk: None,
             }),
@@ -175,6 +191,9 @@ impl Storage {
                     identity::check_cluster(&*disk, identity, cluster)?;
                 }
                 let log = Log::open(disk.clone(), options)?;
+                let local_disk: Arc<dyn Disk> =
+                    Arc::new(Prefixed::new(disk.clone(), LOCAL_FILES_PREFIX));
+                let local = Log::open(local_disk, options)?;
                 let report = log.report();
                 info!(
                     keys = report.keys,
@@ -183,11 +202,13 @@ impl Storage {
                     snapshot = report.snapshot.as_deref().unwrap_or("none"),
                     torn_tails = report.truncated.len(),
                     data_dir = %disk.describe(""),
+                    local_keys = local.report().keys,
                     "recovered {} keys from the data dir",
                     report.keys
                 );
                 Ok(Opened {
                     engine: Box::new(log),
+                    local: Box::new(local),
                     identity,
                     disk: Some(disk),
                 })

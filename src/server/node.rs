@@ -28,7 +28,7 @@ use crate::rpc::message::{
 use crate::storage::identity::{self, Identity, IDENTITY_FORMAT};
 use crate::storage::{Disk, Durability, Engine};
 use crate::twopc::Participant;
-use crate::types::{Epoch, ServerId, ServerInfo, TxId, Version, View, FORMER_IDS_MAX};
+use crate::types::{Epoch, ServerId, ServerInfo, Space, TxId, Version, View, FORMER_IDS_MAX};
 
 /// Request ids remembered for exactly-once single-server writes; a retry arriving after this
 /// many later sets would be applied again.
@@ -43,7 +43,10 @@ pub(super) struct NodeState {
     pub(super) epoch_seen: Epoch,
     /// Every send this server owes for this epoch is acknowledged.
     pub(super) rebalanced_epoch: Epoch,
+    /// The ring keys: what 2PC writes and rebalancing moves.
     pub(super) store: Box<dyn Engine>,
+    /// The single-server keys (`set`): this server's alone, never moved.
+    pub(super) local: Box<dyn Engine>,
     pub(super) participant: Participant,
     /// Stops the running rebalance or drop pass when a newer view supersedes it.
     pub(super) moving: Option<CancellationToken>,
@@ -71,6 +74,14 @@ impl NodeState {
     /// transactions, and may answer requests addressed to it.
     pub(super) fn is_or_was(&self, id: &str) -> bool {
         self.id == id || self.former_ids.iter().any(|former| former == id)
+    }
+
+    /// The engine of one key space.
+    pub(super) fn engine(&self, space: Space) -> &dyn Engine {
+        match space {
+            Space::Local => &*self.local,
+            Space::Ring => &*self.store,
+        }
     }
 
     /// Takes a fresh id after the view leader expired the current one, remembering the old one.
@@ -112,7 +123,10 @@ pub struct NodeSnapshot {
     pub servers: Vec<ServerInfo>,
     pub cluster_rebalancing: bool,
     pub rebalanced_epoch: Epoch,
+    /// Ring keys held.
     pub keys: u64,
+    /// Single-server keys held.
+    pub local_keys: u64,
     pub pending_transactions: u64,
     pub copies_sent: u64,
     pub copies_to_send: u64,
@@ -161,6 +175,8 @@ pub struct StorageServer {
     pub metrics: Arc<Metrics>,
     /// Waits for the engine's writes to be durable before a reply goes out.
     pub(super) durability: Durability,
+    /// The same for the single-server keys' engine.
+    pub(super) local_durability: Durability,
     /// Where the identity is kept (a durable server), and the cluster it names.
     data: Option<(Arc<dyn Disk>, String)>,
     /// Held while the identity file is written (see [`StorageServer::record_identity`]).
@@ -181,13 +197,16 @@ impl StorageServer {
     ) -> Result<Self> {
         let Opened {
             engine: store,
+            local,
             identity,
             disk,
         } = opened;
         let recovered = store.recovered();
         let durability = store.durability();
+        let local_durability = local.durability();
         let mut recent_sets = BoundedMap::new(RECENT_REQUESTS_MAX);
-        for (request_id, version) in &recovered.applied {
+        // A data dir from before the spaces were apart has its sets' ids in the ring log.
+        for (request_id, version) in recovered.applied.iter().chain(&local.recovered().applied) {
             recent_sets.insert(*request_id, *version);
         }
         let participant = Participant::restore(recovered, 0);
@@ -219,6 +238,7 @@ impl StorageServer {
             epoch_seen: 0,
             rebalanced_epoch: 0,
             store,
+            local,
             participant,
             moving: None,
             copies_sent: 0,
@@ -247,6 +267,7 @@ impl StorageServer {
         Ok(Self {
             state: Mutex::new(node),
             durability,
+            local_durability,
             data,
             identity_writes: Mutex::new(()),
             viewleader,
@@ -352,6 +373,7 @@ impl StorageServer {
             cluster_rebalancing: node.view.rebalancing,
             rebalanced_epoch: node.rebalanced_epoch,
             keys: node.store.len() as u64,
+            local_keys: node.local.len() as u64,
             pending_transactions: node.participant.pending_count() as u64,
             copies_sent: node.copies_sent,
             copies_to_send: node.copies_to_send,
@@ -370,6 +392,7 @@ impl StorageServer {
             epoch: snapshot.epoch,
             rebalanced_epoch: snapshot.rebalanced_epoch,
             keys: snapshot.keys,
+            local_keys: snapshot.local_keys,
             pending_transactions: snapshot.pending_transactions,
             copies_sent: snapshot.copies_sent,
             keys_dropped: snapshot.keys_dropped,

@@ -9,6 +9,9 @@
 //!   tail, a torn write). The crash-model tests and the simulation run the engine on it, because
 //!   a `kill -9` keeps the operating system's page cache and so proves nothing about syncing.
 //!
+//! [`Prefixed`] puts a second engine in the same directory under a name prefix (a server's
+//! single-server keys beside its ring keys), sharing the lock.
+//!
 //! # Deliberately left out
 //! * Reads at an offset: recovery reads whole files once, and nothing reads them afterwards (the
 //!   engine keeps every value in memory).
@@ -457,6 +460,81 @@ impl DiskFile for SimFile {
             file.synced_len = file.synced_len.min(len);
             Ok(())
         })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A second engine in the same directory
+// ---------------------------------------------------------------------------------------------
+
+/// The files of another disk whose names begin with `prefix`, seen without it: a second log
+/// engine in the same directory (a server's single-server keys beside its ring keys) that shares
+/// the directory's lock and its syncs but none of its names. The outer engine must ignore names
+/// it does not recognise, as the log engine does.
+#[derive(Debug)]
+pub struct Prefixed {
+    inner: Arc<dyn Disk>,
+    prefix: &'static str,
+}
+
+impl Prefixed {
+    pub fn new(inner: Arc<dyn Disk>, prefix: &'static str) -> Self {
+        assert!(
+            !prefix.is_empty() && !prefix.contains('/'),
+            "a disk prefix is a non-empty file name part, not {prefix:?}"
+        );
+        Self { inner, prefix }
+    }
+
+    fn name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
+impl Disk for Prefixed {
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self
+            .inner
+            .list()?
+            .into_iter()
+            .filter_map(|name| name.strip_prefix(self.prefix).map(str::to_string))
+            .collect())
+    }
+
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        self.inner.read(&self.name(name))
+    }
+
+    fn create(&self, name: &str) -> io::Result<Arc<dyn DiskFile>> {
+        self.inner.create(&self.name(name))
+    }
+
+    fn open_append(&self, name: &str) -> io::Result<Arc<dyn DiskFile>> {
+        self.inner.open_append(&self.name(name))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.inner.rename(&self.name(from), &self.name(to))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.inner.remove(&self.name(name))
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        self.inner.sync_dir()
+    }
+
+    fn syncs_block(&self) -> bool {
+        self.inner.syncs_block()
+    }
+
+    fn describe(&self, name: &str) -> String {
+        self.inner.describe(&self.name(name))
+    }
+
+    fn sync_delay(&self) -> std::time::Duration {
+        self.inner.sync_delay()
     }
 }
 

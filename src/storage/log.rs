@@ -19,7 +19,9 @@
 //!   payload (4 bytes), and the payload (postcard). At most [`super::RECORD_BYTES_MAX`].
 //!
 //! # Recovery rules (what [`Log::open`] does)
-//! 1. Leftover `.tmp` files (a snapshot that was being written) are deleted.
+//! 1. Leftover `snap-*.tmp` files (a snapshot that was being written) are deleted. Names the
+//!    log does not know are left alone: another engine may share the directory under a prefix
+//!    ([`super::disk::Prefixed`]).
 //! 2. The newest snapshot is loaded. If any of its records fails its CRC, or its closing record
 //!    is missing, the server **refuses to start**: the segments it replaced are gone, so nothing
 //!    can rebuild the state. The message names the file and the offset and says how to recover
@@ -327,7 +329,7 @@ impl Log {
                 segments.push(seq);
             } else if let Some(seq) = parse_seq(name, "snap-", ".snap") {
                 snapshots.push(seq);
-            } else if name.ends_with(".tmp") {
+            } else if name.starts_with("snap-") && name.ends_with(".tmp") {
                 disk.remove(name)
                     .map_err(|err| io_error(&*disk, name, "removing", err))?;
                 leftovers = true;

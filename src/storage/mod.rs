@@ -31,7 +31,7 @@ pub mod log;
 pub mod memory;
 pub mod record;
 
-pub use disk::{Disk, RealDisk, SimDisk};
+pub use disk::{Disk, Prefixed, RealDisk, SimDisk};
 pub use durability::{Durability, FsyncMode, Lsn};
 pub use log::{Log, LogOptions};
 pub use memory::Memory;

@@ -22,7 +22,7 @@ use crate::errinput;
 use crate::error::{Error, Result};
 use crate::ring::REPLICATION_COUNT;
 use crate::tools::cluster::{ClusterOptions, LocalCluster};
-use crate::types::{LockReply, MemberStatus, Op, Value};
+use crate::types::{LockReply, MemberStatus, Op, Space, Value};
 
 /// Longest the demo waits for the cluster to settle after a change.
 pub const SETTLE_WAIT_MS: u64 = 20_000;
@@ -189,9 +189,10 @@ impl Demo {
         let version = client
             .set(&first, "greeting", Value::Text("hello".into()))
             .await?;
-        let got = client.get(&first, "greeting").await?;
+        let got = client.get(&first, Space::Local, "greeting").await?;
         self.say(format!(
-            "single-server set/get on {first}: greeting = {} (version {version})",
+            "single-server set/get on {first}: greeting = {} (version {version}; that server's own \
+             key, which no view change moves)",
             got.map(|v| v.value.to_string()).unwrap_or_default()
         ));
 
@@ -711,7 +712,7 @@ impl Demo {
         loop {
             let mut agreed = true;
             for replica in &replicas {
-                let copy = client.get(&replica.addr, DYING_KEY).await?;
+                let copy = client.get(&replica.addr, Space::Ring, DYING_KEY).await?;
                 agreed &= copy.map(|c| c.value) == Some(Value::Text(DYING_VALUE.into()));
             }
             if agreed {
@@ -801,7 +802,7 @@ impl Demo {
     ) -> Result<BTreeMap<usize, usize>> {
         let mut copies: BTreeMap<String, usize> = BTreeMap::new();
         for server in &cluster.servers {
-            for key in client.query_all_keys(&server.addr).await? {
+            for key in client.query_all_keys(&server.addr, Space::Ring).await? {
                 if key.starts_with("key-") {
                     *copies.entry(key).or_default() += 1;
                 }
@@ -817,7 +818,7 @@ impl Demo {
     async fn show_placement(&self, cluster: &LocalCluster, client: &Client) -> Result<()> {
         let mut line = String::from("  keys per server:");
         for server in &cluster.servers {
-            let keys = client.query_all_keys(&server.addr).await?;
+            let keys = client.query_all_keys(&server.addr, Space::Ring).await?;
             line.push_str(&format!(
                 " {}={}",
                 server.addr,

@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::storage::disk::{RealDisk, SimDisk, LOCK_FILE};
+use crate::storage::disk::{Prefixed, RealDisk, SimDisk, LOCK_FILE};
 use crate::storage::record::RECORD_HEADER_BYTES;
 use crate::types::{Op, ServerInfo, Value};
 
@@ -1522,4 +1522,49 @@ fn a_disk_that_fills_at_any_point_refuses_cleanly_and_recovers() {
             .unwrap_or_else(|err| panic!("seed {seed}: reopening: {err}"));
         assert_eq!(observe(&log), model.observed(), "seed {seed}: reopened");
     }
+}
+
+/// A server keeps its single-server keys in a second log in the same directory, under a prefix:
+/// each log recovers its own keys and nothing of the other's, through writes, segment rolls and
+/// compactions of both, and neither deletes the other's files (a leftover snapshot `.tmp` of the
+/// prefixed log is the prefixed log's to clean up).
+#[test]
+fn two_logs_share_a_directory_under_a_prefix_and_recover_only_their_own_keys() {
+    let disk = SimDisk::new();
+    let outer_disk: Arc<dyn Disk> = Arc::new(disk.clone());
+    let inner_disk: Arc<dyn Disk> = Arc::new(Prefixed::new(outer_disk.clone(), "local-"));
+    let mut outer = Log::open(outer_disk.clone(), small_compaction()).unwrap();
+    let mut inner = Log::open(inner_disk.clone(), small_compaction()).unwrap();
+    let mut written = 0;
+    // Both logs write until each has compacted at least once.
+    while seqs(&inner_disk.list().unwrap(), "snap-", ".snap").is_empty()
+        || seqs(&disk.list().unwrap(), "snap-", ".snap").is_empty()
+    {
+        put_keys(&mut outer, written..written + 10);
+        inner
+            .put_if_newer(format!("local{written}"), text("mine", 1))
+            .unwrap();
+        written += 10;
+        assert!(written < 10_000, "no snapshot was written by both logs");
+    }
+    drop((outer, inner));
+    let leftover = "local-snap-0000000000000001.snap.tmp";
+    let file = disk.create(leftover).unwrap();
+    file.append(b"half a snapshot").unwrap();
+    file.sync().unwrap();
+    disk.sync_dir().unwrap();
+
+    let outer = Log::open(outer_disk, small_compaction()).unwrap();
+    assert_keys(&outer, 0..written, "the outer log");
+    assert!(
+        disk.list().unwrap().iter().any(|n| n == leftover),
+        "the outer log left the prefixed log's leftover alone"
+    );
+    let inner = Log::open(inner_disk, small_compaction()).unwrap();
+    assert_eq!(inner.len(), written / 10, "the prefixed log's keys");
+    assert!(inner.get("k0").is_none() && outer.get("local0").is_none());
+    assert!(
+        !disk.list().unwrap().iter().any(|n| n == leftover),
+        "the prefixed log removed its own leftover"
+    );
 }

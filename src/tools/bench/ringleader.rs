@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::ring::Ring;
 use crate::rpc::message::{ServerReply, ServerRequest};
 use crate::server::mover::{TRANSFER_BATCH_BYTES_MAX, TRANSFER_BATCH_KEYS_MAX};
-use crate::types::{Key, ServerId, ServerInfo, Value, Versioned, View};
+use crate::types::{Key, ServerId, ServerInfo, Space, Value, Versioned, View};
 
 /// Bytes an entry of a transfer takes beyond its key and value (version, lengths, tags).
 const TRANSFER_ENTRY_OVERHEAD_BYTES: usize = 16;
@@ -61,7 +61,11 @@ impl Driver for Ringleader {
 
     async fn read(&self, key: &str) -> Result<bool> {
         match &self.mode {
-            Mode::Single(addr) => self.client.get(addr, key).await.map(|v| v.is_some()),
+            Mode::Single(addr) => self
+                .client
+                .get(addr, Space::Local, key)
+                .await
+                .map(|v| v.is_some()),
             Mode::Replicated => self.client.getr(key).await.map(|v| v.is_some()),
             Mode::ReplicatedStale => self.client.getr_stale(key).await.map(|v| v.is_some()),
         }

@@ -25,7 +25,7 @@ use super::Timing;
 use crate::client::Client;
 use crate::error::Result;
 use crate::tools::checker::{Call, Return};
-use crate::types::{MemberStatus, Value};
+use crate::types::{MemberStatus, Space, Value};
 
 /// One member's address, and its status or why it gave none.
 pub type MemberAnswer = (String, Result<MemberStatus>);
@@ -384,7 +384,7 @@ async fn divergent_replicas<'a>(
     for key in keys {
         let mut copies = Vec::new();
         for replica in view.replicas(key) {
-            match admin.get(&replica.addr, key).await {
+            match admin.get(&replica.addr, Space::Ring, key).await {
                 Ok(copy) => copies.push((replica.addr.clone(), copy)),
                 Err(err) => problems.push(format!(
                     "{key:?}: replica {} did not answer: {err}",

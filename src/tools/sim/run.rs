@@ -107,7 +107,7 @@ use crate::net::{self, Clock, Env};
 use crate::server::{self, ServerOptions};
 use crate::storage::{Disk, FsyncMode, LogOptions, SimDisk};
 use crate::tools::checker::{Call, Operation, Return};
-use crate::types::{LockReply, MemberStatus, Value, View};
+use crate::types::{LockReply, MemberStatus, Space, Value, View};
 use crate::viewleader::raft::MemberId;
 use crate::viewleader::{self, RaftOptions, ViewLeader, ViewLeaderOptions};
 
@@ -1780,7 +1780,7 @@ async fn auditor(
             copies.clear();
             let mut unanswered = Vec::new();
             for replica in cached.replicas(&key) {
-                match client.get(&replica.addr, &key).await {
+                match client.get(&replica.addr, Space::Ring, &key).await {
                     Ok(copy) => copies.push((replica.addr.clone(), copy)),
                     Err(err) => unanswered.push(format!(
                         "liveness: replica {} of {key:?} did not answer: {err}",
