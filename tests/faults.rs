@@ -671,14 +671,7 @@ fn get_on(cluster: &TestCluster, number: usize, space: Space, key: &str) -> Opti
 
 /// The replica addresses of `key` in `view`.
 fn owners(view: &ViewDoc, key: &str) -> Vec<String> {
-    let servers: Vec<ServerInfo> = view
-        .servers
-        .iter()
-        .map(|m| ServerInfo {
-            id: m.id.clone(),
-            addr: m.addr.clone(),
-        })
-        .collect();
+    let servers = view.server_infos();
     ringleader::ring::replicas(key, &servers)
         .into_iter()
         .map(|id| {

@@ -116,20 +116,10 @@ fn append_quick(cluster: &TestCluster, key: &str, item: &str) -> bool {
 
 /// The replica addresses of `key` in `view`, in ring order (the first is the primary).
 fn owners(view: &ViewDoc, key: &str) -> Vec<String> {
-    let servers = members_of(view);
+    let servers = view.server_infos();
     ringleader::ring::replicas(key, &servers)
         .into_iter()
         .filter_map(|id| servers.iter().find(|s| s.id == id).map(|s| s.addr.clone()))
-        .collect()
-}
-
-fn members_of(view: &ViewDoc) -> Vec<ServerInfo> {
-    view.servers
-        .iter()
-        .map(|m| ServerInfo {
-            id: m.id.clone(),
-            addr: m.addr.clone(),
-        })
         .collect()
 }
 

@@ -710,7 +710,7 @@ pub async fn start_on(
         lock_lease_ms: options.lock_lease_ms,
     };
     let (view_tx, view_rx) = watch::channel(View::default());
-    let machine = Machine::open(disk, State::new(config), view_tx)?;
+    let machine = Machine::open(disk, State::new(config), view_tx, log.committed_index())?;
     let faults = Arc::new(Faults::default());
     let pool = Arc::new(Pool::new(
         ServiceKind::ViewLeader,

@@ -445,7 +445,18 @@ pub fn start_service(
     args: &[String],
     dir: &std::path::Path,
 ) -> Result<Service, String> {
-    let mut process = Captured::spawn(name, program, args, Some(dir));
+    start_service_with_env(name, program, args, dir, &[])
+}
+
+/// [`start_service`] with `vars` set in the child's environment (`RUST_LOG`, say).
+pub fn start_service_with_env(
+    name: &str,
+    program: &str,
+    args: &[String],
+    dir: &std::path::Path,
+    vars: &[(&str, &str)],
+) -> Result<Service, String> {
+    let mut process = Captured::spawn_with_env(name, program, args, Some(dir), vars);
     let addr = process.wait_listening(STARTUP_TIMEOUT)?;
     Ok(Service { process, addr })
 }
@@ -763,6 +774,17 @@ impl ViewDoc {
 
     pub fn has_id(&self, id: &str) -> bool {
         self.servers.iter().any(|s| s.id == id)
+    }
+
+    /// The servers as the ring takes them.
+    pub fn server_infos(&self) -> Vec<ringleader::types::ServerInfo> {
+        self.servers
+            .iter()
+            .map(|m| ringleader::types::ServerInfo {
+                id: m.id.clone(),
+                addr: m.addr.clone(),
+            })
+            .collect()
     }
 }
 
@@ -1196,6 +1218,12 @@ impl TestCluster {
     /// Starts the view leader again at its old port, with the same flags and the same
     /// `--data-dir` (retrying while the port is not yet free). Does not wait for any view.
     pub fn restart_viewleader(&mut self) {
+        self.restart_viewleader_with_env(&[]);
+    }
+
+    /// [`TestCluster::restart_viewleader`] with `vars` set in its environment (`RUST_LOG`, to
+    /// see what it logs at DEBUG).
+    pub fn restart_viewleader_with_env(&mut self, vars: &[(&str, &str)]) {
         self.expect_single("restart_viewleader");
         assert!(
             self.viewleader.is_none(),
@@ -1213,7 +1241,7 @@ impl TestCluster {
         let service = wait_for(
             STARTUP_TIMEOUT,
             "the restarted view leader listens on its old port",
-            || start_service("viewleader", VIEWLEADER_BIN, &args, self.dir.path()),
+            || start_service_with_env("viewleader", VIEWLEADER_BIN, &args, self.dir.path(), vars),
         );
         assert_eq!(
             service.addr, self.viewleader_kept_addr,

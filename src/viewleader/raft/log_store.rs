@@ -159,6 +159,16 @@ impl LogStore {
         })
     }
 
+    /// The committed index the log holds (saved by openraft before it applies what it covers):
+    /// read right after [`LogStore::open`], the last entry this member applied before it
+    /// stopped, as [`super::machine::Machine::open`] explains.
+    pub fn committed_index(&self) -> Option<u64> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|inner| inner.committed.map(|c| c.index))
+    }
+
     /// The last log index and the last purged one, for status pages.
     pub fn indices(&self) -> (Option<u64>, Option<u64>) {
         match self.inner.lock() {

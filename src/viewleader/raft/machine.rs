@@ -15,6 +15,13 @@
 //! (`WatchView`) wake on it. Joins, leaves and expiries are logged at INFO with their reason
 //! (taken from the command applied), and a view too small for every replica at WARN.
 //!
+//! A restarted member applies again what it had applied before it stopped (openraft replays
+//! the log after the snapshot), and those changes happened then, not now: they are logged at
+//! DEBUG with `replayed = true`, so an operator reading the log sees each event once, when it
+//! happened. Which entries count as replayed: those up to the committed index the member's log
+//! held when it opened ([`Machine::open`]'s `replayed_through`, see there for why that index
+//! and how far it can be off).
+//!
 //! # Deliberately left out
 //! * Streaming a snapshot: it is built and sent whole (in chunks of
 //!   [`super::SNAPSHOT_CHUNK_BYTES`]); the state's own limits bound its size.
@@ -31,7 +38,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Applied, LogEntry, MemberId, Raft, TypeConfig};
 use crate::errinput;
@@ -79,15 +86,44 @@ struct Inner {
     built: u64,
     disk: Option<Arc<dyn Disk>>,
     view_tx: watch::Sender<View>,
+    /// The last log index this member applied before it (re)started, as far as it knows:
+    /// applying an entry up to it again is a replay ([`Machine::open`]).
+    replayed_through: Option<u64>,
+}
+
+/// Logs a change at INFO, or at DEBUG marked `replayed` when a restarted member applies again
+/// an entry it applied before it stopped (the event happened then, and was logged then).
+macro_rules! change_event {
+    ($replayed:expr, $($field:tt)+) => {
+        if $replayed {
+            debug!(replayed = true, $($field)+)
+        } else {
+            info!($($field)+)
+        }
+    };
 }
 
 impl Machine {
     /// The state machine of a member, resuming from the snapshot in `disk` if there is one
     /// (otherwise from `fresh`). `view_tx` hears every view it reaches.
+    ///
+    /// `replayed_through` is the committed index the member's log store held when it opened
+    /// ([`super::log_store::LogStore::committed_index`]): the entries up to it are logged as
+    /// replayed when applied. openraft saves the committed index before it applies the entries
+    /// it covers (`save_committed`, then `apply`) and, at start, applies again everything from
+    /// the snapshot up to it, so every entry this member applied before it stopped is at or
+    /// below it. It is imprecise both ways, by design cheap: an entry committed and saved but
+    /// not yet applied when the member stopped is logged only at DEBUG (the gap between the two
+    /// calls), and the committed record is not synced ([`super::log_store`]), so a machine
+    /// crash (not a killed process: the OS keeps its writes) can lose it and then the last
+    /// entries are logged at INFO a second time. The last index present in the log at open
+    /// would be worse: it also covers entries this member held but had never applied (never
+    /// logged before), and entries a new leader later replaced.
     pub fn open(
         disk: Option<Arc<dyn Disk>>,
         fresh: State,
         view_tx: watch::Sender<View>,
+        replayed_through: Option<u64>,
     ) -> Result<Self> {
         let mut inner = Inner {
             state: fresh,
@@ -97,6 +133,7 @@ impl Machine {
             built: 0,
             disk: disk.clone(),
             view_tx,
+            replayed_through,
         };
         if let Some(disk) = &disk {
             let names = disk.list().map_err(|err| io(&**disk, "", "listing", err))?;
@@ -116,7 +153,8 @@ impl Machine {
                 inner.snapshot = Some((file.meta, file.data));
             }
         }
-        inner.publish();
+        // The snapshot's view is one this member reached before it stopped.
+        inner.publish(true);
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
         })
@@ -160,7 +198,8 @@ impl Machine {
 /// Every member logs, not just the leader: every member applies the same entries, the state
 /// machine does not know who leads (leadership can change between proposing and applying), and
 /// each member's log then tells the whole story of its view on its own. The cost is the same
-/// line once per member, and again when a restarted member replays its log.
+/// line once per member; a restarted member that replays its log logs the same lines again,
+/// but at DEBUG, marked `replayed` ([`Machine::open`] says which entries count as replayed).
 enum Change {
     /// A heartbeat from a server not in the view: applying it may admit it.
     Join { id: ServerId, addr: String },
@@ -203,16 +242,16 @@ impl Change {
     }
 
     /// Logs what the command changed, now that it is applied, and warns when the view is too
-    /// small to hold every replica.
-    fn log(self, state: &State) {
+    /// small to hold every replica; all at DEBUG if the entry is `replayed`.
+    fn log(self, state: &State, replayed: bool) {
         let epoch = state.epoch();
         let changed = match self {
             Change::Join { id, addr } if state.member_addr(&id).is_some() => {
-                info!(epoch, server_id = %id, %addr, "server joined the view (first heartbeat)");
+                change_event!(replayed, epoch, server_id = %id, %addr, "server joined the view (first heartbeat)");
                 true
             }
             Change::Leave { id, addr } if state.member_addr(&id).is_none() => {
-                info!(epoch, server_id = %id, %addr, "server left the view (it asked to leave)");
+                change_event!(replayed, epoch, server_id = %id, %addr, "server left the view (it asked to leave)");
                 true
             }
             Change::Expire(servers) => {
@@ -221,7 +260,7 @@ impl Change {
                     .into_iter()
                     .filter(|(id, _)| state.member_addr(id).is_none())
                 {
-                    info!(epoch, server_id = %id, %addr, "server expired from the view (its heartbeat lease lapsed)");
+                    change_event!(replayed, epoch, server_id = %id, %addr, "server expired from the view (its heartbeat lease lapsed)");
                     any = true;
                 }
                 any
@@ -230,7 +269,14 @@ impl Change {
         };
         if changed {
             let live = state.view().servers.len();
-            if live < REPLICATION_COUNT {
+            if live < REPLICATION_COUNT && replayed {
+                debug!(
+                    replayed = true,
+                    epoch,
+                    servers = live,
+                    "the view has {live} server(s), fewer than {REPLICATION_COUNT}"
+                );
+            } else if live < REPLICATION_COUNT {
                 warn!(
                     epoch,
                     servers = live,
@@ -243,15 +289,33 @@ impl Change {
 }
 
 impl Inner {
-    fn publish(&self) {
+    /// Whether applying the entry at `index` is a replay of what this member applied before it
+    /// started.
+    fn replays(&self, index: u64) -> bool {
+        self.replayed_through
+            .is_some_and(|through| index <= through)
+    }
+
+    /// Sends the state's view to the watchers, logging a new epoch and a new loss (at DEBUG if
+    /// the entries that led there are `replayed`).
+    fn publish(&self, replayed: bool) {
         let view = self.state.view();
         let newest_loss = self.view_tx.borrow().losses.last().map(|l| l.epoch);
         if let Some(loss) = view.losses.last().filter(|l| Some(l.epoch) != newest_loss) {
-            warn!(
-                epoch = loss.epoch,
-                lost = ?loss.lost_addrs(),
-                "settled without every replica of some keys: their data may be lost"
-            );
+            if replayed {
+                debug!(
+                    replayed = true,
+                    epoch = loss.epoch,
+                    lost = ?loss.lost_addrs(),
+                    "settled without every replica of some keys: their data may be lost"
+                );
+            } else {
+                warn!(
+                    epoch = loss.epoch,
+                    lost = ?loss.lost_addrs(),
+                    "settled without every replica of some keys: their data may be lost"
+                );
+            }
         }
         self.view_tx.send_if_modified(|current| {
             if *current == view {
@@ -259,7 +323,7 @@ impl Inner {
             }
             if current.epoch != view.epoch {
                 let servers: Vec<&str> = view.servers.iter().map(|s| s.addr.as_str()).collect();
-                info!(epoch = view.epoch, ?servers, "view changed");
+                change_event!(replayed, epoch = view.epoch, ?servers, "view changed");
             }
             *current = view;
             true
@@ -479,14 +543,16 @@ impl RaftStateMachine<TypeConfig> for Machine {
     {
         let mut inner = self.lock()?;
         let mut applied = Vec::new();
+        let mut replayed = false;
         for entry in entries {
             inner.last_applied = Some(entry.log_id);
+            replayed = inner.replays(entry.log_id.index);
             applied.push(match entry.payload {
                 EntryPayload::Blank => Applied(None),
                 EntryPayload::Normal(proposal) => {
                     let before = Change::before(&inner.state, &proposal.command);
                     let outcome = inner.state.apply(proposal.command, proposal.at_ms);
-                    before.log(&inner.state);
+                    before.log(&inner.state, replayed);
                     Applied(Some(outcome))
                 }
                 EntryPayload::Membership(membership) => {
@@ -495,7 +561,9 @@ impl RaftStateMachine<TypeConfig> for Machine {
                 }
             });
         }
-        inner.publish();
+        // openraft replays (up to the committed index it read at start) in batches of their
+        // own, so the last entry speaks for the batch.
+        inner.publish(replayed);
         Ok(applied)
     }
 
@@ -524,7 +592,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
         inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
         inner.snapshot = Some((meta.clone(), data));
-        inner.publish();
+        inner.publish(false);
         info!(last_index = ?meta.last_log_id.map(|l| l.index), "installed a snapshot from the leader");
         Ok(())
     }
@@ -558,7 +626,7 @@ mod tests {
 
     fn open(disk: &SimDisk) -> Machine {
         let (view_tx, _) = watch::channel(View::default());
-        Machine::open(Some(Arc::new(disk.clone())), fresh(), view_tx).unwrap()
+        Machine::open(Some(Arc::new(disk.clone())), fresh(), view_tx, None).unwrap()
     }
 
     fn lock_get(index: u64, lock: &str) -> LogEntry {
@@ -614,6 +682,73 @@ mod tests {
         );
     }
 
+    fn join(index: u64, server: &str) -> LogEntry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Proposal {
+                command: Command::Heartbeat {
+                    server_id: server.into(),
+                    addr: format!("{server}:1"),
+                    epoch_seen: 0,
+                    rebalanced_epoch: 0,
+                    settled_epoch: 0,
+                    settled_servers: Vec::new(),
+                    former_ids: Vec::new(),
+                },
+                at_ms: index,
+            }),
+        }
+    }
+
+    /// A writer the test's subscriber logs into.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn entries_up_to_the_committed_index_at_open_are_logged_as_replayed() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let (view_tx, _) = watch::channel(View::default());
+        let mut machine = Machine::open(None, fresh(), view_tx, Some(2)).unwrap();
+        machine
+            .apply(vec![join(1, "old-a"), join(2, "old-b")])
+            .await
+            .unwrap();
+        machine.apply(vec![join(3, "new-c")]).await.unwrap();
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let line = |addr: &str| {
+            text.lines()
+                .find(|l| l.contains("server joined the view") && l.contains(addr))
+                .unwrap_or_else(|| panic!("no join of {addr} in:\n{text}"))
+                .to_string()
+        };
+        for old in ["old-a:1", "old-b:1"] {
+            let line = line(old);
+            assert!(
+                line.contains("DEBUG") && line.contains("replayed=true"),
+                "{line}"
+            );
+        }
+        let new = line("new-c:1");
+        assert!(new.contains("INFO") && !new.contains("replayed"), "{new}");
+    }
+
     #[tokio::test]
     async fn a_damaged_snapshot_refuses_to_start() {
         let disk = SimDisk::new();
@@ -623,7 +758,7 @@ mod tests {
         disk.flip_byte(SNAPSHOT_FILE, SNAPSHOT_MAGIC.len() + 10)
             .unwrap();
         let (view_tx, _) = watch::channel(View::default());
-        let err = Machine::open(Some(Arc::new(disk.clone())), fresh(), view_tx)
+        let err = Machine::open(Some(Arc::new(disk.clone())), fresh(), view_tx, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("snapshot is damaged"), "{err}");
