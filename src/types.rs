@@ -157,6 +157,25 @@ pub const FORMER_IDS_MAX: usize = 8;
 /// Losses a view remembers; the oldest is forgotten beyond this (its keys then read as absent).
 pub const LOSSES_MAX: usize = 8;
 
+/// What a storage server reports in each heartbeat: its proof of life, and how it joins. One
+/// type from the wire (`ViewLeaderRequest::Heartbeat`) through the Raft log
+/// (`Command::Heartbeat`) to the view leader's state, which checks it before it touches anything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub server_id: ServerId,
+    pub addr: String,
+    pub epoch_seen: Epoch,
+    pub rebalanced_epoch: Epoch,
+    /// The last settled view this server holds: a restarted view leader, which knows none,
+    /// learns it from these and waits for its servers before settling anew.
+    pub settled_epoch: Epoch,
+    pub settled_servers: Vec<ServerInfo>,
+    /// The ids this process held before it was expired and rejoined, newest last, at most
+    /// [`FORMER_IDS_MAX`]: it still holds their data, so a view leader counts their ranges as
+    /// held while this server is live.
+    pub former_ids: Vec<ServerId>,
+}
+
 /// The answer to a heartbeat. Every variant carries the current epoch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HeartbeatReply {

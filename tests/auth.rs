@@ -19,7 +19,7 @@ use ringleader::rpc::client::RpcClient;
 use ringleader::rpc::message::{
     ServerReply, ServerRequest, ServiceKind, ViewLeaderReply, ViewLeaderRequest,
 };
-use ringleader::types::{Value, Versioned};
+use ringleader::types::{Heartbeat, Value, Versioned};
 use ringleader::Error;
 
 /// The exit code of a refusal (`Forbidden` among them).
@@ -244,7 +244,7 @@ fn a_client_cannot_forge_a_heartbeat_a_leave_or_a_transfer() {
             viewleader.call(&leave, CALL_TIMEOUT).await,
             "a forged leave",
         );
-        let heartbeat = ViewLeaderRequest::Heartbeat {
+        let heartbeat = ViewLeaderRequest::Heartbeat(Heartbeat {
             server_id: "forged".into(),
             addr: "127.0.0.1:1".into(),
             epoch_seen: 0,
@@ -252,7 +252,7 @@ fn a_client_cannot_forge_a_heartbeat_a_leave_or_a_transfer() {
             settled_epoch: 0,
             settled_servers: Vec::new(),
             former_ids: Vec::new(),
-        };
+        });
         assert_forbidden(
             viewleader.call(&heartbeat, CALL_TIMEOUT).await,
             "a forged heartbeat",

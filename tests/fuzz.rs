@@ -56,7 +56,8 @@ use ringleader::rpc::message::{
 };
 use ringleader::server::ServerOptions;
 use ringleader::types::{
-    HeartbeatReply, LockReply, Op, Prepare, ServerInfo, Space, TxState, Value, Versioned, View,
+    Heartbeat, HeartbeatReply, LockReply, Op, Prepare, ServerInfo, Space, TxState, Value,
+    Versioned, View,
 };
 use ringleader::viewleader::raft::{self, Proposal, TypeConfig};
 use ringleader::viewleader::state::{Command, State, StateConfig};
@@ -265,7 +266,7 @@ fn viewleader_request() -> BoxedStrategy<ViewLeaderRequest> {
                     settled_epoch,
                     settled_servers,
                     former_ids,
-                )| ViewLeaderRequest::Heartbeat {
+                )| ViewLeaderRequest::Heartbeat(Heartbeat {
                     server_id,
                     addr,
                     epoch_seen,
@@ -273,7 +274,7 @@ fn viewleader_request() -> BoxedStrategy<ViewLeaderRequest> {
                     settled_epoch,
                     settled_servers,
                     former_ids,
-                }
+                })
             ),
         Just(ViewLeaderRequest::QueryServers),
         (text(), text())
@@ -423,15 +424,17 @@ fn membership() -> BoxedStrategy<Membership<u64, BasicNode>> {
 
 fn command() -> BoxedStrategy<Command> {
     prop_oneof![
-        (text(), text(), number()).prop_map(|(server_id, addr, epoch)| Command::Heartbeat {
-            server_id,
-            addr,
-            epoch_seen: epoch,
-            rebalanced_epoch: epoch,
-            settled_epoch: epoch,
-            settled_servers: Vec::new(),
-            former_ids: Vec::new(),
-        }),
+        (text(), text(), number()).prop_map(|(server_id, addr, epoch)| Command::Heartbeat(
+            Heartbeat {
+                server_id,
+                addr,
+                epoch_seen: epoch,
+                rebalanced_epoch: epoch,
+                settled_epoch: epoch,
+                settled_servers: Vec::new(),
+                former_ids: Vec::new(),
+            }
+        )),
         text().prop_map(|server_id| Command::Leave { server_id }),
         (text(), text()).prop_map(|(lock, requester)| Command::LockGet { lock, requester }),
         (text(), text()).prop_map(|(lock, requester)| Command::LockRelease { lock, requester }),
@@ -1172,7 +1175,7 @@ fn a_storage_server_answers_or_refuses_random_requests_and_a_refused_one_changes
 /// of these (a join, a leave, a membership change, a newer term) change the view on purpose.
 fn defang(request: ViewLeaderRequest, choice: u8) -> ViewLeaderRequest {
     match request {
-        ViewLeaderRequest::Heartbeat {
+        ViewLeaderRequest::Heartbeat(Heartbeat {
             mut server_id,
             mut addr,
             mut epoch_seen,
@@ -1180,7 +1183,7 @@ fn defang(request: ViewLeaderRequest, choice: u8) -> ViewLeaderRequest {
             settled_epoch,
             settled_servers,
             mut former_ids,
-        } => {
+        }) => {
             match choice % 5 {
                 0 => server_id.clear(),
                 1 => addr.clear(),
@@ -1191,7 +1194,7 @@ fn defang(request: ViewLeaderRequest, choice: u8) -> ViewLeaderRequest {
                         "s".repeat(ringleader::viewleader::state::SERVER_FIELD_BYTES_MAX + 1)
                 }
             }
-            ViewLeaderRequest::Heartbeat {
+            ViewLeaderRequest::Heartbeat(Heartbeat {
                 server_id,
                 addr,
                 epoch_seen,
@@ -1199,7 +1202,7 @@ fn defang(request: ViewLeaderRequest, choice: u8) -> ViewLeaderRequest {
                 settled_epoch,
                 settled_servers,
                 former_ids,
-            }
+            })
         }
         ViewLeaderRequest::AddMember { id, addr } => ViewLeaderRequest::AddMember {
             id,
@@ -1220,8 +1223,8 @@ fn plausible_heartbeat() -> BoxedStrategy<ViewLeaderRequest> {
         prop::collection::vec(("[a-f0-9]{8}", 1u16..1024), 0..3),
         prop::collection::vec("[a-f0-9]{8}", 0..3),
     )
-        .prop_map(
-            |(server_id, port, epoch, settled, former_ids)| ViewLeaderRequest::Heartbeat {
+        .prop_map(|(server_id, port, epoch, settled, former_ids)| {
+            ViewLeaderRequest::Heartbeat(Heartbeat {
                 server_id,
                 addr: format!("127.0.0.1:{port}"),
                 epoch_seen: epoch,
@@ -1235,8 +1238,8 @@ fn plausible_heartbeat() -> BoxedStrategy<ViewLeaderRequest> {
                     })
                     .collect(),
                 former_ids,
-            },
-        )
+            })
+        })
         .boxed()
 }
 
@@ -1480,7 +1483,7 @@ fn a_view_leader_survives_random_frames_and_they_change_nothing() {
             matches!(
                 request,
                 ViewLeaderRequest::Crash
-                    | ViewLeaderRequest::Heartbeat { .. }
+                    | ViewLeaderRequest::Heartbeat(_)
                     | ViewLeaderRequest::Leave { .. }
                     | ViewLeaderRequest::AddMember { .. }
                     | ViewLeaderRequest::RemoveMember { .. }

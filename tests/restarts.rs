@@ -22,7 +22,7 @@ use common::{
 use ringleader::client::{Client, ClientOptions, CrashPoint};
 use ringleader::rpc::client::RpcClient;
 use ringleader::rpc::message::{ServerRequest, ServiceKind, ViewLeaderReply, ViewLeaderRequest};
-use ringleader::types::{Epoch, Key, Op, ServerInfo, Value, Versioned};
+use ringleader::types::{Epoch, Heartbeat, Key, Op, ServerInfo, Value, Versioned};
 use serde_json::{json, Value as Json};
 
 /// Generous bound for a cluster to settle after a fault (expiry, rejoin, rebalancing).
@@ -218,7 +218,7 @@ fn member_at(rt: &tokio::runtime::Runtime, client: &Client, addr: &str) -> (Serv
 /// The one place that builds it (a server would also report its last settled view and former
 /// ids; an intruder reports none).
 fn heartbeat(server_id: &str, addr: &str, epoch_seen: Epoch) -> ViewLeaderRequest {
-    ViewLeaderRequest::Heartbeat {
+    ViewLeaderRequest::Heartbeat(Heartbeat {
         server_id: server_id.to_string(),
         addr: addr.to_string(),
         epoch_seen,
@@ -226,7 +226,7 @@ fn heartbeat(server_id: &str, addr: &str, epoch_seen: Epoch) -> ViewLeaderReques
         settled_epoch: 0,
         settled_servers: Vec::new(),
         former_ids: Vec::new(),
-    }
+    })
 }
 
 /// One raw request to the view leader at `addr`, on a connection of its own.

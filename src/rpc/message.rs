@@ -11,8 +11,8 @@ use crate::error::Error;
 use crate::net;
 use crate::net::secret::{Role, SECRET_BYTES};
 use crate::types::{
-    Epoch, HeartbeatReply, Key, LockReply, MemberStatus, Prepare, ServerId, ServerInfo, Space,
-    TxId, TxState, Value, Version, Versioned, View,
+    Epoch, Heartbeat, HeartbeatReply, Key, LockReply, MemberStatus, Prepare, ServerId, ServerInfo,
+    Space, TxId, TxState, Value, Version, Versioned, View,
 };
 
 /// Bumped on any incompatible change to the messages below. Version 5: the hello names the
@@ -125,21 +125,9 @@ pub fn cluster_mismatch(
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ViewLeaderRequest {
-    /// A server's periodic proof of life; also how it joins.
-    Heartbeat {
-        server_id: ServerId,
-        addr: String,
-        epoch_seen: Epoch,
-        rebalanced_epoch: Epoch,
-        /// The last settled view this server holds: a restarted view leader, which knows none,
-        /// learns it from these and waits for its servers before settling anew.
-        settled_epoch: Epoch,
-        settled_servers: Vec<ServerInfo>,
-        /// The ids this process held before it was expired and rejoined, newest last, at most
-        /// [`crate::types::FORMER_IDS_MAX`]: it still holds their data, so a view leader counts their ranges
-        /// as held while this server is live.
-        former_ids: Vec<ServerId>,
-    },
+    /// A server's periodic proof of life; also how it joins. (A newtype variant encodes as the
+    /// struct variant it replaced did: the same bytes.)
+    Heartbeat(Heartbeat),
     /// The current view.
     QueryServers,
     /// Take (or keep, renewing its lease) a lock, or queue for it.
@@ -186,7 +174,7 @@ impl ViewLeaderRequest {
     pub fn members_only(&self) -> bool {
         matches!(
             self,
-            ViewLeaderRequest::Heartbeat { .. }
+            ViewLeaderRequest::Heartbeat(_)
                 | ViewLeaderRequest::Leave { .. }
                 | ViewLeaderRequest::Raft(_)
                 | ViewLeaderRequest::AddMember { .. }
@@ -197,7 +185,7 @@ impl ViewLeaderRequest {
     /// The operation's name, for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
-            ViewLeaderRequest::Heartbeat { .. } => "heartbeat",
+            ViewLeaderRequest::Heartbeat(_) => "heartbeat",
             ViewLeaderRequest::QueryServers => "query_servers",
             ViewLeaderRequest::LockGet { .. } => "lock_get",
             ViewLeaderRequest::LockRelease { .. } => "lock_release",

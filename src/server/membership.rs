@@ -22,7 +22,7 @@ use super::mover::Mover;
 use super::node::StorageServer;
 use crate::error::{Error, Result};
 use crate::rpc::message::{ViewLeaderReply, ViewLeaderRequest};
-use crate::types::{HeartbeatReply, View};
+use crate::types::{Heartbeat, HeartbeatReply, View};
 
 /// How long a view long poll is held open by the view leader before it answers anyway.
 pub const WATCH_WAIT_MS: u64 = 10_000;
@@ -70,7 +70,7 @@ async fn heartbeat_once(server: &StorageServer) -> Result<()> {
     }
     let (server_id, request) = {
         let node = server.node()?;
-        let request = ViewLeaderRequest::Heartbeat {
+        let request = ViewLeaderRequest::Heartbeat(Heartbeat {
             server_id: node.id.clone(),
             addr: server.addr.clone(),
             epoch_seen: node.epoch_seen,
@@ -78,7 +78,7 @@ async fn heartbeat_once(server: &StorageServer) -> Result<()> {
             settled_epoch: node.last_settled.0,
             settled_servers: node.last_settled.1.clone(),
             former_ids: node.former_ids.iter().cloned().collect(),
-        };
+        });
         (node.id.clone(), request)
     };
     let timeout = Duration::from_millis(

@@ -560,30 +560,17 @@ impl Handler for ViewLeader {
 impl ViewLeader {
     async fn dispatch(self: Arc<Self>, request: ViewLeaderRequest) -> Result<ViewLeaderReply> {
         match request {
-            ViewLeaderRequest::Heartbeat {
-                server_id,
-                addr,
-                epoch_seen,
-                rebalanced_epoch,
-                settled_epoch,
-                settled_servers,
-                former_ids,
-            } => {
+            ViewLeaderRequest::Heartbeat(beat) => {
                 // Heard even by a leader that cannot act now: the server is alive. Unless the
                 // beat names a live server at another address, which the log refuses.
-                if self.machine.read(|s| s.speaks_for(&server_id, &addr))? {
-                    self.heard(&server_id);
+                if self
+                    .machine
+                    .read(|s| s.speaks_for(&beat.server_id, &beat.addr))?
+                {
+                    self.heard(&beat.server_id);
                 }
                 self.check_leader()?;
-                let command = Command::Heartbeat {
-                    server_id,
-                    addr,
-                    epoch_seen,
-                    rebalanced_epoch,
-                    settled_epoch,
-                    settled_servers,
-                    former_ids,
-                };
+                let command = Command::Heartbeat(beat);
                 if let Some(reply) = self.machine.read(|s| s.quiet_heartbeat(&command))? {
                     return Ok(ViewLeaderReply::Heartbeat(reply));
                 }

@@ -66,8 +66,8 @@ use crate::errinput;
 use crate::error::{Error, Result};
 use crate::ring::Ring;
 use crate::types::{
-    check_epoch, Epoch, FencingToken, HeartbeatReply, LockReply, Loss, ServerId, ServerInfo, View,
-    FORMER_IDS_MAX, LOSSES_MAX,
+    check_epoch, Epoch, FencingToken, Heartbeat, HeartbeatReply, LockReply, Loss, ServerId,
+    ServerInfo, View, FORMER_IDS_MAX, LOSSES_MAX,
 };
 
 /// Expired ids remembered for denial; the oldest is forgotten beyond this. An id forgotten this
@@ -104,15 +104,9 @@ pub struct StateConfig {
 /// Everything that changes the state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    Heartbeat {
-        server_id: ServerId,
-        addr: String,
-        epoch_seen: Epoch,
-        rebalanced_epoch: Epoch,
-        settled_epoch: Epoch,
-        settled_servers: Vec<ServerInfo>,
-        former_ids: Vec<ServerId>,
-    },
+    /// A newtype variant encodes as the struct variant it replaced did, so logs written before
+    /// read the same.
+    Heartbeat(Heartbeat),
     Leave {
         server_id: ServerId,
     },
@@ -386,25 +380,7 @@ impl State {
 
     fn apply_command(&mut self, command: Command, now_ms: u64) -> Result<Outcome> {
         match command {
-            Command::Heartbeat {
-                server_id,
-                addr,
-                epoch_seen,
-                rebalanced_epoch,
-                settled_epoch,
-                settled_servers,
-                former_ids,
-            } => self
-                .heartbeat(Beat {
-                    server_id,
-                    addr,
-                    epoch_seen,
-                    rebalanced_epoch,
-                    settled_epoch,
-                    settled_servers,
-                    former_ids,
-                })
-                .map(Outcome::Heartbeat),
+            Command::Heartbeat(beat) => self.heartbeat(beat).map(Outcome::Heartbeat),
             Command::Leave { server_id } => {
                 if let Some(member) = self.members.remove(&server_id) {
                     self.forget_id(server_id);
@@ -440,8 +416,8 @@ impl State {
         }
     }
 
-    fn heartbeat(&mut self, beat: Beat) -> Result<HeartbeatReply> {
-        beat.check()?;
+    fn heartbeat(&mut self, beat: Heartbeat) -> Result<HeartbeatReply> {
+        check_beat(&beat)?;
         // One id, one address: a beat naming a live server at another address speaks for a
         // server it is not (or one that moved, which rejoins under a new id once its old one
         // expires). Refused before anything else, so it changes nothing.
@@ -456,7 +432,7 @@ impl State {
                 ));
             }
         }
-        let Beat {
+        let Heartbeat {
             server_id,
             addr,
             epoch_seen,
@@ -528,7 +504,7 @@ impl State {
     /// A heartbeat's answer when it would change nothing (the usual beat of a member that is
     /// up to date): the leader answers it without logging it. `None` means it must be logged.
     pub fn quiet_heartbeat(&self, beat: &Command) -> Option<HeartbeatReply> {
-        let Command::Heartbeat {
+        let Command::Heartbeat(Heartbeat {
             server_id,
             addr,
             epoch_seen,
@@ -536,7 +512,7 @@ impl State {
             settled_epoch,
             former_ids,
             ..
-        } = beat
+        }) = beat
         else {
             return None;
         };
@@ -749,45 +725,33 @@ enum Settle {
     WithLoss(Loss),
 }
 
-/// A heartbeat's fields, checked before they touch the state.
-struct Beat {
-    server_id: ServerId,
-    addr: String,
-    epoch_seen: Epoch,
-    rebalanced_epoch: Epoch,
-    settled_epoch: Epoch,
-    settled_servers: Vec<ServerInfo>,
-    former_ids: Vec<ServerId>,
-}
-
-impl Beat {
-    fn check(&self) -> Result<()> {
-        check_server_field("server id", &self.server_id)?;
-        check_server_field("server address", &self.addr)?;
-        check_epoch(self.epoch_seen)?;
-        check_epoch(self.rebalanced_epoch)?;
-        check_epoch(self.settled_epoch)?;
-        if self.settled_servers.len() > SETTLED_SERVERS_MAX {
-            return Err(errinput!(
-                "a settled view of {} servers (limit {SETTLED_SERVERS_MAX})",
-                self.settled_servers.len()
-            ));
-        }
-        for server in &self.settled_servers {
-            check_server_field("server id", &server.id)?;
-            check_server_field("server address", &server.addr)?;
-        }
-        if self.former_ids.len() > FORMER_IDS_MAX {
-            return Err(errinput!(
-                "{} former ids (limit {FORMER_IDS_MAX})",
-                self.former_ids.len()
-            ));
-        }
-        for id in &self.former_ids {
-            check_server_field("former id", id)?;
-        }
-        Ok(())
+/// Refuses a heartbeat whose fields are out of bounds, before it touches the state.
+fn check_beat(beat: &Heartbeat) -> Result<()> {
+    check_server_field("server id", &beat.server_id)?;
+    check_server_field("server address", &beat.addr)?;
+    check_epoch(beat.epoch_seen)?;
+    check_epoch(beat.rebalanced_epoch)?;
+    check_epoch(beat.settled_epoch)?;
+    if beat.settled_servers.len() > SETTLED_SERVERS_MAX {
+        return Err(errinput!(
+            "a settled view of {} servers (limit {SETTLED_SERVERS_MAX})",
+            beat.settled_servers.len()
+        ));
     }
+    for server in &beat.settled_servers {
+        check_server_field("server id", &server.id)?;
+        check_server_field("server address", &server.addr)?;
+    }
+    if beat.former_ids.len() > FORMER_IDS_MAX {
+        return Err(errinput!(
+            "{} former ids (limit {FORMER_IDS_MAX})",
+            beat.former_ids.len()
+        ));
+    }
+    for id in &beat.former_ids {
+        check_server_field("former id", id)?;
+    }
+    Ok(())
 }
 
 fn check_server_field(what: &str, value: &str) -> Result<()> {

@@ -214,12 +214,12 @@ enum Change {
 impl Change {
     fn before(state: &State, command: &Command) -> Self {
         match command {
-            Command::Heartbeat {
-                server_id, addr, ..
-            } if state.member_addr(server_id).is_none() => Change::Join {
-                id: server_id.clone(),
-                addr: addr.clone(),
-            },
+            Command::Heartbeat(beat) if state.member_addr(&beat.server_id).is_none() => {
+                Change::Join {
+                    id: beat.server_id.clone(),
+                    addr: beat.addr.clone(),
+                }
+            }
             Command::Leave { server_id } => match state.member_addr(server_id) {
                 Some(addr) => Change::Leave {
                     id: server_id.clone(),
@@ -614,6 +614,7 @@ mod tests {
 
     use super::*;
     use crate::storage::disk::SimDisk;
+    use crate::types::Heartbeat;
     use crate::viewleader::raft::Proposal;
     use crate::viewleader::state::{Command, StateConfig};
 
@@ -686,7 +687,7 @@ mod tests {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Proposal {
-                command: Command::Heartbeat {
+                command: Command::Heartbeat(Heartbeat {
                     server_id: server.into(),
                     addr: format!("{server}:1"),
                     epoch_seen: 0,
@@ -694,7 +695,7 @@ mod tests {
                     settled_epoch: 0,
                     settled_servers: Vec::new(),
                     former_ids: Vec::new(),
-                },
+                }),
                 at_ms: index,
             }),
         }
