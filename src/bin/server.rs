@@ -24,7 +24,7 @@ struct Args {
     /// Address other processes use to reach this server (default: the bound one).
     #[arg(long)]
     advertise: Option<String>,
-    /// The view leader, host[:port]; without a port, the first of 39000-39010 that answers.
+    /// The view leader, HOST or HOST:PORT; without a port, the first of 39000-39010 that answers.
     #[arg(long, env = process::VIEWLEADER_ENV, default_value = "localhost:39000")]
     viewleader: String,
     /// The cluster this server belongs to; processes of any other are refused.

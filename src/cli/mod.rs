@@ -2,16 +2,20 @@
 //! output, and exit codes that say what happened (see the README):
 //! 0 ok, 1 not found, 2 usage, 3 unreachable or timed out, 4 refused, 5 invalid request.
 //! `demo`, `bench`, `chaos`, `sim` and the hidden `serve` hand their flags to [`crate::tools`], which
-//! runs them. How results are printed is [`output`]; what every binary does to run as a process
-//! (logging, signals, the `listening on` line) is [`process`].
+//! runs them. How results are printed is [`output`], how a long command shows its progress is
+//! [`progress`]; what every binary does to run as a process (logging, signals, the `listening on`
+//! line) is [`process`].
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::json;
 
+pub mod load;
 pub mod output;
 pub mod process;
+pub mod progress;
 pub mod secrets;
+pub mod settle;
 pub mod tls_certs;
 
 use crate::client::{Client, ClientOptions, TIMEOUT_MS_DEFAULT, WAIT_MS_DEFAULT};
@@ -165,6 +169,13 @@ pub enum Command {
     Decommission { addr: String },
     /// Add ITEM to the list at KEY on its replicas (a missing key becomes a list of ITEM alone).
     Append { key: String, item: String },
+    /// Write every `KEY<TAB>VALUE` line of FILE (or standard input: `-` or no FILE) with setr,
+    /// --concurrency at once; a FILE is checked whole before the first write.
+    Load(load::LoadArgs),
+    /// Wait, up to --wait-ms, until the cluster has finished rebalancing: the view leader's
+    /// view is not rebalancing and every server in it has rebalanced for its epoch.
+    #[command(name = "wait-settled", alias = "wait_settled")]
+    WaitSettled,
     /// Simulate a crash of the process named by --server or --viewleader: it answers nothing
     /// but recover, sends nothing, and keeps its memory.
     Crash,
@@ -260,6 +271,14 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
     let env = Env::real().in_cluster(&args.cluster)?.with_secret(secret);
     let env = args.tls.apply(env)?;
     let client = Client::with_env(options, env.clone());
+    // Only the single reads and writes show a wait for a rebalancing: a load shows its own
+    // progress, and other commands do not wait for one.
+    let client = match &args.command {
+        Command::Setr { .. } | Command::Getr { .. } | Command::Append { .. } => {
+            client.on_rebalance_wait(progress::rebalance_wait_hook(out, env.clone()))
+        }
+        _ => client,
+    };
     let server = args
         .server
         .clone()
@@ -340,14 +359,7 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                     ""
                 }
             );
-            for server in &view.servers {
-                human.push_str(&format!("\n{}  {}", server.addr, server.id));
-            }
-            let servers: Vec<_> = view
-                .servers
-                .iter()
-                .map(|s| json!({"id": s.id, "addr": s.addr}))
-                .collect();
+            let servers = list_servers(&view.servers, &mut human);
             out.ok(
                 human,
                 json!({"epoch": view.epoch, "servers": servers, "rebalancing": view.rebalancing}),
@@ -484,7 +496,7 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                     "decommission takes the server's HOST:PORT, not {addr:?}: it stops that server"
                 ));
             }
-            let handoff = decommission(&client, &addr, out).await?;
+            let handoff = decommission(&client, &addr, &env, out).await?;
             out.ok(
                 format!(
                     "{addr} ({}) left the cluster: it held {} keys and its new owners stored {} of the {} copies it offered{}",
@@ -577,6 +589,8 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
                 json!({"target": what, "crashed": crashed}),
             );
         }
+        Command::Load(load_args) => return load::run(&client, load_args, &env, out).await,
+        Command::WaitSettled => return settle::run(&client, &env, out).await,
         Command::Viewleader(action) => return members(&client, action, out).await,
         Command::Demo(demo_args) => return demo::run(demo_args, out).await,
         Command::Bench(bench_args) => return bench::command::run(bench_args, out).await,
@@ -666,6 +680,20 @@ async fn members(client: &Client, action: MembersCommand, out: Output) -> Result
     Ok(EXIT_OK)
 }
 
+/// Adds a line per server (address, id) to `human`, and returns them as `--json` shows them.
+pub(crate) fn list_servers(
+    servers: &[crate::types::ServerInfo],
+    human: &mut String,
+) -> Vec<serde_json::Value> {
+    for server in servers {
+        human.push_str(&format!("\n{}  {}", server.addr, server.id));
+    }
+    servers
+        .iter()
+        .map(|s| json!({"id": s.id, "addr": s.addr}))
+        .collect()
+}
+
 /// The key space `get` and `query_all_keys` read: the server's own keys unless `--ring`.
 fn space_of(ring: bool) -> Space {
     if ring {
@@ -691,47 +719,27 @@ fn not_found(out: Output, key: &str, where_: &str) -> u8 {
     EXIT_NOT_FOUND
 }
 
-/// Runs a decommission of `addr`, showing its handoff: a progress bar on a terminal, else a line
-/// each time it moves (nothing with `--json`).
+/// Runs a decommission of `addr`, showing its handoff (see [`progress`]).
 async fn decommission(
     client: &Client,
     addr: &str,
+    env: &Env,
     out: Output,
 ) -> Result<crate::client::Handoff, Error> {
-    use std::io::IsTerminal;
-    let bar = (!out.json && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} copies sent ({elapsed})",
-        ) {
-            bar.set_style(style);
-        }
-        bar.set_message(format!("decommissioning {addr}"));
-        bar
-    });
-    let mut last = None;
+    let mut progress = progress::Progress::new(out, progress::Shape::Bar, env);
     let outcome = client
-        .decommission(addr, |handoff| match &bar {
-            Some(bar) => {
-                let total = handoff.copies_offered.unwrap_or(handoff.keys_at_start);
-                bar.set_length(total.max(handoff.copies_sent));
-                bar.set_position(handoff.copies_sent);
-            }
-            None => {
-                let now = (handoff.copies_sent, handoff.keys_held);
-                if last != Some(now) {
-                    out.progress(format!(
-                        "decommissioning {addr}: {} copies sent, {} of {} keys still held",
-                        handoff.copies_sent, handoff.keys_held, handoff.keys_at_start
-                    ));
-                    last = Some(now);
-                }
-            }
+        .decommission(addr, |handoff| {
+            progress.update(
+                handoff.copies_sent,
+                Some(handoff.copies_offered.unwrap_or(handoff.keys_at_start)),
+                format!(
+                    "decommissioning {addr}: {} copies sent, {} of {} keys still held",
+                    handoff.copies_sent, handoff.keys_held, handoff.keys_at_start
+                ),
+            )
         })
         .await;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    progress.finish();
     outcome
 }
 

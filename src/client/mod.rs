@@ -13,20 +13,31 @@
 //!   cannot answer (its members are electing a leader, or none is reachable), they go on with
 //!   the view they hold for up to [`VIEW_STALE_MAX_MS`]: the servers check every request's
 //!   epoch, so an outdated view is refused there, never acted on.
+//! * `load` writes a stream of pairs with `setr`, a bounded number at once; `wait_settled`
+//!   waits until the cluster has finished rebalancing (`settle`). Both tell their progress
+//!   through a callback, as `decommission` does, and a wait for a rebalancing inside a read or
+//!   write is told to the hook of [`Client::on_rebalance_wait`]: the library prints nothing.
 
 mod decommission;
 mod direct;
+mod load;
 mod locate;
 mod locks;
 mod members;
 mod replicated;
+mod settle;
 mod status;
 mod view;
 
 pub use decommission::{Handoff, DECOMMISSION_POLL_MS, DECOMMISSION_WAIT_MS};
+pub use load::{
+    LoadProgress, LoadReport, LOAD_CONCURRENCY_DEFAULT, LOAD_CONCURRENCY_MAX,
+    LOAD_FAILURES_KEPT_MAX,
+};
 pub use locate::{Location, ReplicaCopy};
+pub use settle::{Settling, SETTLE_POLL_MS};
 pub use status::{ClusterStatus, ServerStatusOf};
-pub use view::CachedView;
+pub use view::{CachedView, RebalanceWait};
 
 pub use crate::faults::CrashPoint;
 
@@ -132,7 +143,12 @@ pub struct Client {
     view_fetch: tokio::sync::Mutex<Option<(Instant, Error)>>,
     /// The last version this client proposed; proposals only grow.
     last_version: std::sync::atomic::AtomicU64,
+    /// Told how each wait for a rebalancing stands ([`Client::on_rebalance_wait`]).
+    rebalance_wait: Option<RebalanceWaitHook>,
 }
+
+/// What [`Client::on_rebalance_wait`] installs.
+pub type RebalanceWaitHook = Box<dyn Fn(&RebalanceWait) + Send + Sync>;
 
 impl Client {
     /// A client on the real network, clocks and randomness.
@@ -154,8 +170,21 @@ impl Client {
             view: Mutex::new(None),
             view_fetch: tokio::sync::Mutex::new(None),
             last_version: std::sync::atomic::AtomicU64::new(0),
+            rebalance_wait: None,
             options,
         }
+    }
+
+    /// The same client, calling `hook` while a `setr`, `append` or `getr` waits for the cluster
+    /// to finish rebalancing: after every look at the view ([`REBALANCE_POLL_MS`] apart) and
+    /// once more when the wait is over. It runs on the caller's task, so it must be quick; it
+    /// is how a caller shows the wait, as the library prints nothing.
+    pub fn on_rebalance_wait(
+        mut self,
+        hook: impl Fn(&RebalanceWait) + Send + Sync + 'static,
+    ) -> Self {
+        self.rebalance_wait = Some(Box::new(hook));
+        self
     }
 
     pub fn options(&self) -> &ClientOptions {

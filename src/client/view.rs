@@ -4,6 +4,9 @@
 //! election, or no member reachable) a call goes on with the cached view for up to
 //! [`super::VIEW_STALE_MAX_MS`]; a call that asked for a fresh view (after a replica reported
 //! another epoch) never does.
+//!
+//! A wait for a rebalancing is told, as it goes, to the one hook a caller may install
+//! ([`Client::on_rebalance_wait`]): the library prints nothing, the `client` binary shows it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::ring::Ring;
 use crate::rpc::message::{ViewLeaderReply, ViewLeaderRequest};
-use crate::types::{ServerInfo, View};
+use crate::types::{Epoch, ServerInfo, View};
 
 /// A view and its ring, fetched at one time.
 #[derive(Debug)]
@@ -208,15 +211,38 @@ impl Client {
         .await
     }
 
-    /// A view in which the cluster is not rebalancing, waiting until `deadline` for one.
+    /// A view in which the cluster is not rebalancing, waiting until `deadline` for one. While
+    /// it waits, the hook installed with [`Client::on_rebalance_wait`] hears of it after every
+    /// look at the view, and once more when the wait is over.
     pub async fn settled_view_until(
         &self,
         refresh: bool,
         deadline: Instant,
     ) -> Result<Arc<CachedView>> {
         let started = self.env.now();
+        let mut waited_for = None;
+        let outcome = self
+            .settled_view_waiting(refresh, started, deadline, &mut waited_for)
+            .await;
+        if let Some(epoch) = waited_for {
+            self.tell_rebalance_wait(epoch, started, deadline, true);
+        }
+        outcome
+    }
+
+    /// [`Client::settled_view_until`]'s wait; leaves in `waited_for` the last epoch it waited
+    /// on, if it waited.
+    async fn settled_view_waiting(
+        &self,
+        refresh: bool,
+        started: Instant,
+        deadline: Instant,
+        waited_for: &mut Option<Epoch>,
+    ) -> Result<Arc<CachedView>> {
         let mut view = self.view(refresh).await?;
         while view.view.rebalancing {
+            *waited_for = Some(view.view.epoch);
+            self.tell_rebalance_wait(view.view.epoch, started, deadline, false);
             if self.env.now() >= deadline {
                 return Err(Error::Rebalancing(format!(
                     "the cluster is still rebalancing for epoch {} after waiting {} ms; try again later",
@@ -229,4 +255,30 @@ impl Client {
         }
         Ok(view)
     }
+
+    fn tell_rebalance_wait(&self, epoch: Epoch, started: Instant, deadline: Instant, over: bool) {
+        if let Some(hook) = &self.rebalance_wait {
+            hook(&RebalanceWait {
+                epoch,
+                waited: self.env.now().saturating_duration_since(started),
+                budget: deadline.saturating_duration_since(started),
+                over,
+            });
+        }
+    }
+}
+
+/// How a read's or write's wait for the end of a rebalancing stands: what the hook installed
+/// with [`Client::on_rebalance_wait`] is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RebalanceWait {
+    /// The epoch the cluster is rebalancing for.
+    pub epoch: Epoch,
+    /// How long the call has waited so far.
+    pub waited: Duration,
+    /// How long it may wait in all (its `wait_ms`, or what was left of its deadline).
+    pub budget: Duration,
+    /// The wait is over (the cluster settled, the budget ran out or the view could not be
+    /// had): the last call of this wait.
+    pub over: bool,
 }
