@@ -88,7 +88,7 @@ fn without_the_flag_crash_recover_and_exit_are_refused_and_the_process_keeps_ser
         "a refused /exit wrote the log"
     );
     assert_eq!(cluster.getr_text("k").as_deref(), Some("before"));
-    cluster.client_on(0, &["get", "k"]).expect_ok();
+    cluster.client_on(0, &["get", "--ring", "k"]).expect_ok();
     cluster.client(&["setr", "k", "after"]).expect_ok();
     assert_eq!(cluster.getr_text("k").as_deref(), Some("after"));
     let view = cluster.wait_settled();
