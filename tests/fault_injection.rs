@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::http_client::{http, HttpResponse};
+use common::http_client::{http, Response};
 use common::{wait_for, TestCluster, Timings, STARTUP_TIMEOUT};
 
 /// The `client` exit code of `Error::Forbidden` (documented in the README).
@@ -35,7 +35,7 @@ fn http_addr(cluster: &TestCluster, number: usize) -> String {
 }
 
 #[track_caller]
-fn post(addr: &str, path: &str) -> HttpResponse {
+fn post(addr: &str, path: &str) -> Response {
     http(addr, "POST", path, &[], "").unwrap_or_else(|err| panic!("POST {path}: {err}"))
 }
 
@@ -74,7 +74,9 @@ fn without_the_flag_crash_recover_and_exit_are_refused_and_the_process_keeps_ser
         let response = post(&gateway, path);
         assert_eq!(response.status, 403, "POST {path}: {response:?}");
         assert!(
-            response.body.contains("started without --fault-injection"),
+            response
+                .text()
+                .contains("started without --fault-injection"),
             "POST {path}: {response:?}"
         );
     }

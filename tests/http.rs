@@ -15,14 +15,13 @@
 mod common;
 
 use std::collections::{BTreeSet, VecDeque};
-use std::fmt;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::http_client::{request, Reply, Response};
 use common::{lock_ignoring_poison, run_client, wait_for, ClientRun, Slot, POLL, SLOT_WEIGHTS};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -263,8 +262,7 @@ impl Cluster {
             || {
                 let mut epochs = BTreeSet::new();
                 for &number in asked {
-                    let status = match request(self.http(number), "GET", "/admin/status", None, b"")
-                    {
+                    let status = match send(self.http(number), "GET", "/admin/status", None, b"") {
                         Reply::Answered(r) if r.status == 200 => r.text(),
                         other => return Err(format!("node {number}: {other}")),
                     };
@@ -340,196 +338,20 @@ fn status_members(status: &str) -> BTreeSet<String> {
         .collect()
 }
 
-// ---------------------------------------------------------------------------------------------
-// A tiny HTTP/1.1 client
-// ---------------------------------------------------------------------------------------------
-
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn content_type(&self) -> &str {
-        self.header("content-type").unwrap_or("")
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-impl fmt::Display for Response {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}) {:?}",
-            self.status,
-            self.content_type(),
-            self.text()
-        )
-    }
-}
-
-/// What one request got.
-enum Reply {
-    /// An HTTP response.
-    Answered(Response),
-    /// The connection was closed (or reset) before a single byte of response.
-    Closed,
-    /// No connection, a timeout, or a garbled response.
-    Failed(String),
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reply::Answered(response) => write!(f, "response {response}"),
-            Reply::Closed => write!(f, "connection closed without a response"),
-            Reply::Failed(why) => write!(f, "failed: {why}"),
-        }
-    }
-}
-
-fn closed_kind(err: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        err.kind(),
-        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-    )
-}
-
-/// One request on a fresh connection (`Connection: close`), with [`HTTP_TIMEOUT`] on the
-/// connect and on every read and write.
-fn request(addr: &str, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
-    let Some(sock) = addr.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
-        return Reply::Failed(format!("cannot resolve {addr}"));
-    };
-    let mut stream = match TcpStream::connect_timeout(&sock, HTTP_TIMEOUT) {
-        Ok(stream) => stream,
-        Err(err) => return Reply::Failed(format!("connect to {addr}: {err}")),
-    };
-    let _ = stream.set_read_timeout(Some(HTTP_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(HTTP_TIMEOUT));
-    let _ = stream.set_nodelay(true);
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
-    if let Some(content_type) = content_type {
-        head.push_str(&format!("Content-Type: {content_type}\r\n"));
-    }
-    head.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    ));
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body);
-    if let Err(err) = stream.write_all(&out) {
-        return if closed_kind(&err) {
-            Reply::Closed
-        } else {
-            Reply::Failed(format!("write: {err}"))
-        };
-    }
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(err) if raw.is_empty() && closed_kind(&err) => return Reply::Closed,
-            Err(err) => {
-                return Reply::Failed(format!("read after {} bytes: {err}", raw.len()));
-            }
-        }
-    }
-    if raw.is_empty() {
-        return Reply::Closed;
-    }
-    match parse_response(&raw) {
-        Ok(response) => Reply::Answered(response),
-        Err(why) => Reply::Failed(format!("{why}: {:?}", String::from_utf8_lossy(&raw))),
-    }
-}
-
-fn parse_response(raw: &[u8]) -> Result<Response, String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of the header")?;
-    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "a header is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.splitn(3, ' ');
-    if !parts.next().unwrap_or("").starts_with("HTTP/1.") {
-        return Err(format!("bad status line {status_line:?}"));
-    }
-    let status = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut response = Response {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    };
-    if response
-        .header("transfer-encoding")
-        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
-    {
-        response.body = dechunk(&response.body)?;
-    } else if let Some(length) = response.header("content-length") {
-        let length: usize = length.parse().map_err(|_| "bad Content-Length")?;
-        if response.body.len() < length {
-            return Err(format!(
-                "body of {} bytes, Content-Length {length}",
-                response.body.len()
-            ));
-        }
-        response.body.truncate(length);
-    }
-    Ok(response)
-}
-
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunk size")?;
-        let size_text = std::str::from_utf8(&rest[..end]).map_err(|_| "bad chunk size")?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        rest = &rest[end + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        if rest.len() < size + 2 {
-            return Err("truncated chunk".into());
-        }
-        body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
+/// One request with an optional content type.
+fn send(addr: &str, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+    match content_type {
+        Some(content_type) => request(addr, method, path, &[("Content-Type", content_type)], body),
+        None => request(addr, method, path, &[], body),
     }
 }
 
 fn get(addr: &str, path: &str) -> Reply {
-    request(addr, "GET", path, None, b"")
+    send(addr, "GET", path, None, b"")
 }
 
 fn post(addr: &str, path: &str, content_type: Option<&str>, body: &str) -> Reply {
-    request(addr, "POST", path, content_type, body.as_bytes())
+    send(addr, "POST", path, content_type, body.as_bytes())
 }
 
 /// `POST /keys/{key}` with `application/json`.
@@ -539,7 +361,7 @@ fn post_json(addr: &str, path: &str, body: &str) -> Reply {
 
 /// `PUT /` of one log entry, as the INF-3203 client sends it.
 fn put_entry(addr: &str, entry: &str) -> Reply {
-    request(
+    send(
         addr,
         "PUT",
         "/",
@@ -853,12 +675,12 @@ fn rest_api_status_codes() {
     // Outside the API: an empty key matches no route (404), another method on a key is 405.
     expect_status(get(n, "/keys/"), 404, "GET /keys/ (empty key)");
     expect_status(
-        request(n, "PUT", "/keys/fruits", Some("application/json"), b"{}"),
+        send(n, "PUT", "/keys/fruits", Some("application/json"), b"{}"),
         405,
         "PUT /keys/fruits",
     );
     expect_status(
-        request(n, "DELETE", "/keys/fruits", None, b""),
+        send(n, "DELETE", "/keys/fruits", None, b""),
         405,
         "DELETE /keys/fruits",
     );
@@ -1254,13 +1076,13 @@ fn a_log_entry_is_one_utf8_line() {
         ),
     ] {
         expect_bad_request(
-            request(n, "PUT", "/", Some("text/plain"), body),
+            send(n, "PUT", "/", Some("text/plain"), body),
             needle,
             &format!("PUT / with {what}"),
         );
     }
     expect_bad_request(
-        request(n, "PUT", "/", Some("text/plain"), b""),
+        send(n, "PUT", "/", Some("text/plain"), b""),
         "non-empty",
         "PUT / with an empty entry",
     );
@@ -1269,7 +1091,7 @@ fn a_log_entry_is_one_utf8_line() {
     expect_status(put_entry(n, &longest), 200, "PUT / of a 64 KiB entry");
     // The media type does not matter.
     expect_status(
-        request(n, "PUT", "/", None, b"untyped"),
+        send(n, "PUT", "/", None, b"untyped"),
         200,
         "PUT / without a media type",
     );

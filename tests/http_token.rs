@@ -11,7 +11,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::http_client::{http, HttpResponse};
+use common::http_client::{http, Response};
 use common::{
     run_service_to_exit, run_service_to_exit_with_env, wait_for, TestCluster, Timings,
     HTTP_TOKEN_FILE_ENV, SERVER_BIN, STARTUP_TIMEOUT, VIEWLEADER_BIN,
@@ -61,7 +61,7 @@ fn cluster_with_token(path: &Path, extra: &[&str]) -> (TestCluster, String) {
 
 /// `method path` with `body` (JSON for the key routes, text for the log) and the token if given.
 #[track_caller]
-fn send(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> HttpResponse {
+fn send(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> Response {
     let content_type = match path.starts_with("/keys/") {
         true => "application/json",
         false => "text/plain",
@@ -75,12 +75,12 @@ fn send(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -
 }
 
 #[track_caller]
-fn expect_unauthorized(response: &HttpResponse, what: &str) {
+fn expect_unauthorized(response: &Response, what: &str) {
     assert_eq!(response.status, 401, "{what}: {response:?}");
     let challenge = response.header("www-authenticate").unwrap_or("");
     assert!(challenge.starts_with("Bearer"), "{what}: {response:?}");
     assert_eq!(
-        response.body.trim().lines().count(),
+        response.text().trim().lines().count(),
         1,
         "{what}: a one-line reason: {response:?}"
     );
@@ -106,7 +106,7 @@ fn without_the_right_token_writes_and_admin_routes_get_401_and_nothing_is_writte
     }
     let missing = send(&gateway, "POST", "/keys/k", None, PUT_BODY);
     assert!(
-        missing.body.contains("Authorization: Bearer"),
+        missing.text().contains("Authorization: Bearer"),
         "the reason says what is missing: {missing:?}"
     );
     // Nothing was written, nothing crashed, nothing exited.
@@ -131,7 +131,7 @@ fn without_the_right_token_writes_and_admin_routes_get_401_and_nothing_is_writte
     assert_eq!(written.status, 204, "{written:?}");
     let read = send(&gateway, "GET", "/keys/k", Some(TOKEN), "");
     assert_eq!(read.status, 200, "{read:?}");
-    assert_eq!(read.body.trim(), r#"["written"]"#);
+    assert_eq!(read.text().trim(), r#"["written"]"#);
     let appended = send(&gateway, "PUT", "/", Some(TOKEN), "entry one");
     assert_eq!(appended.status, 200, "{appended:?}");
     for route in ["/admin/status", "/metrics"] {
@@ -166,7 +166,7 @@ fn with_reads_open_reads_need_no_token_but_writes_still_do() {
 
     let read = send(&gateway, "GET", "/keys/k", None, "");
     assert_eq!(read.status, 200, "{read:?}");
-    assert_eq!(read.body.trim(), r#"["written"]"#);
+    assert_eq!(read.text().trim(), r#"["written"]"#);
     let missing = send(&gateway, "GET", "/keys/nothing-here", None, "");
     assert_eq!(missing.status, 404, "{missing:?}");
 
@@ -181,7 +181,7 @@ fn with_reads_open_reads_need_no_token_but_writes_still_do() {
     }
     let read = send(&gateway, "GET", "/keys/k", None, "");
     assert_eq!(
-        read.body.trim(),
+        read.text().trim(),
         r#"["written"]"#,
         "the refused write changed the key"
     );
