@@ -15,13 +15,22 @@
 //! 2. **A sender that cannot send.** Three settled servers; the one that is primary of the
 //!    most keys (X) is crashed and a fifth server (E) joins. E becomes a replica of some of the
 //!    keys whose designated sender is X: those it cannot hold until X comes back. The other
-//!    senders finish; the view stays rebalancing, and `locate` shows E without the copy and X
-//!    without an answer.
+//!    senders finish, and so does E, which owes nobody anything (the copies it got came with
+//!    their designated senders, and it does not offer them back, to X among others); the view
+//!    stays rebalancing, and `locate` shows E without the copy and X without an answer.
+//! 3. **A server that plans late.** Of the four servers now, one (Y) is crashed and another (L)
+//!    stopped with SIGTERM. A third (R) holds a transaction whose coordinator died after the
+//!    prepares, so it plans for the new view only once that transaction times out, seconds
+//!    later; L's handoff has brought it its new keys by then (status shows them while R still
+//!    waits). R then owes Y exactly its own sends as a designated sender, as the planner
+//!    computes them, and offers none of the copies it received: offered, they too would wait
+//!    on Y (the defect this phase was written for showed 9 more).
 //!
 //! Each time, once the crashed server recovers, everything settles and `locate` shows every
 //! replica of every key holding the version written. Which keys and servers play which part is
 //! computed from the view with the library's ring (the same pure function the servers use), so
-//! nothing depends on timing; the only chance involved is that E, whose id is random, is a new
+//! nothing depends on timing but phase 3's margin (R plans [`TX_TIMEOUT_MS`] after the prepares,
+//! L hands over within a second of its stop); the only chance involved is that E, whose id is random, is a new
 //! replica of none of the keys X is primary of, about (1/4)^(KEYS/3).
 
 mod common;
@@ -30,7 +39,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::{send_signal, wait_for, TestCluster, Timings, ViewDoc, HEARTBEAT_MS};
-use ringleader::ring::replicas;
+use ringleader::client::{Client, ClientOptions, CrashPoint};
+use ringleader::ring::{replicas, Ring};
+use ringleader::server::rebalance::plan;
+use ringleader::types::{Op, Value};
 use serde_json::Value as Json;
 
 /// The servers' lease: long, so that a crashed server stays in the view for the whole of a
@@ -41,10 +53,15 @@ const KEYS: usize = 60;
 /// Longest wait for a view change, a settled view, a state the status shows.
 const WAIT: Duration = Duration::from_secs(40);
 
+/// The servers' transaction timeout: long enough that a server holding a transaction from the
+/// coordinator that dies in phase 3 plans for the next view seconds after the others.
+const TX_TIMEOUT_MS: u64 = 8_000;
+
 fn timings() -> Timings {
     Timings {
         heartbeat_ms: HEARTBEAT_MS,
         lease_ms: LEASE_MS,
+        tx_timeout_ms: Some(TX_TIMEOUT_MS),
         ..Timings::default()
     }
 }
@@ -323,28 +340,22 @@ fn status_and_locate_show_a_cluster_held_mid_rebalance_and_its_settling_once_rel
         })
         .to_string();
 
-    // The servers that were settled replicas, the crashed one aside, send what they owe the
-    // new server and are done. The new server itself is not asserted on: the copies it got
-    // before it planned for the new view count as candidate copies, which it offers to every
-    // new replica of their keys, the crashed one included, so whether it shows itself
-    // rebalancing depends on that race: only what it holds is certain.
-    let senders: BTreeSet<&str> = left.iter().map(String::as_str).collect();
+    // Every server but the crashed one is done: the settled replicas sent what they owe the
+    // new server, and the new server owes nobody anything. The copies it got, before or after
+    // it planned for the new view, came from their designated senders, which cover every new
+    // replica: it does not offer them back (to the crashed server among others) and wait.
     let mid = wait_for(
         WAIT,
-        "status shows every settled server but the crashed one done rebalancing",
+        "status shows every server but the crashed one done rebalancing, the new one too",
         || {
             let doc = status(&cluster);
             let servers = doc["servers"].as_array().ok_or("no servers")?;
             let done = servers.len() == with_e.len()
-                && servers
-                    .iter()
-                    .filter(|s| s["id"] != x.as_str())
-                    .filter(|s| s["addr"].as_str().is_some_and(|a| senders.contains(a)))
-                    .all(|s| {
-                        s["rebalancing"] == false
-                            && s["copies_to_send"] == 0
-                            && s["epoch"] == view2.epoch
-                    });
+                && servers.iter().filter(|s| s["id"] != x.as_str()).all(|s| {
+                    s["rebalancing"] == false
+                        && s["copies_to_send"] == 0
+                        && s["epoch"] == view2.epoch
+                });
             if done {
                 Ok(doc)
             } else {
@@ -408,6 +419,162 @@ fn status_and_locate_show_a_cluster_held_mid_rebalance_and_its_settling_once_rel
     within_lease(crashed_at, "phase 2");
 
     crash(&cluster, x_number, false);
-    wait_settled(&cluster, &with_e);
+    let view3 = wait_settled(&cluster, &with_e);
     wait_every_replica_holds(&cluster, &written);
+
+    // ---- 3. A server that plans late -----------------------------------------------------------
+    let ring3 = view3.server_infos();
+    let ids: Vec<String> = view3.servers.iter().map(|m| m.id.clone()).collect();
+    let replica_set =
+        |key: &str| -> BTreeSet<String> { replicas(key, &ring3).into_iter().collect() };
+    // Roles among the four: L leaves, Y crashes, R plans late. With four servers every key is
+    // on three: L's handoff brings R every key it was not a replica of (on L, Y and the fourth),
+    // before R plans. P, a fresh key, is on the three that stay, and its primary is not Y (so
+    // the primary aborts P's transaction on time).
+    let (l, y, r, early, p) = (0..ids.len())
+        .flat_map(|l| (0..ids.len()).map(move |y| (l, y)))
+        .flat_map(|(l, y)| (0..ids.len()).map(move |r| (l, y, r)))
+        .filter(|(l, y, r)| l != y && y != r && l != r)
+        .find_map(|(l, y, r)| {
+            let (l, y, r) = (ids[l].clone(), ids[y].clone(), ids[r].clone());
+            let early: Vec<String> = written
+                .keys()
+                .filter(|key| !replica_set(key).contains(&r))
+                .cloned()
+                .collect();
+            let p = (0..1_000).map(|i| format!("pending-{i}")).find(|key| {
+                let owners = replicas(key, &ring3);
+                !owners.contains(&l) && owners[0] != y
+            })?;
+            (!early.is_empty()).then_some((l, y, r, early, p))
+        })
+        .expect("some key is not on one of the four servers");
+    let (l_number, y_number, r_addr) = (
+        number_of(&cluster, &view3, &l),
+        number_of(&cluster, &view3, &y),
+        cluster.server_addr(number_of(&cluster, &view3, &r)),
+    );
+    let stay: BTreeSet<String> = view3
+        .servers
+        .iter()
+        .filter(|m| m.id != l)
+        .map(|m| m.addr.clone())
+        .collect();
+
+    // R (with Y and S) holds P's transaction prepared under the settled view: the coordinator
+    // died after the prepares, so it stays pending until its primary aborts it at the
+    // transaction timeout, and R plans for the next view only then.
+    let rt = runtime();
+    let client = library_client(&rt, &cluster);
+    let r_status = || {
+        rt.block_on(client.status(&r_addr))
+            .map_err(|err| format!("status of {r_addr}: {err}"))
+    };
+    let held_by_r: Vec<&String> = written
+        .keys()
+        .filter(|key| replica_set(key).contains(&r))
+        .collect();
+    let before = wait_for(WAIT, "R holds just the keys it owns", || {
+        let now = r_status()?;
+        if now.keys == held_by_r.len() as u64 {
+            Ok(now)
+        } else {
+            Err(format!("{now:?}, owns {}", held_by_r.len()))
+        }
+    });
+    let doomed = rt.block_on(client.write_then_crash(
+        &p,
+        Op::Put(Value::Text("never committed".into())),
+        CrashPoint::AfterAllPrepares,
+    ));
+    assert!(doomed.is_err(), "the coordinator stops: {doomed:?}");
+    let prepared = r_status().expect("R answers");
+    assert_eq!(prepared.pending_transactions, 1, "{prepared:?}");
+    crash(&cluster, y_number, true);
+    let crashed_at = Instant::now();
+    send_signal(cluster.server_pid(l_number), "TERM");
+    let view4 = wait_view(&cluster, &stay, view3.epoch);
+
+    // L's handoff brings R the keys it newly owns while R still waits on the transaction.
+    let holding = wait_for(
+        WAIT,
+        "R holds what L handed over, still waiting on its transaction",
+        || {
+            let now = r_status()?;
+            if now.keys == before.keys + early.len() as u64 {
+                Ok(now)
+            } else {
+                Err(format!("{now:?}"))
+            }
+        },
+    );
+    assert!(
+        holding.pending_transactions == 1 && holding.rebalanced_epoch < view4.epoch,
+        "R had not planned for the view when the copies reached it: {holding:?}"
+    );
+
+    // Once it plans, R sends what it owes as a designated sender (what it owes Y waits for Y),
+    // and offers none of what it received: L's handoff and the keys' designated senders cover
+    // every new replica of them. Offered, they would wait on Y too.
+    let owed_to_y = plan(
+        &r,
+        &Ring::of_servers(&ring3),
+        &Ring::of_servers(&view4.server_infos()),
+        held_by_r,
+    )
+    .sends
+    .get(&y)
+    .map_or(0, Vec::len) as u64;
+    let planned = wait_for(
+        WAIT,
+        "R has planned and has nothing left to send but what it owes the crashed server",
+        || {
+            let now = r_status()?;
+            let planned = now.pending_transactions == 0
+                && now.epoch == view4.epoch
+                && now.copies_to_send == owed_to_y
+                && (now.rebalanced_epoch == view4.epoch) == (owed_to_y == 0);
+            if planned {
+                Ok(now)
+            } else {
+                Err(format!(
+                    "{now:?}; owes {y} {owed_to_y}, received {} from {l}",
+                    early.len()
+                ))
+            }
+        },
+    );
+    assert_eq!(planned.keys, holding.keys, "{planned:?}");
+    within_lease(crashed_at, "phase 3");
+
+    crash(&cluster, y_number, false);
+    wait_settled(&cluster, &stay);
+    wait_every_replica_holds(&cluster, &written);
+    wait_for(WAIT, "L hands its keys over and exits", || {
+        match cluster.server_exit_code(l_number) {
+            Some(0) => Ok(()),
+            other => Err(format!("exit code {other:?}")),
+        }
+    });
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the library's calls")
+}
+
+/// A library client of `cluster`, to play a coordinator that dies mid-write and to read a
+/// server's status as numbers.
+fn library_client(rt: &tokio::runtime::Runtime, cluster: &TestCluster) -> Client {
+    let viewleader = cluster.viewleader_addr();
+    rt.block_on(async move {
+        Client::new(ClientOptions {
+            viewleader,
+            timeout_ms: 1_000,
+            wait_ms: 10_000,
+        })
+    })
 }

@@ -15,7 +15,9 @@ use crate::rpc::message::{ServerReply, ServerRequest, ServiceKind};
 use crate::rpc::server::{Answer, Handler};
 use crate::storage::{self, Record};
 use crate::twopc::participant::{Context, Vote};
-use crate::types::{check_epoch, check_key, check_value, check_version, Op, ServerInfo, Space};
+use crate::types::{
+    check_epoch, check_key, check_value, check_version, Key, Op, ServerInfo, Space, Version,
+};
 
 /// Keys in one `Versions` request (a rebalancing sender asks in batches of at most this many).
 pub const VERSIONS_BATCH_KEYS_MAX: usize = 20_000;
@@ -230,7 +232,20 @@ impl StorageServer {
                         node.id, node.view.epoch
                     )));
                 }
+                // Remembered once applied, with the version each entry brought: the plan for
+                // this epoch does not offer back the keys still at that version, whose senders
+                // cover every new replica (`rebalance`, "Copies received before planning").
+                let brought: Vec<(Key, Version)> = if node.received.wants(epoch) {
+                    entries
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.version))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let stored = node.store.apply_batch(entries)?;
+                node.received
+                    .record(epoch, brought.iter().map(|(k, v)| (k, *v)));
                 Ok(ServerReply::Transferred { stored })
             }
             ServerRequest::Relay { to, request } => {

@@ -2,6 +2,11 @@
 //! owners, version offers for candidate copies, dropping keys once their new owners hold them,
 //! and the handoff of a server that leaves. Every send is retried until acknowledged or until a
 //! newer view makes it moot.
+//!
+//! When it plans for an epoch it hands the planner the copies transfers of that epoch brought
+//! before (the node's [`super::rebalance::Received`], filled by the `Transfer` handler), so that
+//! it does not offer them back to their other new replicas: why that is safe is in
+//! [`super::rebalance`] ("Copies received before planning").
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -9,11 +14,11 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::dispatch::VERSIONS_BATCH_KEYS_MAX;
 use super::node::{Left, StorageServer};
-use super::rebalance::plan;
+use super::rebalance::{plan_covered, Covered};
 use crate::error::{Error, Result};
 use crate::ring::Ring;
 use crate::rpc::message::{ServerReply, ServerRequest, ViewLeaderReply, ViewLeaderRequest};
@@ -80,10 +85,22 @@ impl Mover {
             }
         }
         let the_plan = {
-            let Ok(node) = self.server.node() else { return };
+            let Ok(mut node) = self.server.node() else {
+                return;
+            };
+            let received = node.received.take_for(epoch);
+            let covered = Covered::new(received, |key| node.store.version(key), &view.losses);
             let settled = Ring::of_servers(&view.settled_servers);
             let new = Ring::of_servers(&view.servers);
-            plan(&node.id, &settled, &new, node.store.scan(None))
+            let the_plan = plan_covered(&node.id, &settled, &new, node.store.scan(None), &covered);
+            if !covered.is_empty() {
+                debug!(
+                    epoch,
+                    received = covered.len(),
+                    "copies received for this epoch before planning are not offered back"
+                );
+            }
+            the_plan
         };
         let planned = the_plan
             .sends

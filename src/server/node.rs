@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::rebalance::Received;
 use super::{Opened, ServerOptions};
 use crate::bounded::BoundedMap;
 use crate::error::{Error, Result};
@@ -55,6 +56,9 @@ pub(super) struct NodeState {
     /// owners: set when it plans, brought down batch by batch, 0 once it is done.
     pub(super) copies_to_send: u64,
     pub(super) keys_dropped: u64,
+    /// The keys transfers of the newest epoch brought before this server planned for it: its
+    /// plan does not offer them back (see `rebalance`, "Copies received before planning").
+    pub(super) received: Received,
     /// Request ids of recent single-server sets and the version each produced, so a retried
     /// set applies once.
     pub(super) recent_sets: BoundedMap<u128, Version>,
@@ -244,6 +248,7 @@ impl StorageServer {
             copies_sent: 0,
             copies_to_send: 0,
             keys_dropped: 0,
+            received: Received::default(),
             recent_sets,
             resolving: HashSet::new(),
             former_ids: VecDeque::new(),
