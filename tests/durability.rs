@@ -22,17 +22,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{run_client, wait_for, ClientRun, Slot, TestCluster, Timings, ViewDoc, SLOT_WEIGHTS};
-use ringleader::client::{Client, ClientOptions, CrashPoint};
+use common::lib_client::{
+    crash_coordinator, library_client, owners, runtime, wait_nothing_pending, UNBLOCK_TIMEOUT,
+};
+use common::reads::{classify, getr, with_quick_timeouts, Read};
+use common::{run_client, wait_for, ClientRun, Slot, TestCluster, Timings, SLOT_WEIGHTS};
+use ringleader::client::{Client, CrashPoint};
 use ringleader::net::CLUSTER_DEFAULT;
-use ringleader::types::{Op, ServerInfo, Space, Value};
+use ringleader::types::Space;
 use serde_json::{json, Value as Json};
 
 /// Generous bound for a cluster to settle after a fault (expiry, rejoin, rebalancing).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Generous bound for a key blocked by a transaction its coordinator abandoned to become
-/// writable again (the promise is 2 x the transaction timeout; no timing is asserted here).
-const UNBLOCK_TIMEOUT: Duration = Duration::from_secs(45);
 /// Longest wait for a server whose start must be refused to exit.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Per-call timeout and rebalancing wait of the `client` runs made while a fault is in the air,
@@ -48,44 +49,20 @@ const SHARED: usize = 1;
 // Reading and writing through the CLI
 // ---------------------------------------------------------------------------------------------
 
-/// What one `client getr` said.
-#[derive(Debug)]
-enum Read {
-    /// Exit 0: the `value` field of its JSON document.
-    Found(Json),
-    /// Exit 1: "not found".
-    NotFound,
-    /// Any other exit.
-    Failed,
-}
-
-fn classify(run: &ClientRun) -> Read {
-    match run.code {
-        0 => Read::Found(run.json()["value"].clone()),
-        1 => Read::NotFound,
-        _ => Read::Failed,
-    }
+/// `client --viewleader VIEWLEADER --json ARGS` with short timeouts, by a client that knows only
+/// the view leader (the writer threads have no `TestCluster`).
+fn run_quick(viewleader: &str, args: &[&str]) -> ClientRun {
+    let mut full = vec!["--viewleader", viewleader, "--json"]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    full.extend(with_quick_timeouts(QUICK_MS, args));
+    run_client(&full)
 }
 
 /// `client getr KEY` with short timeouts: for reads made while a fault may be in the air.
 fn getr_quick(viewleader: &str, key: &str) -> (Read, ClientRun) {
-    let run = run_client(&[
-        "--viewleader",
-        viewleader,
-        "--json",
-        "--timeout-ms",
-        QUICK_MS,
-        "--wait-ms",
-        QUICK_MS,
-        "getr",
-        key,
-    ]);
-    (classify(&run), run)
-}
-
-/// `client getr KEY` with the default timeouts.
-fn getr(cluster: &TestCluster, key: &str) -> (Read, ClientRun) {
-    let run = cluster.client(&["--json", "getr", key]);
+    let run = run_quick(viewleader, &["getr", key]);
     (classify(&run), run)
 }
 
@@ -100,7 +77,7 @@ fn getr_found(cluster: &TestCluster, key: &str) -> Json {
         || match getr_quick(&viewleader, key) {
             (Read::Found(value), _) => Ok(value),
             (Read::NotFound, run) => panic!("getr {key} said \"not found\": {run:?}"),
-            (Read::Failed, run) => Err(format!("{run:?}")),
+            (Read::Failed { .. }, run) => Err(format!("{run:?}")),
         },
     )
 }
@@ -109,18 +86,7 @@ fn getr_found(cluster: &TestCluster, key: &str) -> Json {
 /// view leader: whether it was acknowledged (exit 0). Any other exit is an outcome unknown to
 /// the writer: the write may or may not have happened.
 fn write_quick(viewleader: &str, command: &str, key: &str, value: &str) -> bool {
-    let run = run_client(&[
-        "--viewleader",
-        viewleader,
-        "--json",
-        "--timeout-ms",
-        QUICK_MS,
-        "--wait-ms",
-        QUICK_MS,
-        command,
-        key,
-        value,
-    ]);
+    let run = run_quick(viewleader, &[command, key, value]);
     if run.code == 0 {
         assert_eq!(
             run.json()["ok"],
@@ -174,42 +140,6 @@ fn items_of(list: &Json) -> Vec<String> {
 // The view, the ring, the library
 // ---------------------------------------------------------------------------------------------
 
-/// The replica addresses of `key` in `view`, in ring order (the first is the primary).
-fn owners(view: &ViewDoc, key: &str) -> Vec<String> {
-    let servers: Vec<ServerInfo> = view
-        .servers
-        .iter()
-        .map(|m| ServerInfo {
-            id: m.id.clone(),
-            addr: m.addr.clone(),
-        })
-        .collect();
-    ringleader::ring::replicas(key, &servers)
-        .into_iter()
-        .filter_map(|id| servers.iter().find(|s| s.id == id).map(|s| s.addr.clone()))
-        .collect()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime for the library's calls")
-}
-
-/// A library client of `cluster` (made inside `rt`, whose tasks its connections use).
-fn library_client(rt: &tokio::runtime::Runtime, cluster: &TestCluster) -> Client {
-    let viewleader = cluster.viewleader_addr();
-    rt.block_on(async move {
-        Client::new(ClientOptions {
-            viewleader,
-            timeout_ms: 1_000,
-            wait_ms: 2_000,
-        })
-    })
-}
-
 /// The member id the server at `addr` answers as, once it answers.
 #[track_caller]
 fn id_answering_at(rt: &tokio::runtime::Runtime, client: &Client, addr: &str) -> String {
@@ -222,32 +152,6 @@ fn id_answering_at(rt: &tokio::runtime::Runtime, client: &Client, addr: &str) ->
                 .map_err(|err| err.to_string())
         },
     )
-}
-
-/// Waits until no running server of `cluster` reports a pending transaction.
-#[track_caller]
-fn wait_nothing_pending(rt: &tokio::runtime::Runtime, client: &Client, cluster: &TestCluster) {
-    wait_for(
-        UNBLOCK_TIMEOUT,
-        "no running server reports a pending transaction",
-        || {
-            let mut seen = Vec::new();
-            let mut any = false;
-            for addr in cluster.live_server_addrs() {
-                let pending = rt
-                    .block_on(client.status(&addr))
-                    .map(|status| status.pending_transactions)
-                    .map_err(|err| err.to_string());
-                any |= pending != Ok(0);
-                seen.push(format!("{addr}: {pending:?}"));
-            }
-            if any {
-                Err(seen.join(", "))
-            } else {
-                Ok(())
-            }
-        },
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -431,7 +335,7 @@ impl TextHistory {
                 "\"not found\" after the acknowledged or already read write {:?}",
                 self.attempts[floor]
             )),
-            (Read::Failed, _) => Err("getr failed".to_string()),
+            (Read::Failed { .. }, _) => Err("getr failed".to_string()),
         }
     }
 }
@@ -449,7 +353,7 @@ impl ListHistory {
         let items = match read {
             Read::Found(value) => items_of(&value),
             Read::NotFound => Vec::new(),
-            Read::Failed => return Err("getr failed".to_string()),
+            Read::Failed { .. } => return Err("getr failed".to_string()),
         };
         let count = |item: &str| items.iter().filter(|i| *i == item).count();
         for attempt in &self.attempts {
@@ -835,15 +739,7 @@ fn a_key_resolves_and_keeps_its_acknowledged_value_when_two_replicas_are_killed_
         };
         if let Some(crash_at) = crash_at {
             let value = format!("crashed-r{round}");
-            let crashed = rt.block_on(client.write_then_crash(
-                key,
-                Op::Put(Value::Text(value.clone())),
-                crash_at,
-            ));
-            assert!(
-                crashed.is_err(),
-                "a coordinator stopped on purpose reported success: {crashed:?}"
-            );
+            crash_coordinator(&rt, &client, key, &value, crash_at);
             history.attempts.push(Attempt {
                 key: key.to_string(),
                 value,
@@ -895,7 +791,7 @@ fn a_key_resolves_and_keeps_its_acknowledged_value_when_two_replicas_are_killed_
                 UNBLOCK_TIMEOUT,
                 &format!("getr {key} answers"),
                 || match getr_quick(&viewleader, key) {
-                    (Read::Failed, run) => Err(format!("{run:?}")),
+                    (Read::Failed { .. }, run) => Err(format!("{run:?}")),
                     answered => Ok(answered),
                 },
             );

@@ -614,6 +614,20 @@ fn every_decoder(payload: &[u8]) {
     raft_decodes_or_refuses::<SnapshotAnswer>(payload);
 }
 
+/// The frame of `request` decodes back as one, and every decoder survives it mutated by
+/// `changes`.
+fn decodes_then_survives_mutations<T: Serialize + DeserializeOwned + std::fmt::Debug>(
+    id: u64,
+    request: &Request<T>,
+    changes: &[Mutation],
+) -> std::result::Result<(), TestCaseError> {
+    let valid = payload(id, request);
+    let back = frame::decode::<Request<T>>(&valid);
+    prop_assert!(back.is_ok(), "a valid request does not decode: {back:?}");
+    every_decoder(&mutate(valid, changes));
+    Ok(())
+}
+
 /// A frame payload: the request id, then the body, as `frame::encode` makes it.
 fn payload<T: Serialize>(request_id: u64, body: &T) -> Vec<u8> {
     frame::encode(request_id, body)
@@ -706,10 +720,7 @@ proptest! {
         request in server_request().prop_map(Request::Call),
         changes in mutations(),
     ) {
-        let valid = payload(id, &request);
-        let back = frame::decode::<Request<ServerRequest>>(&valid);
-        prop_assert!(back.is_ok(), "a valid request does not decode: {back:?}");
-        every_decoder(&mutate(valid, &changes));
+        decodes_then_survives_mutations(id, &request, &changes)?;
     }
 
     #[test]
@@ -721,10 +732,7 @@ proptest! {
         ],
         changes in mutations(),
     ) {
-        let valid = payload(id, &request);
-        let back = frame::decode::<Request<ViewLeaderRequest>>(&valid);
-        prop_assert!(back.is_ok(), "a valid request does not decode: {back:?}");
-        every_decoder(&mutate(valid, &changes));
+        decodes_then_survives_mutations(id, &request, &changes)?;
     }
 
     #[test]
@@ -977,6 +985,23 @@ impl Node {
             }
         }
         (keys.into_iter().zip(versions).collect(), first)
+    }
+
+    /// One chunk of a snapshot sent to the view leader as a Raft message, on a fresh connection.
+    async fn send_snapshot_chunk(
+        &self,
+        chunk: &InstallSnapshotRequest<TypeConfig>,
+    ) -> Outcome<ViewLeaderReply> {
+        let request = ViewLeaderRequest::Raft(RaftMessage::Snapshot(encoded(chunk)));
+        fuzz_call(self.viewleader_rpc().await, &request).await
+    }
+
+    /// The view leader's status, or what it answered instead.
+    async fn viewleader_status(&self) -> Result<ViewLeaderReply> {
+        self.viewleader_rpc()
+            .await
+            .call(&ViewLeaderRequest::Status, answer_wait())
+            .await
     }
 
     /// The view and the Raft group as the view leader gives them.
@@ -1412,6 +1437,21 @@ async fn send_raw(addr: &str, bytes: &[u8]) {
     );
 }
 
+/// The requests `payloads` carry as calls, as the service would decode them: the frames that do
+/// not decode, and the handshake's, carry none to check.
+fn calls_in<T: DeserializeOwned>(payloads: &[Vec<u8>]) -> Vec<T> {
+    payloads
+        .iter()
+        .filter_map(|p| match frame::decode::<Request<T>>(p) {
+            Ok(envelope) => match envelope.body {
+                Request::Call(request) => Some(request),
+                _ => None,
+            },
+            Err(_) => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_storage_server_survives_random_frames_and_they_change_nothing() {
     let node = start_node();
@@ -1423,17 +1463,7 @@ fn a_storage_server_survives_random_frames_and_they_change_nothing() {
         &raw_frames(server_request()),
         |(with_hello, frames, tail)| {
             let (payloads, bytes) = raw_bytes(with_hello.then_some(&hello[..]), &frames, &tail);
-            let decoded: Vec<ServerRequest> = payloads
-                .iter()
-                .filter_map(|p| match frame::decode::<Request<ServerRequest>>(p) {
-                    Ok(envelope) => match envelope.body {
-                        Request::Call(request) => Some(request),
-                        // The handshake's frames: nothing to check.
-                        _ => None,
-                    },
-                    Err(_) => None,
-                })
-                .collect();
+            let decoded: Vec<ServerRequest> = calls_in(&payloads);
             // A mutation may make a `Crash`, which stops the node on purpose: not sent.
             if decoded.iter().any(|r| matches!(r, ServerRequest::Crash)) {
                 return Ok(());
@@ -1466,17 +1496,7 @@ fn a_view_leader_survives_random_frames_and_they_change_nothing() {
         .boxed();
     let result = runner.run(&raw_frames(requests), |(with_hello, frames, tail)| {
         let (payloads, bytes) = raw_bytes(with_hello.then_some(&hello[..]), &frames, &tail);
-        let decoded: Vec<ViewLeaderRequest> = payloads
-            .iter()
-            .filter_map(|p| match frame::decode::<Request<ViewLeaderRequest>>(p) {
-                Ok(envelope) => match envelope.body {
-                    Request::Call(request) => Some(request),
-                    // The handshake's frames: nothing to check.
-                    _ => None,
-                },
-                Err(_) => None,
-            })
-            .collect();
+        let decoded: Vec<ViewLeaderRequest> = calls_in(&payloads);
         // A mutation may undo what `defang` did, or make a `Crash`: frames that decode to a
         // request that may change the view (or stop the member) on purpose are not sent.
         if decoded.iter().any(|request| {
@@ -1790,6 +1810,14 @@ fn the_http_gateway_answers_random_requests_without_a_5xx_and_a_refused_one_chan
 // The view leader's state, as a snapshot carries it (from disk, or from another member)
 // ---------------------------------------------------------------------------------------------
 
+/// A fresh view leader's state whose server leases and lock leases are both `lease_ms`.
+fn state_with_leases(lease_ms: u64) -> State {
+    State::new(StateConfig {
+        lease_ms,
+        lock_lease_ms: lease_ms,
+    })
+}
+
 /// Commands at times from the ordinary to the absurd, as a log replayed from a damaged disk or a
 /// member sent a snapshot could carry them.
 fn stamped_commands() -> BoxedStrategy<Vec<(Command, u64)>> {
@@ -1806,7 +1834,7 @@ proptest! {
         changes in mutations(),
         after in stamped_commands(),
     ) {
-        let mut state = State::new(StateConfig { lease_ms, lock_lease_ms: lease_ms });
+        let mut state = state_with_leases(lease_ms);
         for (command, at_ms) in commands {
             let _ = state.apply(command, at_ms);
             let _ = state.view();
@@ -1829,6 +1857,41 @@ proptest! {
     }
 }
 
+/// Whether `outcome` is a refusal as an invalid request whose reason mentions `mentioning`.
+fn refused_as_invalid<R>(outcome: &Outcome<R>, mentioning: &str) -> bool {
+    matches!(outcome, Outcome::Refused(Error::InvalidRequest(why)) if why.contains(mentioning))
+}
+
+/// The log id the snapshots sent below end at: index 1000, in term 100 of member 7.
+fn snapshot_last_log_id() -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(100, 7), 1000)
+}
+
+/// A chunk of snapshot `snapshot_id` (through `last_log_id`, of a membership of member 7 alone,
+/// at an address nobody listens on) from member 7 as leader of term 100: `data` at `offset`,
+/// the last chunk if `done`.
+fn snapshot_chunk(
+    snapshot_id: &str,
+    last_log_id: Option<LogId<u64>>,
+    offset: u64,
+    data: Vec<u8>,
+    done: bool,
+) -> InstallSnapshotRequest<TypeConfig> {
+    let members: BTreeMap<u64, BasicNode> = [(7u64, BasicNode::new("127.0.0.1:1"))].into();
+    let membership = Membership::new(vec![[7u64].into()], members);
+    InstallSnapshotRequest::<TypeConfig> {
+        vote: Vote::new_committed(100, 7),
+        meta: SnapshotMeta {
+            last_log_id,
+            last_membership: StoredMembership::new(last_log_id, membership),
+            snapshot_id: snapshot_id.into(),
+        },
+        offset,
+        data,
+        done,
+    }
+}
+
 /// A snapshot whose data is not a view leader's state, from a leader of a newer term: found by
 /// sending the snapshot strategy's messages at a newer term. openraft takes a snapshot it cannot
 /// install as a storage failure and stops the member for good: one message stopped the view
@@ -1838,30 +1901,20 @@ fn a_snapshot_that_cannot_be_installed_is_refused_and_the_member_goes_on() {
     let node = start_node();
     node.runtime.block_on(async {
         let before = node.view().await;
-        let members: BTreeMap<u64, BasicNode> = [(7u64, BasicNode::new("127.0.0.1:1"))].into();
-        let membership = Membership::new(vec![[7u64].into()], members);
-        let last = LogId::new(CommittedLeaderId::new(100, 7), 1000);
-        let request = InstallSnapshotRequest::<TypeConfig> {
-            vote: Vote::new_committed(100, 7),
-            meta: SnapshotMeta {
-                last_log_id: Some(last),
-                last_membership: StoredMembership::new(Some(last), membership),
-                snapshot_id: "not-a-state".into(),
-            },
-            offset: 0,
-            data: vec![0xff; 16],
-            done: true,
-        };
-        let outcome = fuzz_call(
-            node.viewleader_rpc().await,
-            &ViewLeaderRequest::Raft(RaftMessage::Snapshot(encoded(&request))),
-        )
-        .await;
-        assert!(
-            matches!(&outcome, Outcome::Refused(Error::InvalidRequest(why)) if why.contains("snapshot")),
-            "{outcome:?}"
+        let chunk = snapshot_chunk(
+            "not-a-state",
+            Some(snapshot_last_log_id()),
+            0,
+            vec![0xff; 16],
+            true,
         );
-        assert_eq!(node.view().await, before, "the member must serve on, unchanged");
+        let outcome = node.send_snapshot_chunk(&chunk).await;
+        assert!(refused_as_invalid(&outcome, "snapshot"), "{outcome:?}");
+        assert_eq!(
+            node.view().await,
+            before,
+            "the member must serve on, unchanged"
+        );
     });
 }
 
@@ -1876,38 +1929,15 @@ fn a_snapshot_of_a_state_at_the_largest_epoch_is_refused() {
         let before = node.view().await;
         // A fresh state's encoding: its configuration (two one-byte varints), then its epoch,
         // 0, which becomes the largest u64 (a ten-byte varint).
-        let fresh = State::new(StateConfig {
-            lease_ms: 1,
-            lock_lease_ms: 1,
-        });
+        let fresh = state_with_leases(1);
         let mut data = postcard::to_stdvec(&fresh).expect("a state encodes");
         assert_eq!(data[2], 0, "the epoch's place");
         data.splice(2..3, postcard::to_stdvec(&u64::MAX).expect("a u64 encodes"));
         let at_max: State = postcard::from_bytes(&data).expect("the patched state decodes");
         assert!(at_max.epoch() == u64::MAX && at_max.check().is_err());
-        let members: BTreeMap<u64, BasicNode> = [(7u64, BasicNode::new("127.0.0.1:1"))].into();
-        let membership = Membership::new(vec![[7u64].into()], members);
-        let last = LogId::new(CommittedLeaderId::new(100, 7), 1000);
-        let request = InstallSnapshotRequest::<TypeConfig> {
-            vote: Vote::new_committed(100, 7),
-            meta: SnapshotMeta {
-                last_log_id: Some(last),
-                last_membership: StoredMembership::new(Some(last), membership),
-                snapshot_id: "epoch-max".into(),
-            },
-            offset: 0,
-            data,
-            done: true,
-        };
-        let outcome = fuzz_call(
-            node.viewleader_rpc().await,
-            &ViewLeaderRequest::Raft(RaftMessage::Snapshot(encoded(&request))),
-        )
-        .await;
-        assert!(
-            matches!(&outcome, Outcome::Refused(Error::InvalidRequest(why)) if why.contains("out of range")),
-            "{outcome:?}"
-        );
+        let chunk = snapshot_chunk("epoch-max", Some(snapshot_last_log_id()), 0, data, true);
+        let outcome = node.send_snapshot_chunk(&chunk).await;
+        assert!(refused_as_invalid(&outcome, "out of range"), "{outcome:?}");
         assert_eq!(node.view().await, before);
     });
 }
@@ -1918,10 +1948,7 @@ fn a_snapshot_of_a_state_at_the_largest_epoch_is_refused() {
 fn a_good_snapshot_sent_in_chunks_is_installed() {
     let node = start_node();
     node.runtime.block_on(async {
-        let mut state = State::new(StateConfig {
-            lease_ms: 2_000,
-            lock_lease_ms: 2_000,
-        });
+        let mut state = state_with_leases(2_000);
         state
             .apply(
                 Command::LockGet {
@@ -1932,9 +1959,6 @@ fn a_good_snapshot_sent_in_chunks_is_installed() {
             )
             .expect("a lock is granted");
         let data = postcard::to_stdvec(&state).expect("a state encodes");
-        let members: BTreeMap<u64, BasicNode> = [(7u64, BasicNode::new("127.0.0.1:1"))].into();
-        let membership = Membership::new(vec![[7u64].into()], members);
-        let last = LogId::new(CommittedLeaderId::new(100, 7), 1000);
         let third = data.len() / 3;
         // The second chunk is sent before the first again, as a retried send would.
         let pieces = [
@@ -1944,32 +1968,20 @@ fn a_good_snapshot_sent_in_chunks_is_installed() {
             (third, data.len()),
         ];
         for (i, &(from, to)) in pieces.iter().enumerate() {
-            let request = InstallSnapshotRequest::<TypeConfig> {
-                vote: Vote::new_committed(100, 7),
-                meta: SnapshotMeta {
-                    last_log_id: Some(last),
-                    last_membership: StoredMembership::new(Some(last), membership.clone()),
-                    snapshot_id: "good".into(),
-                },
-                offset: from as u64,
-                data: data[from..to].to_vec(),
-                done: i == pieces.len() - 1,
-            };
-            let outcome = fuzz_call(
-                node.viewleader_rpc().await,
-                &ViewLeaderRequest::Raft(RaftMessage::Snapshot(encoded(&request))),
-            )
-            .await;
+            let chunk = snapshot_chunk(
+                "good",
+                Some(snapshot_last_log_id()),
+                from as u64,
+                data[from..to].to_vec(),
+                i == pieces.len() - 1,
+            );
+            let outcome = node.send_snapshot_chunk(&chunk).await;
             assert!(
                 matches!(outcome, Outcome::Answered(_)),
                 "chunk {i}: {outcome:?}"
             );
         }
-        let status = node
-            .viewleader_rpc()
-            .await
-            .call(&ViewLeaderRequest::Status, answer_wait())
-            .await;
+        let status = node.viewleader_status().await;
         assert!(
             matches!(&status, Ok(ViewLeaderReply::Status(s)) if s.snapshot == Some(1000)),
             "{status:?}"
@@ -1985,31 +1997,15 @@ fn a_snapshot_chunk_past_the_size_limit_is_refused_before_it_is_buffered() {
     let node = start_node();
     node.runtime.block_on(async {
         let before = node.view().await;
-        let members: BTreeMap<u64, BasicNode> = [(7u64, BasicNode::new("127.0.0.1:1"))].into();
-        let membership = Membership::new(vec![[7u64].into()], members);
         for offset in [
             ringleader::viewleader::raft::machine::SNAPSHOT_BYTES_MAX,
             1 << 40,
             u64::MAX - 1,
         ] {
-            let request = InstallSnapshotRequest::<TypeConfig> {
-                vote: Vote::new_committed(100, 7),
-                meta: SnapshotMeta {
-                    last_log_id: None,
-                    last_membership: StoredMembership::new(None, membership.clone()),
-                    snapshot_id: "far".into(),
-                },
-                offset,
-                data: vec![1, 2, 3, 4],
-                done: false,
-            };
-            let outcome = fuzz_call(
-                node.viewleader_rpc().await,
-                &ViewLeaderRequest::Raft(RaftMessage::Snapshot(encoded(&request))),
-            )
-            .await;
+            let chunk = snapshot_chunk("far", None, offset, vec![1, 2, 3, 4], false);
+            let outcome = node.send_snapshot_chunk(&chunk).await;
             assert!(
-                matches!(&outcome, Outcome::Refused(Error::InvalidRequest(why)) if why.contains("limit")),
+                refused_as_invalid(&outcome, "limit"),
                 "offset {offset}: {outcome:?}"
             );
         }
@@ -2038,11 +2034,7 @@ fn a_view_leader_member_survives_raft_messages_of_any_term() {
         node.runtime.block_on(async {
             let request = ViewLeaderRequest::Raft(message);
             let outcome = fuzz_call(node.viewleader_rpc().await, &request).await;
-            let status = node
-                .viewleader_rpc()
-                .await
-                .call(&ViewLeaderRequest::Status, answer_wait())
-                .await;
+            let status = node.viewleader_status().await;
             prop_assert!(
                 matches!(status, Ok(ViewLeaderReply::Status(_))),
                 "after {:?} answered {:?}, the member's status: {:?}",

@@ -38,11 +38,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::lib_client::{crash_coordinator, library_client, runtime};
 use common::{send_signal, wait_for, TestCluster, Timings, ViewDoc, HEARTBEAT_MS};
-use ringleader::client::{Client, ClientOptions, CrashPoint};
+use ringleader::client::CrashPoint;
 use ringleader::ring::{replicas, Ring};
 use ringleader::server::rebalance::plan;
-use ringleader::types::{Op, Value};
 use serde_json::Value as Json;
 
 /// The servers' lease: long, so that a crashed server stays in the view for the whole of a
@@ -482,12 +482,13 @@ fn status_and_locate_show_a_cluster_held_mid_rebalance_and_its_settling_once_rel
             Err(format!("{now:?}, owns {}", held_by_r.len()))
         }
     });
-    let doomed = rt.block_on(client.write_then_crash(
+    crash_coordinator(
+        &rt,
+        &client,
         &p,
-        Op::Put(Value::Text("never committed".into())),
+        "never committed",
         CrashPoint::AfterAllPrepares,
-    ));
-    assert!(doomed.is_err(), "the coordinator stops: {doomed:?}");
+    );
     let prepared = r_status().expect("R answers");
     assert_eq!(prepared.pending_transactions, 1, "{prepared:?}");
     crash(&cluster, y_number, true);
@@ -556,25 +557,4 @@ fn status_and_locate_show_a_cluster_held_mid_rebalance_and_its_settling_once_rel
             other => Err(format!("exit code {other:?}")),
         }
     });
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime for the library's calls")
-}
-
-/// A library client of `cluster`, to play a coordinator that dies mid-write and to read a
-/// server's status as numbers.
-fn library_client(rt: &tokio::runtime::Runtime, cluster: &TestCluster) -> Client {
-    let viewleader = cluster.viewleader_addr();
-    rt.block_on(async move {
-        Client::new(ClientOptions {
-            viewleader,
-            timeout_ms: 1_000,
-            wait_ms: 10_000,
-        })
-    })
 }

@@ -16,21 +16,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::lib_client::{
+    crash_coordinator, library_client, owners, pending_on, runtime, wait_nothing_pending,
+    UNBLOCK_TIMEOUT,
+};
+use common::reads::{classify, error_of, getr, with_quick_timeouts, Read};
 use common::{
     unused_port, wait_for, ClientRun, Slot, TestCluster, Timings, ViewDoc, POLL, SLOT_WEIGHTS,
 };
-use ringleader::client::{Client, ClientOptions, CrashPoint};
+use ringleader::client::{Client, CrashPoint};
 use ringleader::rpc::client::RpcClient;
 use ringleader::rpc::message::{ServerRequest, ServiceKind, ViewLeaderReply, ViewLeaderRequest};
-use ringleader::types::{Epoch, Heartbeat, Key, Op, ServerInfo, Value, Versioned};
+use ringleader::types::{Epoch, Heartbeat, Key, ServerInfo, Value, Versioned};
 use serde_json::{json, Value as Json};
 
 /// Generous bound for a cluster to settle after a fault (expiry, rejoin, rebalancing).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Generous bound for a blocked key to become writable again and for pending transactions to
-/// be resolved. The promise is 2 x the transaction timeout after the view drops the blocker;
-/// real processes on a busy machine get far more, since no timing is asserted here.
-const UNBLOCK_TIMEOUT: Duration = Duration::from_secs(45);
 /// Per-call timeout and rebalancing wait of the `client` runs made while a fault is in the air,
 /// so that an error comes back quickly and the next read goes out.
 const QUICK_MS: &str = "500";
@@ -48,79 +49,16 @@ const SHARED: usize = 1;
 // Reading and writing through the CLI
 // ---------------------------------------------------------------------------------------------
 
-/// What one `client getr` said.
-#[derive(Debug)]
-enum Read {
-    /// Exit 0: the `value` field of its JSON document.
-    Found(Json),
-    /// Exit 1: "not found".
-    NotFound,
-    /// Any other exit: the error's kind from its `--json` stderr.
-    Failed { kind: String },
-}
-
-/// `{"error": {"kind", "message"}}` of a failed `--json` run, or what it printed instead.
-fn error_of(run: &ClientRun) -> (String, String) {
-    match serde_json::from_str::<Json>(run.stderr.trim()) {
-        Ok(doc) => (
-            doc["error"]["kind"].as_str().unwrap_or("?").to_string(),
-            doc["error"]["message"].as_str().unwrap_or("?").to_string(),
-        ),
-        Err(_) => ("unparsed".to_string(), run.stderr.clone()),
-    }
-}
-
-fn classify(run: &ClientRun) -> Read {
-    match run.code {
-        0 => Read::Found(run.json()["value"].clone()),
-        1 => Read::NotFound,
-        _ => Read::Failed {
-            kind: error_of(run).0,
-        },
-    }
-}
-
 /// `client getr KEY` with short timeouts: for reads made while a fault is in the air.
 fn getr_quick(cluster: &TestCluster, key: &str) -> (Read, ClientRun) {
-    let run = cluster.client(&[
-        "--json",
-        "--timeout-ms",
-        QUICK_MS,
-        "--wait-ms",
-        QUICK_MS,
-        "getr",
-        key,
-    ]);
-    (classify(&run), run)
-}
-
-/// `client getr KEY` with the default timeouts.
-fn getr(cluster: &TestCluster, key: &str) -> (Read, ClientRun) {
-    let run = cluster.client(&["--json", "getr", key]);
+    let run = cluster.client(&with_quick_timeouts(QUICK_MS, &["--json", "getr", key]));
     (classify(&run), run)
 }
 
 /// `client append KEY ITEM` with short timeouts: whether it was acknowledged.
 fn append_quick(cluster: &TestCluster, key: &str, item: &str) -> bool {
-    let run = cluster.client(&[
-        "--timeout-ms",
-        QUICK_MS,
-        "--wait-ms",
-        QUICK_MS,
-        "append",
-        key,
-        item,
-    ]);
+    let run = cluster.client(&with_quick_timeouts(QUICK_MS, &["append", key, item]));
     run.code == 0
-}
-
-/// The replica addresses of `key` in `view`, in ring order (the first is the primary).
-fn owners(view: &ViewDoc, key: &str) -> Vec<String> {
-    let servers = view.server_infos();
-    ringleader::ring::replicas(key, &servers)
-        .into_iter()
-        .filter_map(|id| servers.iter().find(|s| s.id == id).map(|s| s.addr.clone()))
-        .collect()
 }
 
 /// Whether `view` lists exactly the running servers of `cluster`, none of `gone_ids`, settled.
@@ -136,58 +74,8 @@ fn settled_without(cluster: &TestCluster, view: &ViewDoc, gone_ids: &[String]) -
 // The library, as a coordinator or a peer
 // ---------------------------------------------------------------------------------------------
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime for the library's calls")
-}
-
-/// A library client of `cluster` (made inside `rt`, whose tasks its connections use).
-fn library_client(rt: &tokio::runtime::Runtime, cluster: &TestCluster, wait_ms: u64) -> Client {
-    let viewleader = cluster.viewleader_addr();
-    rt.block_on(async move {
-        Client::new(ClientOptions {
-            viewleader,
-            timeout_ms: 1_000,
-            wait_ms,
-        })
-    })
-}
-
 fn text(s: &str) -> Value {
     Value::Text(s.to_string())
-}
-
-/// Transactions pending on the server at `addr`, or why it did not say.
-fn pending_on(rt: &tokio::runtime::Runtime, client: &Client, addr: &str) -> Result<u64, String> {
-    rt.block_on(client.status(addr))
-        .map(|status| status.pending_transactions)
-        .map_err(|err| format!("status of {addr}: {err}"))
-}
-
-/// Waits until no running server of `cluster` reports a pending transaction.
-#[track_caller]
-fn wait_nothing_pending(rt: &tokio::runtime::Runtime, client: &Client, cluster: &TestCluster) {
-    wait_for(
-        UNBLOCK_TIMEOUT,
-        "no running server reports a pending transaction",
-        || {
-            let mut seen = Vec::new();
-            let mut any = false;
-            for addr in cluster.live_server_addrs() {
-                let pending = pending_on(rt, client, &addr);
-                any |= pending != Ok(0);
-                seen.push(format!("{addr}: {pending:?}"));
-            }
-            if any {
-                Err(seen.join(", "))
-            } else {
-                Ok(())
-            }
-        },
-    );
 }
 
 /// A `Transfer` as a peer sends it to the member `to`, naming that member as every
@@ -674,7 +562,7 @@ fn a_primary_that_rejoins_under_a_new_id_never_holds_its_prepared_key() {
     );
     let cluster = TestCluster::start_with(timings, 3);
     let rt = runtime();
-    let client = library_client(&rt, &cluster, 2_000);
+    let client = library_client(&rt, &cluster);
     let key = "held-by-a-rejoiner";
     let base = rt
         .block_on(client.setr(key, text("base")))
@@ -682,16 +570,8 @@ fn a_primary_that_rejoins_under_a_new_id_never_holds_its_prepared_key() {
     let primary = base.replicas[0].clone();
     let primary_number = cluster.server_number(&primary.addr);
 
-    let doomed = library_client(&rt, &cluster, 2_000);
-    let crashed = rt.block_on(doomed.write_then_crash(
-        key,
-        Op::Put(text("crashed")),
-        CrashPoint::AfterAllPrepares,
-    ));
-    assert!(
-        crashed.is_err(),
-        "a coordinator stopped on purpose reported success: {crashed:?}"
-    );
+    let doomed = library_client(&rt, &cluster);
+    crash_coordinator(&rt, &doomed, key, "crashed", CrashPoint::AfterAllPrepares);
     for replica in &base.replicas {
         assert_eq!(
             pending_on(&rt, &client, &replica.addr),
@@ -746,23 +626,15 @@ fn a_transaction_whose_primary_and_another_replica_left_is_resolved_by_the_survi
     };
     let mut cluster = TestCluster::start_with(timings, 3);
     let rt = runtime();
-    let client = library_client(&rt, &cluster, 2_000);
+    let client = library_client(&rt, &cluster);
     let key = "left-by-two";
     let base = rt
         .block_on(client.setr(key, text("base")))
         .expect("the base write");
     assert_eq!(base.replicas.len(), 3, "three replicas: {base:?}");
 
-    let doomed = library_client(&rt, &cluster, 2_000);
-    let crashed = rt.block_on(doomed.write_then_crash(
-        key,
-        Op::Put(text("crashed")),
-        CrashPoint::AfterAllPrepares,
-    ));
-    assert!(
-        crashed.is_err(),
-        "a coordinator stopped on purpose reported success: {crashed:?}"
-    );
+    let doomed = library_client(&rt, &cluster);
+    crash_coordinator(&rt, &doomed, key, "crashed", CrashPoint::AfterAllPrepares);
     let survivor = base.replicas[2].clone();
     assert_eq!(pending_on(&rt, &client, &survivor.addr), Ok(1));
     for gone in &base.replicas[..2] {
@@ -831,7 +703,7 @@ fn a_transfer_at_the_last_version_is_refused_and_the_key_stays_writable() {
     let _slot = Slot::acquire(SHARED);
     let cluster = TestCluster::start(3);
     let rt = runtime();
-    let client = library_client(&rt, &cluster, 2_000);
+    let client = library_client(&rt, &cluster);
     let key = "edge-version";
     let base = rt
         .block_on(client.setr(key, text("before")))
@@ -951,7 +823,7 @@ fn a_transfer_from_an_older_epoch_never_lands() {
     let _slot = Slot::acquire(SHARED);
     let cluster = TestCluster::start(3);
     let rt = runtime();
-    let client = library_client(&rt, &cluster, 2_000);
+    let client = library_client(&rt, &cluster);
     let key = "edge-epoch";
     let base = rt
         .block_on(client.setr(key, text("current")))

@@ -40,6 +40,8 @@ use ringleader::viewleader::{HEARTBEAT_INTERVAL_MS_DEFAULT, LEASE_MS_DEFAULT};
 const RANDOM_BATCH_WALL: Duration = Duration::from_secs(30);
 /// Seeds of the random batch at most, however fast they run.
 const RANDOM_BATCH_SEEDS_MAX: usize = 8;
+/// Operations a run must record, at least, for its pass to mean something: more than this.
+const OPERATIONS_MIN: usize = 100;
 
 fn fault(kind: FaultKind, hosts: &[&str], at_ms: u64, for_ms: u64) -> Fault {
     Fault {
@@ -66,15 +68,21 @@ fn explain(options: &SimOptions, outcome: &Outcome) -> String {
     )
 }
 
+/// Asserts a run recorded enough operations for its pass to mean something.
+#[track_caller]
+fn assert_workload_ran(outcome: &Outcome) {
+    assert!(
+        outcome.operations > OPERATIONS_MIN,
+        "seed {}: only {} operations",
+        outcome.seed,
+        outcome.operations
+    );
+}
+
 fn assert_passes(options: &SimOptions) {
     let outcome = run(options);
     assert!(outcome.passed(), "{}", explain(options, &outcome));
-    assert!(
-        outcome.operations > 100,
-        "seed {}: only {} operations were recorded",
-        options.seed,
-        outcome.operations
-    );
+    assert_workload_ran(&outcome);
 }
 
 /// One fault of every kind, one after the other, on four servers and three view-leader members:
@@ -129,11 +137,7 @@ fn one_seed_replays_one_run_exactly_with_every_kind_of_fault() {
             "{kind} was not injected once"
         );
     }
-    assert!(
-        first.operations > 100,
-        "only {} operations",
-        first.operations
-    );
+    assert_workload_ran(&first);
     if first.trace != second.trace {
         let diverged = first
             .trace
@@ -231,6 +235,16 @@ fn scripted(mut options: SimOptions, schedule: Vec<Fault>) -> Outcome {
     run(&options)
 }
 
+/// The outcome of a scripted scenario with options of its own, asserted to keep every promise
+/// (a failure prints the command that replays it).
+#[track_caller]
+fn scripted_keeping_every_promise(mut options: SimOptions, schedule: Vec<Fault>) -> Outcome {
+    options.schedule = Some(schedule);
+    let outcome = run(&options);
+    assert!(outcome.passed(), "{}", explain(&options, &outcome));
+    outcome
+}
+
 /// Asserts a scenario that found defect `defect` of the faults issue on the old code keeps every
 /// promise now.
 #[track_caller]
@@ -241,12 +255,7 @@ fn assert_gone(outcome: &Outcome, defect: u32) {
         outcome.seed,
         outcome.violations
     );
-    assert!(
-        outcome.operations > 100,
-        "seed {}: only {} operations",
-        outcome.seed,
-        outcome.operations
-    );
+    assert_workload_ran(outcome);
 }
 
 /// How long a coordinator waits out a replica that does not answer before it has given up on
@@ -271,6 +280,24 @@ const SETTLE_MS: u64 = 50;
 
 fn hosts(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Every client's messages to each of `servers` held for [`ORPHANING_HOLD_MS`] from `at_ms`
+/// (client by client, each over every server in turn): each coordinator's first write after
+/// `at_ms` is orphaned on those servers.
+fn orphaning_holds(options: &SimOptions, servers: &[&str], at_ms: u64) -> Vec<Fault> {
+    let mut holds = Vec::new();
+    for client in hosts("client", options.clients) {
+        for server in servers {
+            holds.push(fault(
+                FaultKind::Delay,
+                &[&client, server],
+                at_ms,
+                ORPHANING_HOLD_MS,
+            ));
+        }
+    }
+    holds
 }
 
 /// Defect 3 was a restarted view leader handing out fencing tokens from 1 again. Its leader's
@@ -387,19 +414,11 @@ fn a_primary_rejoining_under_a_new_id_still_aborts_its_prepared_write() {
     options.liveness_ms = LIVENESS_MS;
     assert!(options.lease_ms < PAUSE_MS && PAUSE_MS < TX_TIMEOUT_MS);
     let servers = hosts("server", options.servers);
+    let every_server: Vec<&str> = servers.iter().map(String::as_str).collect();
     let mut schedule = Vec::new();
     for round in 0..ROUNDS {
         let hold_at = HOLD_AT_MS + round * ROUNDS_APART_MS;
-        for client in hosts("client", options.clients) {
-            for server in &servers {
-                schedule.push(fault(
-                    FaultKind::Delay,
-                    &[&client, server],
-                    hold_at,
-                    ORPHANING_HOLD_MS,
-                ));
-            }
-        }
+        schedule.extend(orphaning_holds(&options, &every_server, hold_at));
         for server in &servers {
             schedule.push(fault(
                 FaultKind::LongPause,
@@ -433,15 +452,7 @@ fn a_write_whose_primary_and_another_replica_left_the_view_is_resolved_by_the_su
     options.workload_ms = WORKLOAD_MS;
     // A few more keys than the default, so that server0 is not the primary of all of them.
     options.keys = 5;
-    let mut schedule = Vec::new();
-    for client in hosts("client", options.clients) {
-        schedule.push(fault(
-            FaultKind::Delay,
-            &[&client, "server0"],
-            HOLD_AT_MS,
-            ORPHANING_HOLD_MS,
-        ));
-    }
+    let mut schedule = orphaning_holds(&options, &["server0"], HOLD_AT_MS);
     let cut_at = HOLD_AT_MS + ORPHANING_HOLD_MS + SETTLE_MS;
     for gone in ["server1", "server2"] {
         schedule.push(fault(
@@ -527,16 +538,8 @@ fn a_server_crashed_with_unsynced_writes_comes_back_from_its_disk_without_losing
             QUICK_DOWN_MS,
         ),
     ];
-    let mut replay = options.clone();
-    replay.schedule = Some(schedule.clone());
-    let outcome = scripted(options, schedule);
-    assert!(outcome.passed(), "{}", explain(&replay, &outcome));
-    assert!(
-        outcome.operations > 100,
-        "seed {}: only {} operations",
-        outcome.seed,
-        outcome.operations
-    );
+    let outcome = scripted_keeping_every_promise(options, schedule);
+    assert_workload_ran(&outcome);
     let disks = outcome.disks;
     let crashes = 2 * servers.len() as u64;
     assert_eq!(disks.crashes, crashes, "{disks:?}");
@@ -580,10 +583,7 @@ fn a_write_that_triggers_a_snapshot_survives_a_crash_of_every_replica() {
         CRASH_AT_MS,
         DOWN_MS,
     )];
-    let mut replay = options.clone();
-    replay.schedule = Some(schedule.clone());
-    let outcome = scripted(options, schedule);
-    assert!(outcome.passed(), "{}", explain(&replay, &outcome));
+    let outcome = scripted_keeping_every_promise(options, schedule);
     assert_eq!(outcome.disks.restarts_from_disk, servers.len() as u64);
 }
 
@@ -686,15 +686,8 @@ fn a_viewleader_leader_crash_mid_workload_elects_a_new_leader_and_keeps_every_pr
         CRASH_AT_MS,
         DOWN_MS,
     )];
-    let mut replay = options.clone();
-    replay.schedule = Some(schedule.clone());
-    let outcome = scripted(options, schedule);
-    assert!(outcome.passed(), "{}", explain(&replay, &outcome));
-    assert!(
-        outcome.operations > 100,
-        "only {} operations",
-        outcome.operations
-    );
+    let outcome = scripted_keeping_every_promise(options, schedule);
+    assert_workload_ran(&outcome);
     assert_eq!(outcome.raft.crashes, 1, "{:?}", outcome.raft);
     let crashed = leader_before(&outcome, CRASH_AT_MS);
     assert_replaced(&outcome, crashed, CRASH_AT_MS, CRASH_AT_MS + DOWN_MS);
@@ -737,15 +730,8 @@ fn a_partitioned_viewleader_leader_is_replaced_and_every_promise_kept() {
             CUT_MS,
         ),
     ];
-    let mut replay = options.clone();
-    replay.schedule = Some(schedule.clone());
-    let outcome = scripted(options, schedule);
-    assert!(outcome.passed(), "{}", explain(&replay, &outcome));
-    assert!(
-        outcome.operations > 100,
-        "only {} operations",
-        outcome.operations
-    );
+    let outcome = scripted_keeping_every_promise(options, schedule);
+    assert_workload_ran(&outcome);
     let split = leader_before(&outcome, SPLIT_AT_MS);
     assert_replaced(&outcome, split, SPLIT_AT_MS, SPLIT_AT_MS + CUT_MS);
     let isolated = leader_before(&outcome, ISOLATE_AT_MS);
@@ -782,10 +768,7 @@ fn a_deposed_viewleader_leader_never_answers_with_an_older_view() {
         ),
         fault(FaultKind::RestartWiped, &["server0"], WIPED_AT_MS, 200),
     ];
-    let mut replay = options.clone();
-    replay.schedule = Some(schedule.clone());
-    let outcome = scripted(options, schedule);
-    assert!(outcome.passed(), "{}", explain(&replay, &outcome));
+    let outcome = scripted_keeping_every_promise(options, schedule);
     let split = leader_before(&outcome, SPLIT_AT_MS);
     assert_replaced(&outcome, split, SPLIT_AT_MS, SPLIT_AT_MS + cut_ms);
     let epoch_at = |from_ms: u64, to_ms: u64| {
@@ -829,10 +812,7 @@ fn with_two_viewleader_members_down_locks_and_views_fail_cleanly_and_nothing_is_
         CRASH_AT_MS,
         DOWN_MS,
     )];
-    let mut replay = options.clone();
-    replay.schedule = Some(schedule.clone());
-    let outcome = scripted(options, schedule);
-    assert!(outcome.passed(), "{}", explain(&replay, &outcome));
+    let outcome = scripted_keeping_every_promise(options, schedule);
     let raft = outcome.raft;
     assert_eq!(raft.crashes, 2, "{raft:?}");
     assert_eq!(raft.quorum_losses, 1, "{raft:?}");

@@ -26,6 +26,8 @@
 
 pub mod disk;
 pub mod durability;
+#[cfg(test)]
+pub(crate) mod fuzz_support;
 pub mod identity;
 pub mod log;
 pub mod memory;

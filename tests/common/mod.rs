@@ -21,6 +21,8 @@
 
 pub mod http_client;
 pub mod in_memory;
+pub mod lib_client;
+pub mod reads;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};

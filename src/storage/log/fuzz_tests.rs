@@ -19,38 +19,17 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::storage::disk::SimDisk;
+use crate::storage::fuzz_support::{
+    byte_damage_with_saturation, config, damaged_file, edge_number, write_synced, Mutation,
+};
 use crate::storage::record::RECORD_HEADER_BYTES;
 use crate::types::{Op, ServerInfo, Value};
-
-/// Cases per property unless `PROPTEST_CASES` says otherwise: every kind of record and of
-/// damage many times over, in a fraction of a second.
-const CASES_DEFAULT: u32 = 128;
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(CASES_DEFAULT);
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
-}
 
 fn text() -> BoxedStrategy<String> {
     prop_oneof![
         4 => "[a-c]{0,3}",
         1 => any::<String>(),
         1 => (0usize..5000).prop_map(|len| "k".repeat(len)),
-    ]
-    .boxed()
-}
-
-fn number() -> BoxedStrategy<u64> {
-    prop_oneof![
-        4 => 0u64..8,
-        1 => any::<u64>(),
-        1 => Just(u64::MAX),
     ]
     .boxed()
 }
@@ -64,13 +43,20 @@ fn value() -> BoxedStrategy<Value> {
 }
 
 fn versioned() -> BoxedStrategy<Versioned> {
-    (value(), number())
+    (value(), edge_number())
         .prop_map(|(value, version)| Versioned { value, version })
         .boxed()
 }
 
 fn prepared() -> BoxedStrategy<PreparedTx> {
-    (any::<u128>(), text(), value(), number(), number(), text())
+    (
+        any::<u128>(),
+        text(),
+        value(),
+        edge_number(),
+        edge_number(),
+        text(),
+    )
         .prop_map(|(tx, key, value, version, epoch, voted_as)| PreparedTx {
             tx,
             key,
@@ -94,7 +80,7 @@ fn entry() -> BoxedStrategy<Entry<'static>> {
             key: Cow::Owned(key),
             versioned: Cow::Owned(versioned),
         }),
-        2 => (text(), text(), number(), number()).prop_map(|(key, item, base, version)| {
+        2 => (text(), text(), edge_number(), edge_number()).prop_map(|(key, item, base, version)| {
             Entry::Append {
                 key: Cow::Owned(key),
                 item: Cow::Owned(item),
@@ -102,24 +88,24 @@ fn entry() -> BoxedStrategy<Entry<'static>> {
                 version,
             }
         }),
-        1 => (text(), number()).prop_map(|(key, version)| Entry::Remove {
+        1 => (text(), edge_number()).prop_map(|(key, version)| Entry::Remove {
             key: Cow::Owned(key),
             version,
         }),
         1 => prepared().prop_map(|prepared| Entry::Prepared(Cow::Owned(prepared))),
-        1 => (any::<u128>(), number()).prop_map(|(tx, version)| Entry::Decided {
+        1 => (any::<u128>(), edge_number()).prop_map(|(tx, version)| Entry::Decided {
             tx,
             state: TxState::Committed { version },
         }),
-        1 => (text(), number()).prop_map(|(key, version)| Entry::Floor {
+        1 => (text(), edge_number()).prop_map(|(key, version)| Entry::Floor {
             key: Cow::Owned(key),
             version,
         }),
-        1 => (any::<u128>(), number())
+        1 => (any::<u128>(), edge_number())
             .prop_map(|(request_id, version)| Entry::Applied { request_id, version }),
         1 => prop::collection::vec((text(), versioned()), 0..4)
             .prop_map(|batch| Entry::Batch(Cow::Owned(batch))),
-        1 => number().prop_map(|records| Entry::SnapshotEnd { records }),
+        1 => edge_number().prop_map(|records| Entry::SnapshotEnd { records }),
     ]
     .boxed()
 }
@@ -133,86 +119,6 @@ fn seq() -> BoxedStrategy<u64> {
         1 => Just(u64::MAX - 1),
     ]
     .boxed()
-}
-
-/// One change to a file's bytes, at a position taken modulo its length.
-#[derive(Clone, Debug)]
-enum Mutation {
-    Flip { at: usize, mask: u8 },
-    Insert { at: usize, byte: u8 },
-    Remove { at: usize },
-    Truncate { at: usize },
-    Saturate { at: usize, len: usize },
-}
-
-fn mutations() -> BoxedStrategy<Vec<Mutation>> {
-    let one = prop_oneof![
-        (any::<usize>(), 1u8..=255).prop_map(|(at, mask)| Mutation::Flip { at, mask }),
-        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Insert { at, byte }),
-        any::<usize>().prop_map(|at| Mutation::Remove { at }),
-        any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        (any::<usize>(), 1usize..12).prop_map(|(at, len)| Mutation::Saturate { at, len }),
-    ];
-    prop::collection::vec(one, 0..3).boxed()
-}
-
-fn mutate(bytes: &mut Vec<u8>, mutations: &[Mutation]) {
-    for mutation in mutations {
-        let len = bytes.len();
-        match *mutation {
-            Mutation::Insert { at, byte } => bytes.insert(at % (len + 1), byte),
-            _ if len == 0 => {}
-            Mutation::Flip { at, mask } => bytes[at % len] ^= mask,
-            Mutation::Remove { at } => {
-                bytes.remove(at % len);
-            }
-            Mutation::Truncate { at } => bytes.truncate(at % len),
-            Mutation::Saturate { at, len: run } => {
-                let start = at % len;
-                bytes[start..(start + run).min(len)].fill(0xff);
-            }
-        }
-    }
-}
-
-/// A record whose CRC holds over whatever `payload` is.
-fn framed_raw(payload: &[u8], out: &mut Vec<u8>) {
-    let len_bytes = (payload.len() as u32).to_le_bytes();
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&len_bytes);
-    crc.update(payload);
-    out.extend_from_slice(&len_bytes);
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.extend_from_slice(payload);
-}
-
-/// A file: `magic`, then `entries` as records; the record at `behind_crc.0` (modulo their
-/// number) has its payload mutated by `behind_crc.1` and its CRC recomputed; then the whole
-/// file is mutated by `blind`.
-fn file(
-    magic: &[u8],
-    entries: &[Entry<'_>],
-    behind_crc: &(usize, Vec<Mutation>),
-    blind: &[Mutation],
-) -> Vec<u8> {
-    let mut bytes = magic.to_vec();
-    for (i, entry) in entries.iter().enumerate() {
-        let mut payload = postcard::to_stdvec(entry).expect("a generated entry encodes");
-        if i == behind_crc.0 % entries.len() {
-            mutate(&mut payload, &behind_crc.1);
-        }
-        framed_raw(&payload, &mut bytes);
-    }
-    mutate(&mut bytes, blind);
-    bytes
-}
-
-fn write(disk: &SimDisk, name: &str, bytes: &[u8]) {
-    let file = disk.create(name).expect("the simulated disk creates");
-    file.append(bytes).expect("the simulated disk appends");
-    file.sync().expect("the simulated disk syncs");
-    disk.sync_dir()
-        .expect("the simulated disk syncs its directory");
 }
 
 /// Every key with its version, as a reopened log must give them back.
@@ -242,8 +148,8 @@ fn part() -> BoxedStrategy<Part> {
     (
         seq(),
         prop::collection::vec(entry(), 1..8),
-        (any::<usize>(), mutations()),
-        mutations(),
+        (any::<usize>(), byte_damage_with_saturation()),
+        byte_damage_with_saturation(),
     )
         .boxed()
 }
@@ -267,14 +173,14 @@ fn lay_out(dir: &DataDir) -> SimDisk {
         entries.push(Entry::SnapshotEnd {
             records: entries.len() as u64,
         });
-        let bytes = file(SNAPSHOT_MAGIC, &entries, behind_crc, blind);
-        write(&disk, &snapshot_name(*seq), &bytes);
+        let bytes = damaged_file(SNAPSHOT_MAGIC, &entries, behind_crc, blind);
+        write_synced(&disk, &snapshot_name(*seq), &bytes);
     }
     let (seq, entries, behind_crc, blind) = &dir.segment;
-    write(
+    write_synced(
         &disk,
         &segment_name(*seq),
-        &file(SEGMENT_MAGIC, entries, behind_crc, blind),
+        &damaged_file(SEGMENT_MAGIC, entries, behind_crc, blind),
     );
     disk
 }
@@ -403,15 +309,15 @@ fn a_segment_numbered_with_the_largest_sequence_is_refused_not_a_panic() {
     };
     // A snapshot at that number, so that the segment is the one the log resumes from.
     let end = Entry::SnapshotEnd { records: 0 };
-    write(
+    write_synced(
         &disk,
         &snapshot_name(u64::MAX),
-        &file(SNAPSHOT_MAGIC, &[end], &(0, Vec::new()), &[]),
+        &damaged_file(SNAPSHOT_MAGIC, &[end], &(0, Vec::new()), &[]),
     );
-    write(
+    write_synced(
         &disk,
         &segment_name(u64::MAX),
-        &file(SEGMENT_MAGIC, &[put], &(0, Vec::new()), &[]),
+        &damaged_file(SEGMENT_MAGIC, &[put], &(0, Vec::new()), &[]),
     );
     let err = Log::open(Arc::new(disk), LogOptions::default())
         .expect_err("no segment can follow the largest number");

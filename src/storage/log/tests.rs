@@ -57,6 +57,13 @@ trait Dir {
         let bytes = self.read(name);
         self.write(name, &bytes[..len]);
     }
+
+    /// Opens a log with `options`, puts `keys` ([`put_keys`]) and closes it: the data dir a
+    /// test then damages.
+    fn fill(&self, options: LogOptions, keys: Range<usize>) {
+        let mut log = self.open(options).unwrap();
+        put_keys(&mut log, keys);
+    }
 }
 
 struct SimDir(SimDisk);
@@ -248,9 +255,7 @@ fn assert_refused(result: Result<Log>, name: &str, offset: usize, kind: &str) ->
 fn a_torn_last_record_is_cut_and_the_rest_recovered() {
     for dir in dirs() {
         let kind = dir.kind();
-        let mut log = dir.open(LogOptions::default()).unwrap();
-        put_keys(&mut log, 0..10);
-        drop(log);
+        dir.fill(LogOptions::default(), 0..10);
         let name = segment_name(1);
         let whole = dir.read(&name);
         let last = *record_offsets(&whole).last().unwrap();
@@ -304,9 +309,7 @@ fn a_torn_last_record_is_cut_and_the_rest_recovered() {
 fn a_flipped_byte_in_the_middle_of_a_segment_is_refused_naming_the_file_and_offset() {
     for dir in dirs() {
         let kind = dir.kind();
-        let mut log = dir.open(LogOptions::default()).unwrap();
-        put_keys(&mut log, 0..10);
-        drop(log);
+        dir.fill(LogOptions::default(), 0..10);
         let name = segment_name(1);
         let victim = record_offsets(&dir.read(&name))[5];
         // The length, the CRC, and the payload.
@@ -325,9 +328,7 @@ fn a_flipped_byte_in_the_middle_of_a_segment_is_refused_naming_the_file_and_offs
 fn a_flipped_byte_in_the_last_record_of_the_last_segment_is_a_torn_tail() {
     for dir in dirs() {
         let kind = dir.kind();
-        let mut log = dir.open(LogOptions::default()).unwrap();
-        put_keys(&mut log, 0..10);
-        drop(log);
+        dir.fill(LogOptions::default(), 0..10);
         let name = segment_name(1);
         let bytes = dir.read(&name);
         let last = *record_offsets(&bytes).last().unwrap();
@@ -349,9 +350,7 @@ fn a_flipped_byte_in_the_last_record_of_the_last_segment_is_a_torn_tail() {
 fn a_flipped_byte_at_the_end_of_an_earlier_segment_is_refused() {
     for dir in dirs() {
         let kind = dir.kind();
-        let mut log = dir.open(small_segments()).unwrap();
-        put_keys(&mut log, 0..20);
-        drop(log);
+        dir.fill(small_segments(), 0..20);
         let name = segment_name(1);
         let bytes = dir.read(&name);
         let last = *record_offsets(&bytes).last().unwrap();
@@ -366,9 +365,7 @@ fn a_flipped_byte_at_the_end_of_an_earlier_segment_is_refused() {
 fn a_missing_segment_is_refused_naming_it() {
     for dir in dirs() {
         let kind = dir.kind();
-        let mut log = dir.open(small_segments()).unwrap();
-        put_keys(&mut log, 0..20);
-        drop(log);
+        dir.fill(small_segments(), 0..20);
         let segments = seqs(&dir.names(), "wal-", ".log");
         assert!(segments.len() >= 3, "{kind}: {segments:?}");
         dir.remove(&segment_name(2));
@@ -383,9 +380,7 @@ fn a_missing_segment_is_refused_naming_it() {
 fn a_missing_first_segment_without_a_snapshot_is_refused() {
     for dir in dirs() {
         let kind = dir.kind();
-        let mut log = dir.open(small_segments()).unwrap();
-        put_keys(&mut log, 0..20);
-        drop(log);
+        dir.fill(small_segments(), 0..20);
         dir.remove(&segment_name(1));
         let err = assert_refused(dir.open(small_segments()), &segment_name(1), 0, kind);
         assert!(err.contains("missing"), "{kind}: {err}");
@@ -397,9 +392,7 @@ fn a_missing_first_segment_without_a_snapshot_is_refused() {
 fn an_empty_last_segment_is_recreated() {
     for dir in dirs() {
         let kind = dir.kind();
-        let mut log = dir.open(LogOptions::default()).unwrap();
-        put_keys(&mut log, 0..10);
-        drop(log);
+        dir.fill(LogOptions::default(), 0..10);
         // The second open created segment 2 (the header only): cut it as a crash during its
         // creation would.
         drop(dir.open(LogOptions::default()).unwrap());
@@ -488,14 +481,19 @@ fn a_damaged_snapshot_is_refused() {
         assert_refused(dir.open(small_compaction()), &name, 0, kind);
         // Whole again, it opens with every key.
         dir.write(&name, &whole);
-        let log = dir.open(small_compaction()).unwrap();
-        assert_eq!(
-            log.report().snapshot.as_deref(),
-            Some(name.as_str()),
-            "{kind}"
-        );
-        assert_keys(&log, 0..keys, kind);
+        let _log = open_from_snapshot(&*dir, &name, keys);
     }
+}
+
+/// Opens `dir` (with [`small_compaction`]) and asserts it recovered from the snapshot `name`
+/// keys `0..keys`, as [`write_until_snapshot`] left them.
+#[track_caller]
+fn open_from_snapshot(dir: &dyn Dir, name: &str, keys: usize) -> Log {
+    let kind = dir.kind();
+    let log = dir.open(small_compaction()).unwrap();
+    assert_eq!(log.report().snapshot.as_deref(), Some(name), "{kind}");
+    assert_keys(&log, 0..keys, kind);
+    log
 }
 
 fn record_offsets_of_snapshot(bytes: &[u8]) -> Vec<usize> {
@@ -517,13 +515,9 @@ fn leftover_tmp_files_and_files_older_than_the_newest_snapshot_are_removed() {
     for dir in dirs() {
         let kind = dir.kind();
         // Keep the first segment and its state before any snapshot replaces it.
-        let mut log = dir.open(small_compaction()).unwrap();
-        put_keys(&mut log, 0..5);
-        drop(log);
+        dir.fill(small_compaction(), 0..5);
         let first_segment = dir.read(&segment_name(1));
-        let mut log = dir.open(small_compaction()).unwrap();
-        put_keys(&mut log, 5..10);
-        drop(log);
+        dir.fill(small_compaction(), 5..10);
         let (name, keys) = write_until_snapshot(&*dir, 10);
         let seq = parse_seq(&name, "snap-", ".snap").unwrap();
         assert!(seq > 2, "{kind}: the snapshot replaced the first segments");
@@ -542,13 +536,7 @@ fn leftover_tmp_files_and_files_older_than_the_newest_snapshot_are_removed() {
         );
         dir.write(&format!("{name}.tmp"), SNAPSHOT_MAGIC);
 
-        let log = dir.open(small_compaction()).unwrap();
-        assert_eq!(
-            log.report().snapshot.as_deref(),
-            Some(name.as_str()),
-            "{kind}"
-        );
-        assert_keys(&log, 0..keys, kind);
+        let _log = open_from_snapshot(&*dir, &name, keys);
         let names = dir.names();
         assert!(
             !names.iter().any(|n| n.ends_with(".tmp")),

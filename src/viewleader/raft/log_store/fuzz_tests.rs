@@ -15,42 +15,22 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::storage::disk::SimDisk;
+use crate::storage::fuzz_support::{
+    byte_damage, config, damaged_file, edge_number, write_synced, Mutation,
+};
 use crate::viewleader::raft::Proposal;
 use crate::viewleader::state::Command;
 
-/// Cases per property unless `PROPTEST_CASES` says otherwise.
-const CASES_DEFAULT: u32 = 128;
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(CASES_DEFAULT);
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
-}
-
-fn number() -> BoxedStrategy<u64> {
-    prop_oneof![
-        4 => 0u64..8,
-        1 => any::<u64>(),
-        1 => Just(u64::MAX),
-    ]
-    .boxed()
-}
-
 fn log_id() -> BoxedStrategy<LogId<MemberId>> {
-    (number(), number(), number())
+    (edge_number(), edge_number(), edge_number())
         .prop_map(|(term, node, index)| LogId::new(CommittedLeaderId::new(term, node), index))
         .boxed()
 }
 
 fn record() -> BoxedStrategy<LogRecord> {
     prop_oneof![
-        1 => (number(), number()).prop_map(|(term, node)| LogRecord::Vote(Vote::new(term, node))),
-        4 => (log_id(), number()).prop_map(|(log_id, at_ms)| LogRecord::Entry(LogEntry {
+        1 => (edge_number(), edge_number()).prop_map(|(term, node)| LogRecord::Vote(Vote::new(term, node))),
+        4 => (log_id(), edge_number()).prop_map(|(log_id, at_ms)| LogRecord::Entry(LogEntry {
             log_id,
             payload: EntryPayload::Normal(Proposal {
                 command: Command::Refresh,
@@ -61,44 +41,11 @@ fn record() -> BoxedStrategy<LogRecord> {
             log_id,
             payload: EntryPayload::Blank,
         })),
-        1 => number().prop_map(|since| LogRecord::Truncate { since }),
+        1 => edge_number().prop_map(|since| LogRecord::Truncate { since }),
         1 => log_id().prop_map(LogRecord::Purge),
         1 => prop::option::of(log_id()).prop_map(LogRecord::Committed),
     ]
     .boxed()
-}
-
-#[derive(Clone, Debug)]
-enum Mutation {
-    Flip { at: usize, mask: u8 },
-    Insert { at: usize, byte: u8 },
-    Remove { at: usize },
-    Truncate { at: usize },
-}
-
-fn mutations() -> BoxedStrategy<Vec<Mutation>> {
-    let one = prop_oneof![
-        (any::<usize>(), 1u8..=255).prop_map(|(at, mask)| Mutation::Flip { at, mask }),
-        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Insert { at, byte }),
-        any::<usize>().prop_map(|at| Mutation::Remove { at }),
-        any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-    ];
-    prop::collection::vec(one, 0..3).boxed()
-}
-
-fn mutate(bytes: &mut Vec<u8>, mutations: &[Mutation]) {
-    for mutation in mutations {
-        let len = bytes.len();
-        match *mutation {
-            Mutation::Insert { at, byte } => bytes.insert(at % (len + 1), byte),
-            _ if len == 0 => {}
-            Mutation::Flip { at, mask } => bytes[at % len] ^= mask,
-            Mutation::Remove { at } => {
-                bytes.remove(at % len);
-            }
-            Mutation::Truncate { at } => bytes.truncate(at % len),
-        }
-    }
 }
 
 /// The log file: the header, the records (the one at `behind_crc.0`, modulo their number, with
@@ -108,31 +55,12 @@ fn log_file(
     behind_crc: &(usize, Vec<Mutation>),
     blind: &[Mutation],
 ) -> Vec<u8> {
-    let mut bytes = LOG_MAGIC.to_vec();
-    for (i, record) in records.iter().enumerate() {
-        let mut payload = postcard::to_stdvec(record).expect("a generated record encodes");
-        if i == behind_crc.0 % records.len() {
-            mutate(&mut payload, &behind_crc.1);
-        }
-        let len_bytes = (payload.len() as u32).to_le_bytes();
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&len_bytes);
-        crc.update(&payload);
-        bytes.extend_from_slice(&len_bytes);
-        bytes.extend_from_slice(&crc.finalize().to_le_bytes());
-        bytes.extend_from_slice(&payload);
-    }
-    mutate(&mut bytes, blind);
-    bytes
+    damaged_file(LOG_MAGIC, records, behind_crc, blind)
 }
 
 fn lay_out(bytes: &[u8]) -> SimDisk {
     let disk = SimDisk::new();
-    let file = disk.create(LOG_FILE).expect("the simulated disk creates");
-    file.append(bytes).expect("the simulated disk appends");
-    file.sync().expect("the simulated disk syncs");
-    disk.sync_dir()
-        .expect("the simulated disk syncs its directory");
+    write_synced(&disk, LOG_FILE, bytes);
     disk
 }
 
@@ -151,8 +79,8 @@ proptest! {
     #[test]
     fn a_damaged_raft_log_opens_or_is_refused_and_what_opens_opens_again_the_same(
         records in prop::collection::vec(record(), 1..10),
-        behind_crc in (any::<usize>(), mutations()),
-        blind in mutations(),
+        behind_crc in (any::<usize>(), byte_damage()),
+        blind in byte_damage(),
     ) {
         let disk = lay_out(&log_file(&records, &behind_crc, &blind));
         if let Ok(store) = LogStore::open(Arc::new(disk.clone())) {
