@@ -456,3 +456,78 @@ fn measure_hello_with_and_without_the_secret() {
         );
     }
 }
+
+/// `Repair` is a client's request, and the server sends the copy on in a member's `Transfer`:
+/// so the server must not let a client choose where or at which epoch (review of issue 17). A
+/// repair naming an epoch far past any the server heard of is refused, and so is one at the
+/// server's own epoch aimed at a server that is no replica of the key; a proper one still works.
+#[test]
+fn a_clients_repair_cannot_carry_a_far_future_epoch_or_reach_a_non_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, _, client_file) = secured_cluster(dir.path());
+    let mut cluster = cluster;
+    cluster.add_server();
+    let view = cluster.wait_settled();
+    assert_eq!(view.servers.len(), 4, "{view:?}");
+    cluster.client(&["setr", "gamma", "one"]).expect_ok();
+    let servers = view.server_infos();
+    let replicas = ringleader::ring::replicas("gamma", &servers);
+    let holder = servers
+        .iter()
+        .find(|s| s.id == replicas[0])
+        .expect("the primary")
+        .clone();
+    let replica = servers
+        .iter()
+        .find(|s| s.id == replicas[1])
+        .expect("a second replica")
+        .clone();
+    let outsider = servers
+        .iter()
+        .find(|s| !replicas.contains(&s.id))
+        .expect("a server that is no replica")
+        .clone();
+    let client_secret = ClusterSecret::load(&client_file).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let server: RpcClient<ServerRequest, ServerReply> =
+            connect(&holder.addr, ServiceKind::Server, &client_secret).await;
+        let repair = |epoch, to: &ringleader::types::ServerInfo| ServerRequest::Repair {
+            key: "gamma".into(),
+            server_id: holder.id.clone(),
+            epoch,
+            to: vec![to.clone()],
+        };
+        match server
+            .call(
+                &repair(ringleader::types::EPOCH_MAX, &replica),
+                CALL_TIMEOUT,
+            )
+            .await
+        {
+            Err(Error::StaleView(msg)) => assert!(msg.contains("has heard of epoch"), "{msg}"),
+            other => panic!("a repair of a far-future epoch: {other:?}"),
+        }
+        match server
+            .call(&repair(view.epoch, &outsider), CALL_TIMEOUT)
+            .await
+        {
+            Err(Error::InvalidRequest(msg)) => {
+                assert!(msg.contains("is not a replica of"), "{msg}")
+            }
+            other => panic!("a repair aimed at a non-replica: {other:?}"),
+        }
+        match server
+            .call(&repair(view.epoch, &replica), CALL_TIMEOUT)
+            .await
+        {
+            Ok(ServerReply::Repaired { .. }) => {}
+            other => panic!("a proper repair: {other:?}"),
+        }
+    });
+    let held = cluster.client_on(
+        cluster.server_number(&outsider.addr),
+        &["get", "--ring", "gamma"],
+    );
+    held.expect_code(1);
+}

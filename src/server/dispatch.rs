@@ -19,6 +19,10 @@ use crate::types::{
     check_epoch, check_key, check_value, check_version, Key, Op, ServerInfo, Space, Version,
 };
 
+/// Epochs past the newest this server heard of that a reader's repair may name: a reader can be
+/// a view ahead of a server (it fetched the view first), never far ahead.
+pub const REPAIR_EPOCHS_AHEAD_MAX: u64 = 2;
+
 /// Keys in one `Versions` request (a rebalancing sender asks in batches of at most this many).
 pub const VERSIONS_BATCH_KEYS_MAX: usize = 20_000;
 
@@ -283,8 +287,10 @@ impl StorageServer {
     }
 
     /// A reader's repair: this server's copy of `key` sent to the lagging replicas `to`, as a
-    /// rebalancing transfer would send it. Only replicas of this server's view, at the reader's
-    /// epoch, are served, so a caller cannot aim the copies anywhere else.
+    /// rebalancing transfer would send it. At this server's epoch only the key's replicas in its
+    /// view are served; a reader a view ahead names replicas this server cannot check yet, so
+    /// that is allowed for at most [`REPAIR_EPOCHS_AHEAD_MAX`] epochs past the newest it heard
+    /// of, and a caller cannot carry a far-future epoch (or a copy) anywhere with it.
     async fn repair(&self, key: String, epoch: u64, to: Vec<ServerInfo>) -> Result<ServerReply> {
         check_key(&key)?;
         check_epoch(epoch)?;
@@ -307,15 +313,26 @@ impl StorageServer {
                     node.id, node.view.epoch
                 )));
             }
-            let stranger = to
-                .iter()
-                .find(|t| epoch == node.view.epoch && !node.view.servers.contains(t));
-            if let Some(stranger) = stranger {
-                return Err(errinput!(
-                    "{} ({}) is not a server of the view of epoch {epoch}",
-                    stranger.id,
-                    stranger.addr
-                ));
+            let known = node.epoch_seen.max(node.view.epoch);
+            if epoch > known.saturating_add(REPAIR_EPOCHS_AHEAD_MAX) {
+                return Err(Error::StaleView(format!(
+                    "a repair of epoch {epoch} reached server {}, which has heard of epoch \
+                     {known} at most",
+                    node.id
+                )));
+            }
+            if epoch == node.view.epoch {
+                let replicas = crate::ring::replicas(&key, &node.view.servers);
+                let stranger = to
+                    .iter()
+                    .find(|t| !node.view.servers.contains(t) || !replicas.contains(&t.id));
+                if let Some(stranger) = stranger {
+                    return Err(errinput!(
+                        "{} ({}) is not a replica of {key:?} in the view of epoch {epoch}",
+                        stranger.id,
+                        stranger.addr
+                    ));
+                }
             }
             node.store.get(&key)
         };

@@ -129,6 +129,20 @@ pub enum Storage {
 /// log in the same data dir ([`crate::storage::Prefixed`]).
 pub const LOCAL_FILES_PREFIX: &str = "local-";
 
+/// How to recover from damage to the ring keys' log: the other replicas refill those, but not
+/// the single-server keys, which the operator carries over by hand.
+const RING_DAMAGE_ADVICE: &str = "To recover, move the data dir away (keep it for inspection) \
+     and start the server again: it rejoins empty under a new id and the other replicas refill \
+     its ring keys. Its single-server keys (set) have no other copy: to keep them, copy the \
+     files named local-* from the old data dir into the new one before starting";
+
+/// How to recover from damage to the single-server keys' log: those keys have no other copy, so
+/// only that log is set aside; the server keeps its id and its ring keys.
+const LOCAL_DAMAGE_ADVICE: &str = "That is the log of the single-server keys (set), which have \
+     no other copy. To recover, move the files named local-* away (keep them for inspection) and \
+     start the server again: it keeps its id and its ring keys, and starts with no single-server \
+     keys";
+
 /// What opening a server's storage gave it.
 pub(crate) struct Opened {
     /// The ring keys ([`crate::types::Space::Ring`]), with the 2PC records.
@@ -190,10 +204,10 @@ impl Storage {
                 if let Some(identity) = &identity {
                     identity::check_cluster(&*disk, identity, cluster)?;
                 }
-                let log = Log::open(disk.clone(), options)?;
+                let log = Log::open_advising(disk.clone(), options, RING_DAMAGE_ADVICE)?;
                 let local_disk: Arc<dyn Disk> =
                     Arc::new(Prefixed::new(disk.clone(), LOCAL_FILES_PREFIX));
-                let local = Log::open(local_disk, options)?;
+                let local = Log::open_advising(local_disk, options, LOCAL_DAMAGE_ADVICE)?;
                 let report = log.report();
                 info!(
                     keys = report.keys,
@@ -297,4 +311,57 @@ pub async fn serve(
     let _ = views.await;
     let _ = terminations.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SimDisk;
+    use crate::types::{Value, Versioned};
+
+    /// Writes one single-server key through the server's storage, then damages the first record
+    /// of the single-server log (a valid record follows it, so recovery calls it corruption).
+    fn damaged_local_log() -> Result<Opened> {
+        let disk = SimDisk::new();
+        let storage = || Storage::Disk {
+            disk: Arc::new(disk.clone()),
+            options: LogOptions::default(),
+        };
+        {
+            let Ok(mut opened) = storage().open("c") else {
+                panic!("a fresh data dir opens");
+            };
+            for (i, key) in ["first", "second"].into_iter().enumerate() {
+                let versioned = Versioned {
+                    value: Value::Text(format!("value {i}")),
+                    version: 1,
+                };
+                opened.local.put_if_newer(key.into(), versioned).unwrap();
+            }
+        }
+        let segment = disk
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|n| n.starts_with(LOCAL_FILES_PREFIX) && n.ends_with(".log"))
+            .expect("the single-server log has a segment");
+        // Past the 8-byte magic and the first record's 8-byte header: its payload.
+        disk.flip_byte(&segment, 8 + 8 + 2).unwrap();
+        storage().open("c")
+    }
+
+    #[test]
+    fn a_damaged_single_server_log_is_not_answered_with_advice_that_discards_it() {
+        // Single-server keys have no other replica: "move the data dir away, the other replicas
+        // refill it" would throw away every one of them (and the undamaged ring log's keys too).
+        let err = match damaged_local_log() {
+            Ok(_) => panic!("a corrupt single-server log was accepted"),
+            Err(err) => err.to_string(),
+        };
+        assert!(err.contains(LOCAL_FILES_PREFIX), "names the file: {err}");
+        assert!(
+            !err.contains("refill"),
+            "promises a refill that cannot come for single-server keys: {err}"
+        );
+    }
 }

@@ -59,8 +59,10 @@
 //!   this server reported the epoch, hence planned for it; (3) covers it anyway;
 //! * the drop pass once a view settled: it comes after every server planned for that epoch.
 //!
-//! The keys are remembered only until the server plans for their epoch or a newer epoch's
-//! transfer arrives, and at most [`RECEIVED_KEYS_MAX`] of them: the rest are offered as before.
+//! The keys are remembered only until the server plans for their epoch, for at most
+//! [`RECEIVED_EPOCHS_MAX`] epochs and [`RECEIVED_KEYS_MAX`] keys in all, the highest epochs
+//! forgotten first (so a stray far-future epoch never pushes out the real next one): whatever
+//! is not remembered is offered as before.
 //!
 //! # Deliberately left out
 //! * Anti-entropy between replicas that both hold a key at different versions outside a view
@@ -74,19 +76,29 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use crate::ring::{Position, Ring};
 use crate::types::{Epoch, Key, Loss, ServerId, Version};
 
-/// Keys a server remembers from the transfers of one epoch; past this many it remembers no
-/// more, and offers the rest as candidate copies (only more round trips, never a lost copy).
+/// Keys a server remembers from transfers of the epochs it has not planned for; past this many
+/// it remembers no more, and offers the rest as candidate copies (only more round trips, never
+/// a lost copy).
 pub const RECEIVED_KEYS_MAX: usize = 1_000_000;
+/// Epochs not yet planned for whose transfers a server remembers at once: the next one or two
+/// in practice; past this many, the highest are forgotten first.
+pub const RECEIVED_EPOCHS_MAX: usize = 4;
 
-/// The keys transfers of the newest epoch brought, and the version each brought, kept until
-/// this server plans for that epoch (see "Copies received before planning" above).
+/// The keys transfers brought for the epochs this server has not planned for yet, and the
+/// newest version each brought, kept until it plans for that epoch (see "Copies received before
+/// planning" above).
+///
+/// Kept per epoch, because the epoch of a transfer is only bounded from below (a sender may be
+/// a view ahead of this server) and a transfer of a far-future epoch, stray or forged, must not
+/// push out the real next epoch's keys: when room runs out, the highest epochs go first, and
+/// the real next epoch is always the lowest one not yet planned.
 #[derive(Clone, Debug)]
 pub struct Received {
     /// The newest epoch this server planned for: a transfer of it or older cannot reach a plan.
     planned: Epoch,
-    /// The epoch of the transfers in `keys`.
-    epoch: Epoch,
-    keys: HashMap<Key, Version>,
+    by_epoch: BTreeMap<Epoch, HashMap<Key, Version>>,
+    /// Keys remembered, over every epoch.
+    len: usize,
     /// At most this many keys ([`RECEIVED_KEYS_MAX`] but in tests).
     keys_max: usize,
 }
@@ -98,23 +110,23 @@ impl Default for Received {
 }
 
 impl Received {
-    /// Remembers at most `keys_max` keys per epoch.
+    /// Remembers at most `keys_max` keys in all.
     pub fn with_keys_max(keys_max: usize) -> Self {
         Self {
             planned: 0,
-            epoch: 0,
-            keys: HashMap::new(),
+            by_epoch: BTreeMap::new(),
+            len: 0,
             keys_max,
         }
     }
 
     /// Whether a transfer of `epoch` would be remembered (its keys are worth collecting).
     pub fn wants(&self, epoch: Epoch) -> bool {
-        epoch > self.planned && epoch >= self.epoch
+        epoch > self.planned
     }
 
-    /// A transfer of `epoch` brought `entries` (key, version). A newer epoch forgets the older
-    /// one's keys; an older epoch, or one already planned for, is not remembered.
+    /// A transfer of `epoch` brought `entries` (key, version). An epoch already planned for is
+    /// not remembered; to make room, the keys of higher epochs than `epoch` are forgotten.
     pub fn record<'a>(
         &mut self,
         epoch: Epoch,
@@ -123,16 +135,36 @@ impl Received {
         if !self.wants(epoch) {
             return;
         }
-        if epoch > self.epoch {
-            self.epoch = epoch;
-            self.keys = HashMap::new();
+        let room_for_epoch =
+            self.by_epoch.contains_key(&epoch) || self.by_epoch.len() < RECEIVED_EPOCHS_MAX;
+        if !room_for_epoch && !self.forget_highest_above(epoch) {
+            return;
         }
         for (key, version) in entries {
-            if let Some(known) = self.keys.get_mut(key) {
+            if let Some(known) = self.by_epoch.get_mut(&epoch).and_then(|k| k.get_mut(key)) {
                 *known = (*known).max(version);
-            } else if self.keys.len() < self.keys_max {
-                self.keys.insert(key.clone(), version);
+                continue;
             }
+            if self.len >= self.keys_max && !self.forget_highest_above(epoch) {
+                continue;
+            }
+            self.by_epoch
+                .entry(epoch)
+                .or_default()
+                .insert(key.clone(), version);
+            self.len += 1;
+        }
+    }
+
+    /// Forgets the keys of the highest epoch remembered if it is above `epoch`; whether it did.
+    fn forget_highest_above(&mut self, epoch: Epoch) -> bool {
+        match self.by_epoch.last_key_value() {
+            Some((&highest, _)) if highest > epoch => {
+                let forgotten = self.by_epoch.remove(&highest).map_or(0, |k| k.len());
+                self.len -= forgotten;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -141,24 +173,25 @@ impl Received {
     /// kept for their own plan.
     pub fn take_for(&mut self, epoch: Epoch) -> HashMap<Key, Version> {
         self.planned = self.planned.max(epoch);
-        if self.epoch > epoch {
-            return HashMap::new();
-        }
-        let keys = std::mem::take(&mut self.keys);
-        if self.epoch == epoch {
-            keys
-        } else {
-            HashMap::new()
-        }
+        let later = match epoch.checked_add(1) {
+            Some(next) => self.by_epoch.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        let done = std::mem::replace(&mut self.by_epoch, later);
+        self.len = self.by_epoch.values().map(HashMap::len).sum();
+        done.into_iter()
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, keys)| keys)
+            .unwrap_or_default()
     }
 
     /// Keys remembered.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len == 0
     }
 }
 
@@ -638,18 +671,23 @@ mod tests {
     #[test]
     fn received_keys_are_bounded_kept_at_the_newest_version_and_forgotten_once_planned() {
         let keys: Vec<Key> = (0..10).map(|i| format!("k{i}")).collect();
-        let mut remembered = Received::with_keys_max(4);
+        let mut remembered = Received::with_keys_max(5);
         remembered.record(EPOCH, keys.iter().map(|k| (k, BROUGHT)));
-        assert_eq!(remembered.len(), 4, "bounded");
+        assert_eq!(remembered.len(), 5, "bounded");
         remembered.record(EPOCH, [(&keys[0], BROUGHT + 5), (&keys[1], BROUGHT - 5)]);
-        remembered.record(EPOCH - 1, [(&keys[2], BROUGHT + 9)]);
+        remembered.record(EPOCH + 1, [(&keys[2], BROUGHT + 9)]);
+        assert_eq!(
+            remembered.len(),
+            5,
+            "a higher epoch never pushes out a lower one"
+        );
         let taken = remembered.take_for(EPOCH);
         assert_eq!(taken.get(&keys[0]), Some(&(BROUGHT + 5)));
         assert_eq!(taken.get(&keys[1]), Some(&BROUGHT), "the newest brought");
         assert_eq!(
             taken.get(&keys[2]),
             Some(&BROUGHT),
-            "an older epoch is ignored"
+            "another epoch's transfer counts for its own plan only"
         );
         assert!(remembered.is_empty());
         remembered.record(EPOCH, keys.iter().map(|k| (k, BROUGHT)));
@@ -659,6 +697,44 @@ mod tests {
         );
         remembered.record(EPOCH + 1, keys.iter().take(2).map(|k| (k, BROUGHT)));
         assert_eq!(remembered.len(), 2, "a newer epoch starts afresh");
+    }
+
+    #[test]
+    fn far_future_epochs_give_way_to_the_next_one_when_room_runs_out() {
+        let keys: Vec<Key> = (0..4).map(|i| format!("k{i}")).collect();
+        let mut remembered = Received::with_keys_max(2);
+        remembered.record(
+            crate::types::EPOCH_MAX,
+            keys[..2].iter().map(|k| (k, BROUGHT)),
+        );
+        remembered.record(EPOCH, [(&keys[2], BROUGHT)]);
+        assert_eq!(remembered.len(), 1, "the far epoch's keys made room");
+        for far in 0..RECEIVED_EPOCHS_MAX as u64 * 2 {
+            remembered.record(EPOCH + 100 + far, [(&keys[3], BROUGHT)]);
+        }
+        let taken = remembered.take_for(EPOCH);
+        assert_eq!(taken.get(&keys[2]), Some(&BROUGHT), "{taken:?}");
+        assert!(remembered.len() <= 2, "still bounded");
+    }
+
+    #[test]
+    fn a_transfer_of_a_far_future_epoch_does_not_stop_the_next_epochs_being_remembered() {
+        // A client may ask any server for a `Repair` at any epoch above the server's own (only
+        // one of the same epoch is checked against the view), and the server passes the epoch
+        // on in a member's `Transfer`, which every receiver at or below it accepts. One such
+        // transfer must not make this process forget, for the rest of its life, the copies the
+        // real next epochs bring (that brings issue 17's stuck rebalance back).
+        let forged = "forged".to_string();
+        let real = "real".to_string();
+        let mut remembered = Received::default();
+        remembered.record(crate::types::EPOCH_MAX, [(&forged, BROUGHT)]);
+        remembered.record(EPOCH, [(&real, BROUGHT)]);
+        let taken = remembered.take_for(EPOCH);
+        assert_eq!(
+            taken.get(&real),
+            Some(&BROUGHT),
+            "the plan of {EPOCH} knows what its transfers brought"
+        );
     }
 
     #[test]

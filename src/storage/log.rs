@@ -295,12 +295,18 @@ fn parse_seq(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// How every refusal of a damaged log begins; [`Log::open_advising`] adds how to recover.
+const DAMAGED: &str = "the data dir is damaged:";
+
+/// How to recover from a damaged log whose keys other replicas hold (the default).
+pub const DAMAGE_ADVICE_REPLICATED: &str = "To recover, move the data dir away (keep it for \
+     inspection) and start the server again: it rejoins empty under a new id and the other \
+     replicas refill it";
+
 fn corrupt(disk: &dyn Disk, name: &str, offset: usize, what: &str) -> Error {
     Error::Internal(format!(
-        "the data dir is damaged: {} at byte {offset}: {what}. The server will not start on it, \
-         because it cannot tell which keys the damage touched. To recover, move the data dir \
-         away (keep it for inspection) and start the server again: it rejoins empty under a new \
-         id and the other replicas refill it",
+        "{DAMAGED} {} at byte {offset}: {what}. The server will not start on it, because it \
+         cannot tell which keys the damage touched.",
         disk.describe(name)
     ))
 }
@@ -316,8 +322,24 @@ fn io_error(disk: &dyn Disk, name: &str, doing: &str, err: std::io::Error) -> Er
 }
 
 impl Log {
-    /// Opens the log in `disk`, recovering what is there (see the module doc for the rules).
+    /// Opens the log in `disk`, recovering what is there (see the module doc for the rules). A
+    /// damaged log is refused with [`DAMAGE_ADVICE_REPLICATED`].
     pub fn open(disk: Arc<dyn Disk>, options: LogOptions) -> Result<Self> {
+        Self::open_advising(disk, options, DAMAGE_ADVICE_REPLICATED)
+    }
+
+    /// [`Log::open`], refusing a damaged log with `advice` on how to recover: what to do
+    /// depends on what the log holds (keys other replicas refill, or keys nobody else has).
+    pub fn open_advising(disk: Arc<dyn Disk>, options: LogOptions, advice: &str) -> Result<Self> {
+        Self::recover(disk, options).map_err(|err| match err {
+            Error::Internal(message) if message.starts_with(DAMAGED) => {
+                Error::Internal(format!("{message} {advice}"))
+            }
+            other => other,
+        })
+    }
+
+    fn recover(disk: Arc<dyn Disk>, options: LogOptions) -> Result<Self> {
         let names = disk
             .list()
             .map_err(|err| io_error(&*disk, "", "listing", err))?;
