@@ -56,8 +56,9 @@ pub(super) struct NodeState {
     /// owners: set when it plans, brought down batch by batch, 0 once it is done.
     pub(super) copies_to_send: u64,
     pub(super) keys_dropped: u64,
-    /// The keys transfers of the newest epoch brought before this server planned for it: its
-    /// plan does not offer them back (see `rebalance`, "Copies received before planning").
+    /// The keys transfers brought for epochs this server has not planned for yet: the plan of
+    /// each epoch does not offer its own back (see `rebalance`, "Copies received before
+    /// planning").
     pub(super) received: Received,
     /// Request ids of recent single-server sets and the version each produced, so a retried
     /// set applies once.

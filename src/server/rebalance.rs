@@ -696,7 +696,7 @@ mod tests {
             "a transfer after the plan cannot reach it"
         );
         remembered.record(EPOCH + 1, keys.iter().take(2).map(|k| (k, BROUGHT)));
-        assert_eq!(remembered.len(), 2, "a newer epoch starts afresh");
+        assert_eq!(remembered.len(), 2, "the next epoch is remembered afresh");
     }
 
     #[test]
