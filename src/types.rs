@@ -291,6 +291,7 @@ pub fn version_after(version: Version) -> Result<Version> {
 /// Which of a storage server's two key spaces a request means. They never mix: a key of the
 /// same name may live in both, with unrelated values and versions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Space {
     /// The server's own keys (`set`, `get`, `query_all_keys`: the first course task). They stay
     /// on the server that holds them: rebalancing never moves, copies or drops them.

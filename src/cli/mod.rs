@@ -345,7 +345,7 @@ async fn execute(args: ClientArgs, options: ClientOptions, out: Output) -> Resul
             }
             out.ok(
                 keys.join("\n"),
-                json!({"server": addr, "space": space_name(space), "keys": keys}),
+                json!({"server": addr, "space": space, "keys": keys}),
             );
         }
         Command::QueryServers => {
@@ -700,14 +700,6 @@ fn space_of(ring: bool) -> Space {
         Space::Ring
     } else {
         Space::Local
-    }
-}
-
-/// How `--json` names a key space.
-fn space_name(space: Space) -> &'static str {
-    match space {
-        Space::Local => "local",
-        Space::Ring => "ring",
     }
 }
 

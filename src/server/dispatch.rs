@@ -15,9 +15,7 @@ use crate::rpc::message::{ServerReply, ServerRequest, ServiceKind};
 use crate::rpc::server::{Answer, Handler};
 use crate::storage::{self, Record};
 use crate::twopc::participant::{Context, Vote};
-use crate::types::{
-    check_epoch, check_key, check_value, check_version, Key, Op, ServerInfo, Space, Version,
-};
+use crate::types::{check_epoch, check_key, check_value, check_version, Op, ServerInfo, Space};
 
 /// Epochs past the newest this server heard of that a reader's repair may name: a reader can be
 /// a view ahead of a server (it fetched the view first), never far ahead.
@@ -236,20 +234,14 @@ impl StorageServer {
                         node.id, node.view.epoch
                     )));
                 }
-                // Remembered once applied, with the version each entry brought: the plan for
-                // this epoch does not offer back the keys still at that version, whose senders
-                // cover every new replica (`rebalance`, "Copies received before planning").
-                let brought: Vec<(Key, Version)> = if node.received.wants(epoch) {
-                    entries
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.version))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                let stored = node.store.apply_batch(entries)?;
+                // Remembered with the version each entry brought: the plan for this epoch does
+                // not offer back the keys still at that version, whose senders cover every new
+                // replica (`rebalance`, "Copies received before planning"). Noted before they
+                // are applied, as a copy that is not stored cannot be at that version, save by
+                // another copy of the same version, which is as good.
                 node.received
-                    .record(epoch, brought.iter().map(|(k, v)| (k, *v)));
+                    .record(epoch, entries.iter().map(|(k, v)| (k, v.version)));
+                let stored = node.store.apply_batch(entries)?;
                 Ok(ServerReply::Transferred { stored })
             }
             ServerRequest::Relay { to, request } => {

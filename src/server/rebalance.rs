@@ -383,9 +383,7 @@ mod tests {
         // Servers at hashes 2, 5, 10, 15; a key at 7 lives on 10, 15, 2. Server 9 joins: the key
         // must be on 9, 10, 15; 9 receives it from 10 (the first settled replica), nobody else
         // sends, and 2 stops owning it.
-        let settled = spec_ring(&[]);
-        let grown = spec_ring(&[(9 * SCALE, "s9")]);
-        let key = key_between(5 * SCALE, 9 * SCALE);
+        let (settled, grown, key) = s9_joins_with_a_key_for_it();
         assert_eq!(settled.replicas(&key), vec!["s10", "s15", "s2"]);
         assert_eq!(grown.replicas(&key), vec!["s9", "s10", "s15"]);
 
@@ -525,6 +523,13 @@ mod tests {
         plan_covered(me, settled, new, held, &covered)
     }
 
+    /// The specification's ring, s9 joining, and a key that moves to s9 (held by s10, s15, s2).
+    fn s9_joins_with_a_key_for_it() -> (Ring, Ring, Key) {
+        let settled = spec_ring(&[]);
+        let grown = spec_ring(&[(9 * SCALE, "s9")]);
+        (settled, grown, key_between(5 * SCALE, 9 * SCALE))
+    }
+
     #[test]
     fn a_new_server_that_received_its_copies_before_planning_offers_none_of_them_back() {
         // s9 joins; its designated senders' copies reach it before it plans for the epoch. They
@@ -550,9 +555,7 @@ mod tests {
     fn copies_received_for_another_epoch_are_still_offered() {
         // A sender whose plan was for an older view (epoch 6) is superseded: its copies are
         // candidate copies of the plan for 7. Transfers of 8 wait for the plan of 8.
-        let settled = spec_ring(&[]);
-        let grown = spec_ring(&[(9 * SCALE, "s9")]);
-        let key = key_between(5 * SCALE, 9 * SCALE);
+        let (settled, grown, key) = s9_joins_with_a_key_for_it();
         let held = [key.clone()];
         for epoch in [EPOCH - 1, EPOCH + 1] {
             let p =
@@ -570,9 +573,7 @@ mod tests {
     fn a_copy_newer_or_older_than_the_one_received_is_still_offered() {
         // Newer: the server's own copy (or a write since) is newer than what the sender has.
         // Older: the transfer was not stored (a failed write), so it proves nothing.
-        let settled = spec_ring(&[]);
-        let grown = spec_ring(&[(9 * SCALE, "s9")]);
-        let key = key_between(5 * SCALE, 9 * SCALE);
+        let (settled, grown, key) = s9_joins_with_a_key_for_it();
         let held = [key.clone()];
         for version_now in [BROUGHT + 1, BROUGHT - 1] {
             let p = plan_after_receiving(
@@ -611,9 +612,7 @@ mod tests {
     fn a_key_a_loss_may_have_taken_is_still_offered() {
         // The view settled once without every replica of the key: its settled replicas may lack
         // it, so its designated sender may have nothing to send.
-        let settled = spec_ring(&[]);
-        let grown = spec_ring(&[(9 * SCALE, "s9")]);
-        let key = key_between(5 * SCALE, 9 * SCALE);
+        let (settled, grown, key) = s9_joins_with_a_key_for_it();
         let info = |id: &str| crate::types::ServerInfo {
             id: id.to_string(),
             addr: format!("{id}:1"),
@@ -660,9 +659,7 @@ mod tests {
     fn a_designated_sender_sends_what_it_received_too() {
         // s10 is the key's designated sender; a leaver's handoff of the key reached it first.
         // Only offers are left out, never a send.
-        let settled = spec_ring(&[]);
-        let grown = spec_ring(&[(9 * SCALE, "s9")]);
-        let key = key_between(5 * SCALE, 9 * SCALE);
+        let (settled, grown, key) = s9_joins_with_a_key_for_it();
         let held = [key.clone()];
         let p = plan_after_receiving("s10", &settled, &grown, &held, (EPOCH, &held), BROUGHT, &[]);
         assert_eq!(p.sends.get("s9"), Some(&vec![key]));
